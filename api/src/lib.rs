@@ -1,0 +1,6 @@
+//! Shared Kubernetes vocabulary for every Berth crate, with no I/O: re-exports of the API types,
+//! label and field selectors, quantities, name validation, object-meta helpers and well-known
+//! labels. It must not do I/O, spawn threads or depend on any other Berth crate.
+#![forbid(unsafe_code)]
+
+pub use k8s_openapi;

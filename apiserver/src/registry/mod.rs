@@ -1,0 +1,6 @@
+//! The registry: what each served resource is and how its objects are defaulted, validated,
+//! printed and selected.
+
+pub mod resources;
+
+pub use resources::{find, find_kind, groups, ResourceInfo, Subresource, RESOURCES};
