@@ -5,6 +5,10 @@
 //! else: scheduling, controllers and nodes are API clients in other crates.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod http;
+pub mod pki;
 pub mod registry;
 pub mod status;
 pub mod storage;
+pub mod tls;
