@@ -500,7 +500,204 @@ fn check(key: &[u8], latest: Option<&KeyValue>, pre: Precondition) -> Result<(),
 
 #[cfg(test)]
 mod tests {
+    use futures::executor::block_on;
+
     use super::*;
+    use crate::storage::redb_store::testing::{delete, put, temp_store};
+    use crate::storage::{RedbOptions, RedbStore, Storage};
+
+    fn range_keys(
+        store: &RedbStore,
+        req: RangeRequest,
+    ) -> Result<(Vec<String>, bool), StorageError> {
+        let resp = block_on(store.range(req))?;
+        let keys = resp
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8(kv.key.clone()).expect("utf8 key"))
+            .collect();
+        Ok((keys, resp.more))
+    }
+
+    fn req(
+        prefix: &str,
+        start: Option<&str>,
+        limit: usize,
+        revision: Option<Revision>,
+    ) -> RangeRequest {
+        RangeRequest {
+            prefix: prefix.into(),
+            start: start.map(Into::into),
+            limit,
+            revision,
+        }
+    }
+
+    #[test]
+    fn range_honours_prefix_start_limit_and_more() {
+        let (_dir, store) = temp_store(RedbOptions::default());
+        for key in [
+            "/pods/a", "/pods/b", "/pods/c", "/pods0", "/podsx", "/svc/a",
+        ] {
+            put(&store, key, "v", Precondition::None).expect("put");
+        }
+        let all = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            range_keys(&store, req("/pods/", None, 0, None)).expect("range"),
+            (all(&["/pods/a", "/pods/b", "/pods/c"]), false)
+        );
+        assert_eq!(
+            range_keys(&store, req("/pods/", None, 2, None)).expect("range"),
+            (all(&["/pods/a", "/pods/b"]), true)
+        );
+        assert_eq!(
+            range_keys(&store, req("/pods/", Some("/pods/b"), 2, None)).expect("range"),
+            (all(&["/pods/b", "/pods/c"]), false)
+        );
+        assert_eq!(
+            range_keys(&store, req("/pods/", Some("/pods/c"), 1, None)).expect("range"),
+            (all(&["/pods/c"]), false)
+        );
+        assert_eq!(
+            range_keys(&store, req("/pods/", Some("/zzz"), 0, None)).expect("range"),
+            (Vec::new(), false)
+        );
+        assert_eq!(
+            range_keys(&store, req("", None, 0, None))
+                .expect("range")
+                .0
+                .len(),
+            6
+        );
+        let resp = block_on(store.range(req("/svc/", None, 0, None))).expect("range");
+        assert_eq!(resp.revision, 6);
+    }
+
+    #[test]
+    fn range_at_past_revision_sees_deleted_and_old_values() {
+        let (_dir, store) = temp_store(RedbOptions::default());
+        put(&store, "/p/a", "a1", Precondition::None).expect("put"); // 1
+        put(&store, "/p/b", "b1", Precondition::None).expect("put"); // 2
+        put(&store, "/p/a", "a2", Precondition::None).expect("put"); // 3
+        delete(&store, "/p/b", Precondition::None).expect("delete"); // 4
+        put(&store, "/p/c", "c1", Precondition::None).expect("put"); // 5
+        let at = |rev| block_on(store.range(req("/p/", None, 0, Some(rev)))).expect("range");
+        let view = |resp: RangeResponse| {
+            resp.kvs
+                .into_iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8(kv.key).expect("utf8"),
+                        kv.value.to_vec(),
+                        kv.mod_revision,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            view(at(2)),
+            [
+                ("/p/a".into(), b"a1".to_vec(), 1),
+                ("/p/b".into(), b"b1".to_vec(), 2)
+            ]
+        );
+        assert_eq!(
+            view(at(3)),
+            [
+                ("/p/a".into(), b"a2".to_vec(), 3),
+                ("/p/b".into(), b"b1".to_vec(), 2)
+            ]
+        );
+        assert_eq!(view(at(4)), [("/p/a".into(), b"a2".to_vec(), 3)]);
+        assert_eq!(at(4).revision, 4);
+        let limited = block_on(store.range(req("/p/", None, 1, Some(2)))).expect("range");
+        assert_eq!((limited.kvs.len(), limited.more), (1, true));
+        assert_eq!(
+            view(at(5)),
+            [
+                ("/p/a".into(), b"a2".to_vec(), 3),
+                ("/p/c".into(), b"c1".to_vec(), 5)
+            ]
+        );
+        assert!(matches!(
+            block_on(store.range(req("/p/", None, 0, Some(6)))),
+            Err(StorageError::FutureRevision {
+                requested: 6,
+                current: 5
+            })
+        ));
+    }
+
+    #[test]
+    fn compaction_keeps_what_is_visible_after_it() {
+        let (_dir, store) = temp_store(RedbOptions::default());
+        put(&store, "/p/a", "a1", Precondition::None).expect("put"); // 1
+        put(&store, "/p/b", "b1", Precondition::None).expect("put"); // 2
+        put(&store, "/p/a", "a2", Precondition::None).expect("put"); // 3
+        delete(&store, "/p/b", Precondition::None).expect("delete"); // 4
+        put(&store, "/p/a", "a3", Precondition::None).expect("put"); // 5
+        block_on(store.compact(4)).expect("compact");
+        assert_eq!(store.compacted_revision(), 4);
+        for rev in [1, 4] {
+            assert!(matches!(
+                block_on(store.range(req("/p/", None, 0, Some(rev)))),
+                Err(StorageError::Compacted { requested, compacted: 4 }) if requested == rev
+            ));
+        }
+        let at5 = block_on(store.range(req("/p/", None, 0, Some(5)))).expect("range");
+        assert_eq!(at5.kvs.len(), 1);
+        assert_eq!(&*at5.kvs[0].value, b"a3");
+        assert!(matches!(
+            block_on(store.compact(4)),
+            Err(StorageError::Compacted {
+                requested: 4,
+                compacted: 4
+            })
+        ));
+        assert!(matches!(
+            block_on(store.compact(9)),
+            Err(StorageError::FutureRevision {
+                requested: 9,
+                current: 5
+            })
+        ));
+        // Only /p/a's version 3 (the prev of revision 5) and 5 remain; /p/b is gone entirely.
+        let txn = store.begin_read_for_test();
+        let versions = txn.open_table(VERSIONS).expect("versions");
+        let left: Vec<(Vec<u8>, i64)> = versions
+            .range::<(&[u8], i64)>(..)
+            .expect("range")
+            .map(|e| {
+                let (k, _) = e.expect("entry");
+                let (key, rev) = k.value();
+                (key.to_vec(), rev)
+            })
+            .collect();
+        assert_eq!(left, [(b"/p/a".to_vec(), 3), (b"/p/a".to_vec(), 5)]);
+        let log = txn.open_table(LOG).expect("log");
+        assert_eq!(redb::ReadableTableMetadata::len(&log).expect("len"), 1);
+    }
+
+    #[test]
+    fn automatic_compaction_keeps_the_history_bound() {
+        let opts = RedbOptions {
+            history: 10,
+            compaction_chunk: 3,
+            ..RedbOptions::default()
+        };
+        let (_dir, store) = temp_store(opts);
+        for i in 0..40 {
+            put(&store, "/k", &i.to_string(), Precondition::None).expect("put");
+        }
+        // The writer compacts a chunk after every batch, so the history never exceeds
+        // 10 + 10/10 revisions by more than the write in flight, and never drops below 10.
+        let compacted = store.compacted_revision();
+        assert!((28..=30).contains(&compacted), "compacted {compacted}");
+        let kv = block_on(store.get(b"/k")).expect("get").expect("present");
+        assert_eq!(&*kv.value, b"39");
+        let resp = block_on(store.range(req("/k", None, 0, Some(31)))).expect("range at 31");
+        assert_eq!(&*resp.kvs[0].value, b"30");
+    }
 
     #[test]
     fn prefix_end_increments_last_byte_below_max() {

@@ -111,6 +111,26 @@ impl RedbStore {
         self.shared.commits.load(Ordering::Relaxed)
     }
 
+    #[cfg(test)]
+    pub(crate) fn begin_read_for_test(&self) -> redb::ReadTransaction {
+        self.shared.db.begin_read().expect("begin read")
+    }
+
+    #[cfg(test)]
+    pub(crate) fn db_for_test(&self) -> &Database {
+        &self.shared.db
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hub_for_test(&self) -> &Mutex<Hub> {
+        &self.shared.hub
+    }
+
+    #[cfg(test)]
+    pub(crate) fn watcher_count(&self) -> usize {
+        watch::lock(&self.shared.hub).watcher_count()
+    }
+
     /// Queues a request; the future resolves with the writer's answer.
     async fn send<T>(
         &self,

@@ -275,3 +275,119 @@ impl Writer {
         txn.commit().map_err(backend("commit"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Barrier};
+    use std::time::Instant;
+
+    use crate::storage::redb_store::testing::{put, temp_store};
+    use crate::storage::{Precondition, RedbOptions, RedbStore, Revision, Storage};
+
+    /// Runs `threads` × `puts` concurrent puts; returns each thread's revisions.
+    fn concurrent_puts(store: &Arc<RedbStore>, threads: usize, puts: usize) -> Vec<Vec<Revision>> {
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = Arc::clone(store);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..puts)
+                        .map(|i| {
+                            put(&store, &format!("/t{t}/{i}"), "v", Precondition::None)
+                                .expect("put")
+                                .mod_revision
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer thread"))
+            .collect()
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits() {
+        const THREADS: usize = 8;
+        const PUTS: usize = 200;
+        let (_dir, store) = temp_store(RedbOptions::default());
+        let per_thread = concurrent_puts(&store, THREADS, PUTS);
+        let mut all = BTreeSet::new();
+        for revisions in &per_thread {
+            assert!(
+                revisions.windows(2).all(|w| w[0] < w[1]),
+                "increasing per caller"
+            );
+            all.extend(revisions.iter().copied());
+        }
+        let total = (THREADS * PUTS) as Revision;
+        assert_eq!(all, (1..=total).collect::<BTreeSet<_>>());
+        assert_eq!(store.current_revision(), total);
+        assert!(
+            store.commit_count() < total as u64,
+            "{} commits for {total} writes",
+            store.commit_count()
+        );
+    }
+
+    #[test]
+    fn a_failed_precondition_fails_only_its_own_write() {
+        let (_dir, store) = temp_store(RedbOptions::default());
+        put(&store, "/taken", "v", Precondition::None).expect("put");
+        // Many creates of the same key race: exactly one wins, the others get AlreadyExists,
+        // and unrelated writes in the same batches succeed.
+        let barrier = Arc::new(Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let create = put(&store, "/race", "v", Precondition::MustNotExist);
+                    let mine = put(
+                        &store,
+                        &format!("/own/{t}"),
+                        "v",
+                        Precondition::MustNotExist,
+                    );
+                    (create.is_ok(), mine.is_ok())
+                })
+            })
+            .collect();
+        let results: Vec<(bool, bool)> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        assert_eq!(results.iter().filter(|(won, _)| *won).count(), 1);
+        assert!(results.iter().all(|(_, mine)| *mine));
+        assert_eq!(store.current_revision(), 1 + 1 + 8);
+    }
+
+    /// Latency sanity check, not a benchmark: `cargo test -p berth-apiserver --release
+    /// write_latency_report -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn write_latency_report() {
+        let (_dir, store) = temp_store(RedbOptions::default());
+        let started = Instant::now();
+        for i in 0..1_000 {
+            put(&store, &format!("/seq/{i}"), "v", Precondition::None).expect("put");
+        }
+        let sequential = started.elapsed();
+        let commits_before = store.commit_count();
+        let started = Instant::now();
+        concurrent_puts(&store, 64, 100);
+        let concurrent = started.elapsed();
+        let commits = store.commit_count() - commits_before;
+        println!(
+            "1000 sequential puts: {sequential:?} ({:?}/put); 64x100 concurrent puts: \
+             {concurrent:?} in {commits} commits ({:.0} puts/s)",
+            sequential / 1_000,
+            6_400.0 / concurrent.as_secs_f64().max(f64::from_bits(1)),
+        );
+    }
+}
