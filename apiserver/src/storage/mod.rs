@@ -10,6 +10,7 @@
 
 mod error;
 mod mvcc;
+mod reads;
 mod redb_store;
 mod watch;
 mod writer;

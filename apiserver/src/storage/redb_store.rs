@@ -16,6 +16,7 @@ use futures::channel::oneshot;
 use redb::{Database, ReadableDatabase};
 
 use super::mvcc::{self, backend};
+use super::reads;
 use super::watch::{self, Hub};
 use super::writer::{Request, WriteOp, Writer};
 use super::{
@@ -165,14 +166,14 @@ impl Storage for RedbStore {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<KeyValue>, StorageError>> {
         Box::pin(async move {
             let txn = self.shared.db.begin_read().map_err(backend("begin read"))?;
-            mvcc::get(&txn, key)
+            reads::get(&txn, key)
         })
     }
 
     fn range(&self, req: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, StorageError>> {
         Box::pin(async move {
             let txn = self.shared.db.begin_read().map_err(backend("begin read"))?;
-            mvcc::range(&txn, &req)
+            reads::range(&txn, &req)
         })
     }
 

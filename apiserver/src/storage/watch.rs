@@ -13,6 +13,7 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use super::mvcc::{self, backend};
+use super::reads;
 use super::{Event, Revision, StorageError, WatchStream};
 
 /// How many events one replayed stream item carries at most.
@@ -146,7 +147,7 @@ fn replay(
         });
     }
     let mut batch = Vec::new();
-    mvcc::read_events(&txn, prefix, next, current, |event| {
+    reads::read_events(&txn, prefix, next, current, |event| {
         batch.push(event);
         if batch.len() == REPLAY_BATCH {
             // A dropped receiver just means nobody listens; registration notices later.
@@ -285,7 +286,7 @@ mod tests {
         let events = |from, to| {
             let mut all = Vec::new();
             let txn = store.begin_read_for_test();
-            mvcc::read_events(&txn, b"/", from, to, |e| all.push(e)).expect("read events");
+            reads::read_events(&txn, b"/", from, to, |e| all.push(e)).expect("read events");
             all
         };
         // A hub that has published up to 2 while revisions 3 and 4 are already committed: the
