@@ -9,12 +9,18 @@
 //! backend can implement it later without changing callers.
 
 mod error;
+mod mvcc;
+mod reads;
+mod redb_store;
+mod watch;
+mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 pub use error::StorageError;
+pub use redb_store::{CommitObserver, RedbOptions, RedbStore};
 
 /// A storage revision: etcd's int64 revision, monotonically increasing from 1.
 pub type Revision = i64;
