@@ -5,6 +5,8 @@
 //! else: scheduling, controllers and nodes are API clients in other crates.
 #![forbid(unsafe_code)]
 
+pub mod discovery;
+pub mod openapi;
 pub mod registry;
 pub mod status;
 pub mod storage;
