@@ -4,14 +4,15 @@
 //!
 //! Everything here is a pure function of the resource table: the caller builds each document
 //! once, caches its bytes with [`content_hash`] as ETag and `?hash=` pin, and serves it with
-//! [`CONTENT_TYPE`]. `/openapi/v2` is not provided: kubectl 1.32 reaches v2 only when v3 is
-//! missing (explain, field-validation probing) or ignores its absence (apply's patch falls back to
-//! built-in patch metadata), so a 404 there is tolerated.
+//! [`CONTENT_TYPE`]. `/openapi/v2` must not 404: kubectl 1.32 uses v3 everywhere except
+//! client-side validation of `kind: List` files, which fails `apply` when v2 cannot be fetched;
+//! [`minimal_v2_protobuf`] is a valid, empty v2 document for that.
 
 mod generate;
 mod paths;
 mod schemas;
 pub mod unknown_fields;
+mod v2;
 
 pub use generate::{
     generate_group_version, group_version_path, index, served_group_versions, PatchMeta,
@@ -19,6 +20,7 @@ pub use generate::{
 pub use unknown_fields::{
     find_unknown_fields, prune_unknown_fields, strict_decoding_error, unknown_field_message,
 };
+pub use v2::{minimal_v2_json, minimal_v2_protobuf, V2_PROTOBUF_CONTENT_TYPE};
 
 /// What the index and every group-version document are served as.
 pub const CONTENT_TYPE: &str = "application/json";

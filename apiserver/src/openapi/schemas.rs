@@ -28,6 +28,7 @@ pub(crate) const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMet
 pub(crate) const API_RESOURCE_LIST: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList";
 pub(crate) const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
 pub(crate) const BINDING: &str = "io.k8s.api.core.v1.Binding";
+const EVENT: &str = "io.k8s.api.core.v1.Event";
 const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
 const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 
@@ -117,6 +118,11 @@ fn build_catalog() -> Catalog {
         .into_iter()
         .map(|(name, schema)| (name, to_openapi(schema)))
         .collect();
+    for (name, schema) in definitions.iter_mut() {
+        if name != EVENT {
+            drop_required_metadata(schema);
+        }
+    }
     definitions.insert(INT_OR_STRING.to_string(), int_or_string(&definitions));
     definitions.insert(QUANTITY.to_string(), quantity(&definitions));
 
@@ -147,6 +153,20 @@ fn build_catalog() -> Catalog {
         set_gvk(&mut definitions, definition, &gvks);
     }
     Catalog { definitions, kinds }
+}
+
+/// k8s-openapi marks `metadata` required wherever its Rust field is not optional; Kubernetes
+/// requires it only on core/v1 Event. `explain` prints `-required-` from this list.
+fn drop_required_metadata(schema: &mut Value) {
+    let Some(Value::Array(required)) = schema.get_mut("required") else {
+        return;
+    };
+    required.retain(|f| f != "metadata");
+    if required.is_empty() {
+        if let Value::Object(map) = schema {
+            map.remove("required");
+        }
+    }
 }
 
 fn set_gvk(definitions: &mut BTreeMap<String, Value>, name: &str, gvks: &[(&str, &str, &str)]) {
@@ -406,6 +426,22 @@ mod tests {
             .unwrap()
             .starts_with("Specification"));
         assert!(spec.get("$ref").is_none());
+    }
+
+    #[test]
+    fn metadata_is_required_only_on_events() {
+        let defs = &catalog().definitions;
+        assert!(defs["io.k8s.api.apps.v1.Deployment"]
+            .get("required")
+            .is_none());
+        assert_eq!(
+            defs["io.k8s.api.discovery.v1.EndpointSlice"]["required"],
+            json!(["addressType", "endpoints"])
+        );
+        assert_eq!(
+            defs[EVENT]["required"],
+            json!(["involvedObject", "metadata"])
+        );
     }
 
     #[test]
