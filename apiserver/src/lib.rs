@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod discovery;
 pub mod http;
+pub mod openapi;
 pub mod pki;
 pub mod registry;
 pub mod status;
