@@ -1,1 +1,120 @@
-fn main() {}
+//! The `berth` binary: parses flags and wires components. No logic lives here.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A Kubernetes-compatible container orchestrator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole single-node cluster in one process on the embedded store (for now: the API
+    /// server; later issues add the scheduler, controllers, kubelet and data plane).
+    Up(ApiserverArgs),
+    /// Run the Kubernetes API server alone.
+    Apiserver(ApiserverArgs),
+    /// Remove everything Berth created under a data directory.
+    Cleanup(CleanupArgs),
+    /// Run a scenario benchmark and print HDR percentiles.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Clone)]
+struct ApiserverArgs {
+    /// Holds the store, the PKI and the kubeconfigs.
+    #[arg(long, default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
+    /// Address and port to serve HTTPS on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Address other hosts reach this server on (added to the serving certificate).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// CIDR that Service ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// Network I/O interface: auto (io_uring when available), io-uring, or epoll.
+    #[arg(long, default_value = "auto")]
+    io: berth_apiserver::IoMode,
+    /// I/O threads (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Kubernetes static token file for bearer tokens (`token,user,uid,"group1,group2"`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CleanupArgs {
+    #[arg(long, default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// API server latency and throughput, io_uring and epoll side by side.
+    Apiserver(berth_bench::apiserver::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up(args) | Command::Apiserver(args) => serve(args),
+        Command::Cleanup(args) => cleanup(&args.data_dir),
+        Command::Bench(BenchCommand::Apiserver(opts)) => berth_bench::apiserver::run(&opts),
+    }
+}
+
+fn serve(args: ApiserverArgs) -> anyhow::Result<()> {
+    let config = berth_apiserver::Config {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        advertise_address: args.advertise_address,
+        service_cidr: args.service_cidr,
+        io: args.io,
+        threads: args.threads,
+        token_file: args.token_file,
+    };
+    let running = berth_apiserver::start(config).context("starting the API server")?;
+    tracing::info!(url = %running.url, io = running.driver, kubeconfig = %running.kubeconfig.display(), "berth is up");
+    println!("berth: API server on {} ({}); kubeconfig: {}", running.url, running.driver, running.kubeconfig.display());
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Removes the files Berth made under `data_dir`, then the directory if nothing else is there.
+fn cleanup(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    for name in ["store.redb", "admin.kubeconfig"] {
+        let path = data_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => println!("removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    let pki = data_dir.join("pki");
+    match std::fs::remove_dir_all(&pki) {
+        Ok(()) => println!("removed {}", pki.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", pki.display())),
+    }
+    // Only an empty directory goes: whatever else is in it is not ours.
+    if std::fs::remove_dir(data_dir).is_ok() {
+        println!("removed {}", data_dir.display());
+    }
+    Ok(())
+}

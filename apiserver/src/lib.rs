@@ -5,12 +5,22 @@
 //! else: scheduling, controllers and nodes are API clients in other crates.
 #![forbid(unsafe_code)]
 
+mod alloc;
 pub mod auth;
+mod cache;
 pub mod discovery;
 pub mod http;
+mod metrics;
+mod object;
 pub mod openapi;
+pub mod patch;
 pub mod pki;
 pub mod registry;
+mod rest;
+mod start;
 pub mod status;
 pub mod storage;
 pub mod tls;
+
+pub use http::IoMode;
+pub use start::{start, Config, Running, StartError, MAX_BODY, SYSTEM_NAMESPACES};

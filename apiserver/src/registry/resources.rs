@@ -10,9 +10,9 @@ pub enum Subresource {
     Scale,
     /// `binding` (pods): sets `.spec.nodeName` once.
     Binding,
-    /// `log` (pods): proxied to the kubelet.
+    /// `log` (pods): proxied to the kubelet (served once the kubelet exists).
     Log,
-    /// `exec` (pods): proxied to the kubelet.
+    /// `exec` (pods): proxied to the kubelet (served once the kubelet exists).
     Exec,
 }
 
@@ -111,7 +111,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["po"],
         namespaced: true,
         categories: ALL,
-        subresources: &[Status, Binding, Log, Exec],
+        subresources: &[Status, Binding],
         has_status: true,
     },
     ResourceInfo {

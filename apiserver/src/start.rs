@@ -1,0 +1,185 @@
+//! Assembles a running API server from its configuration: PKI, store, caches, HTTPS.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::alloc::ServiceAllocator;
+use crate::auth::{AllowAuthenticated, TokenAuthenticator};
+use crate::cache::Caches;
+use crate::http::{self, IoMode};
+use crate::metrics::Metrics;
+use crate::pki::Pki;
+use crate::registry;
+use crate::rest::Api;
+use crate::storage::{RedbOptions, RedbStore, Storage};
+
+/// Largest request body, as Kubernetes' 3 MiB limit.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Namespaces that exist from the start, as in Kubernetes.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The address other hosts use to reach this server (added to the serving certificate).
+    pub advertise_address: Option<IpAddr>,
+    pub service_cidr: String,
+    pub io: IoMode,
+    /// I/O threads; 0 means one per CPU.
+    pub threads: usize,
+    /// A Kubernetes static token file (`token,user,uid,"groups"`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Config {
+            data_dir,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 6443)),
+            advertise_address: None,
+            service_cidr: "10.96.0.0/12".into(),
+            io: IoMode::Auto,
+            threads: 0,
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path} could not be created")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Alloc(#[from] crate::alloc::AllocError),
+    #[error(transparent)]
+    Server(#[from] http::ServerError),
+    #[error("system namespace {name} could not be created: {message}")]
+    Bootstrap { name: String, message: String },
+}
+
+/// A started API server.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    /// "io_uring" or "epoll".
+    pub driver: &'static str,
+    pub kubeconfig: PathBuf,
+    pub ca_cert: PathBuf,
+    /// The HTTPS URL clients use.
+    pub url: String,
+    pub storage: Arc<RedbStore>,
+}
+
+fn serving_names(config: &Config, advertise: IpAddr, first_service_ip: Ipv4Addr) -> Vec<String> {
+    let mut names: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+        first_service_ip.to_string(),
+        advertise.to_string(),
+    ];
+    if let Ok(host) = hostname::get() {
+        if let Some(h) = host.to_str().filter(|h| !h.is_empty()) {
+            names.push(h.to_lowercase());
+        }
+    }
+    if !config.listen.ip().is_unspecified() {
+        names.push(config.listen.ip().to_string());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Starts the API server and returns once it is accepting connections.
+pub fn start(config: Config) -> Result<Running, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+    let services = ServiceAllocator::new(&config.service_cidr)?;
+    let advertise = config.advertise_address.unwrap_or_else(|| match config.listen.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    });
+    let pki = Pki::load_or_create(&config.data_dir.join("pki"))?;
+    let (cert, key) = pki.serving_cert("apiserver", &serving_names(&config, advertise, services.first_ip()))?;
+    let tls = crate::tls::server_config(&cert, &key, &pki.ca_cert_path())?;
+
+    let metrics = Arc::new(Metrics::new());
+    let store = RedbStore::open(
+        &config.data_dir.join("store.redb"),
+        RedbOptions { commit_observer: Some(metrics.commit_observer()), ..RedbOptions::default() },
+    )?;
+    let storage: Arc<dyn Storage> = store.clone();
+    let caches = Caches::start(storage.clone())?;
+    let svc_info = registry::find("", "v1", "services").expect("services are served");
+    for svc in caches.get(svc_info).list(&svc_info.key_prefix()).0 {
+        services.restore(&svc.value);
+    }
+    let tokens = match &config.token_file {
+        Some(path) => TokenAuthenticator::from_file(path)?,
+        None => TokenAuthenticator::default(),
+    };
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        config.threads
+    };
+    let api = Arc::new(Api::new(
+        storage,
+        caches,
+        tokens,
+        Box::new(AllowAuthenticated),
+        services,
+        metrics,
+        SocketAddr::new(advertise, config.listen.port()).to_string(),
+    ));
+    bootstrap(&api)?;
+    let handle = http::serve(
+        http::ServerConfig { listen: config.listen, threads, io: config.io, tls, body_limit: MAX_BODY },
+        api,
+    )?;
+    let url = format!("https://{}", SocketAddr::new(advertise, handle.local_addr.port()));
+    let kubeconfig = config.data_dir.join("admin.kubeconfig");
+    // The port may be new (e.g. port 0 in tests): rewrite the kubeconfig when it changed.
+    let stale = std::fs::read_to_string(&kubeconfig).map(|k| !k.contains(&format!("server: {url}\n"))).unwrap_or(true);
+    if stale {
+        let _ = std::fs::remove_file(&kubeconfig);
+    }
+    pki.ensure_kubeconfig(&kubeconfig, &url, "admin", &["system:masters"])?;
+    Ok(Running { local_addr: handle.local_addr, driver: handle.driver, kubeconfig, ca_cert: pki.ca_cert_path(), url, storage: store })
+}
+
+/// Creates the system namespaces that do not exist yet.
+fn bootstrap(api: &Api) -> Result<(), StartError> {
+    let info = registry::find("", "v1", "namespaces").expect("namespaces are served");
+    for name in SYSTEM_NAMESPACES {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match futures::executor::block_on(api.create_object(info, "", ns, false)) {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(StartError::Bootstrap { name: name.to_string(), message: e.message }),
+        }
+    }
+    Ok(())
+}
