@@ -4,3 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub use k8s_openapi;
+
+mod label_parser;
+mod labels;
+
+pub use labels::{
+    validate_label_key, validate_label_value, FieldError, LabelSelector, Operator, Requirement,
+    SelectorError,
+};
