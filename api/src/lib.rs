@@ -5,9 +5,11 @@
 
 pub use k8s_openapi;
 
+mod fields;
 mod label_parser;
 mod labels;
 
+pub use fields::{escape_value, FieldRequirement, FieldSelector, FieldSelectorError};
 pub use labels::{
     validate_label_key, validate_label_value, FieldError, LabelSelector, Operator, Requirement,
     SelectorError,
