@@ -8,9 +8,12 @@ pub use k8s_openapi;
 mod fields;
 mod label_parser;
 mod labels;
+mod quantity;
+mod quantity_parse;
 
 pub use fields::{escape_value, FieldRequirement, FieldSelector, FieldSelectorError};
 pub use labels::{
     validate_label_key, validate_label_value, FieldError, LabelSelector, Operator, Requirement,
     SelectorError,
 };
+pub use quantity::{Format, Quantity, QuantityError};
