@@ -42,7 +42,7 @@ impl Operator {
 
 /// One `Invalid value` field error, formatted as apimachinery's `field.Error`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
+pub struct RequirementError {
     /// The field path, e.g. `key`, `values`, `values[0][app]`, or `<nil>` when there is none.
     pub field: String,
     /// The bad value as Go's `%q` / `%#v` renders it (`"x"`, `[]string(nil)`).
@@ -50,7 +50,7 @@ pub struct FieldError {
     pub detail: String,
 }
 
-impl fmt::Display for FieldError {
+impl fmt::Display for RequirementError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -62,7 +62,7 @@ impl fmt::Display for FieldError {
 
 /// Renders a list of field errors like `utilerrors.NewAggregate`: one alone, or `[a, b]` with
 /// duplicates dropped.
-pub(crate) fn aggregate(errors: &[FieldError]) -> String {
+pub(crate) fn aggregate(errors: &[RequirementError]) -> String {
     let mut seen: Vec<String> = Vec::new();
     for e in errors {
         let msg = e.to_string();
@@ -90,7 +90,7 @@ pub enum SelectorError {
     #[error("{}", aggregate(.errors))]
     Invalid {
         key: String,
-        errors: Vec<FieldError>,
+        errors: Vec<RequirementError>,
     },
     /// A structured selector uses an operator other than In, NotIn, Exists, DoesNotExist.
     #[error("{} is not a valid label selector operator", go_quote(.operator))]
@@ -112,18 +112,18 @@ impl Requirement {
         key: impl Into<String>,
         operator: Operator,
         values: Vec<String>,
-    ) -> Result<Requirement, Vec<FieldError>> {
+    ) -> Result<Requirement, Vec<RequirementError>> {
         let key = key.into();
         let mut errors = Vec::new();
         let key_errors = validate_label_key(&key);
         if !key_errors.is_empty() {
-            errors.push(FieldError {
+            errors.push(RequirementError {
                 field: "key".into(),
                 value: go_quote(&key),
                 detail: key_errors.join("; "),
             });
         }
-        let invalid_values = |detail: &str| FieldError {
+        let invalid_values = |detail: &str| RequirementError {
             field: "values".into(),
             value: go_string_slice(&values),
             detail: detail.into(),
@@ -150,7 +150,7 @@ impl Requirement {
                 }
                 for (i, v) in values.iter().enumerate() {
                     if v.parse::<i64>().is_err() {
-                        errors.push(FieldError {
+                        errors.push(RequirementError {
                             field: format!("values[{i}]"),
                             value: go_quote(v),
                             detail: "for 'Gt', 'Lt' operators, the value must be an integer".into(),
@@ -163,7 +163,7 @@ impl Requirement {
         for (i, v) in values.iter().enumerate() {
             let value_errors = validate_label_value(v);
             if !value_errors.is_empty() {
-                errors.push(FieldError {
+                errors.push(RequirementError {
                     field: format!("values[{i}][{key}]"),
                     value: go_quote(v),
                     detail: value_errors.join("; "),

@@ -10,10 +10,11 @@ mod label_parser;
 mod labels;
 mod quantity;
 mod quantity_parse;
+pub mod well_known;
 
 pub use fields::{escape_value, FieldRequirement, FieldSelector, FieldSelectorError};
 pub use labels::{
-    validate_label_key, validate_label_value, FieldError, LabelSelector, Operator, Requirement,
-    SelectorError,
+    validate_label_key, validate_label_value, LabelSelector, Operator, Requirement,
+    RequirementError, SelectorError,
 };
-pub use quantity::{Format, Quantity, QuantityError};
+pub use quantity::{Quantity, QuantityError, QuantityFormat};

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
 /// How a quantity prints: the suffix family it was written with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Format {
+pub enum QuantityFormat {
     /// `12e6`
     DecimalExponent,
     /// `12Mi` (powers of 1024)
@@ -44,7 +44,7 @@ pub enum QuantityError {
 pub struct Quantity {
     unscaled: i128,
     exp: i32,
-    format: Format,
+    format: QuantityFormat,
     /// The input string, when Kubernetes would print it back unchanged.
     literal: Option<Box<str>>,
 }
@@ -93,7 +93,7 @@ impl Quantity {
     pub(crate) fn from_parts(
         unscaled: i128,
         exp: i32,
-        format: Format,
+        format: QuantityFormat,
         literal: Option<&str>,
     ) -> Quantity {
         Quantity {
@@ -104,27 +104,27 @@ impl Quantity {
         }
     }
 
-    fn from_scaled(value: i64, exp: i64, format: Format) -> Quantity {
+    fn from_scaled(value: i64, exp: i64, format: QuantityFormat) -> Quantity {
         let (unscaled, exp) = normalize(i128::from(value), exp).unwrap_or((0, 0));
         Quantity::from_parts(unscaled, exp, format, None)
     }
 
     /// `value` units (Kubernetes' `NewQuantity`).
-    pub fn from_int(value: i64, format: Format) -> Quantity {
+    pub fn from_int(value: i64, format: QuantityFormat) -> Quantity {
         Quantity::from_scaled(value, 0, format)
     }
 
     /// `value` thousandths (Kubernetes' `NewMilliQuantity`).
-    pub fn from_milli(value: i64, format: Format) -> Quantity {
+    pub fn from_milli(value: i64, format: QuantityFormat) -> Quantity {
         Quantity::from_scaled(value, -3, format)
     }
 
-    pub fn format(&self) -> Format {
+    pub fn format(&self) -> QuantityFormat {
         self.format
     }
 
     /// The same value printed in another format.
-    pub fn with_format(mut self, format: Format) -> Quantity {
+    pub fn with_format(mut self, format: QuantityFormat) -> Quantity {
         self.format = format;
         self.literal = None;
         self
@@ -217,14 +217,14 @@ impl Quantity {
         if self.is_zero() {
             return "0".to_string();
         }
-        if self.format == Format::BinarySI && self.exp >= 0 {
+        if self.format == QuantityFormat::BinarySI && self.exp >= 0 {
             if let Some(value) = rescale(self.unscaled, self.exp, 0) {
                 if value.unsigned_abs() >= 1024 {
                     return binary_canonical(value);
                 }
             }
         }
-        let exponent_form = self.format == Format::DecimalExponent;
+        let exponent_form = self.format == QuantityFormat::DecimalExponent;
         decimal_canonical(self.unscaled, self.exp, exponent_form)
     }
 }
@@ -512,19 +512,19 @@ mod tests {
         assert_eq!(q("1e50").as_value(), i128::MAX);
         assert_eq!(q("-1e50").as_milli(), i128::MIN);
         assert_eq!(
-            Quantity::from_milli(1500, Format::DecimalSI).to_string(),
+            Quantity::from_milli(1500, QuantityFormat::DecimalSI).to_string(),
             "1500m"
         );
         assert_eq!(
-            Quantity::from_int(1024, Format::BinarySI).to_string(),
+            Quantity::from_int(1024, QuantityFormat::BinarySI).to_string(),
             "1Ki"
         );
         assert_eq!(
-            Quantity::from_milli(1024, Format::BinarySI).to_string(),
+            Quantity::from_milli(1024, QuantityFormat::BinarySI).to_string(),
             "1024m"
         );
         assert_eq!(
-            Quantity::from_int(1_000_000, Format::DecimalExponent).to_string(),
+            Quantity::from_int(1_000_000, QuantityFormat::DecimalExponent).to_string(),
             "1e6"
         );
     }
@@ -552,8 +552,8 @@ mod tests {
         assert_eq!((q("1") + q("500m")).to_string(), "1500m");
         assert_eq!((q("1Gi") - q("512Mi")).to_string(), "512Mi");
         assert_eq!((q("1Gi") - q("1Gi")).to_string(), "0");
-        assert_eq!((q("0") + q("1Ki")).format(), Format::BinarySI);
-        assert_eq!((q("1k") + q("1Ki")).format(), Format::DecimalSI);
+        assert_eq!((q("0") + q("1Ki")).format(), QuantityFormat::BinarySI);
+        assert_eq!((q("1k") + q("1Ki")).format(), QuantityFormat::DecimalSI);
         assert_eq!((q("100m") - q("1")).to_string(), "-900m");
         let total: Quantity = ["100m", "250m", "1"].iter().map(|s| q(s)).sum();
         assert_eq!(total.as_milli(), 1350);
@@ -588,11 +588,11 @@ mod tests {
     proptest! {
         #[test]
         fn canonical_round_trips(unscaled in -10i128.pow(20)..10i128.pow(20), exp in -9i32..30, f in 0..3usize) {
-            let format = [Format::DecimalExponent, Format::BinarySI, Format::DecimalSI][f];
+            let format = [QuantityFormat::DecimalExponent, QuantityFormat::BinarySI, QuantityFormat::DecimalSI][f];
             let (unscaled, exp) = normalize(unscaled, i64::from(exp)).expect("in range");
             let original = Quantity::from_parts(unscaled, exp, format, None);
             // Parsing caps binary quantities at 2^63-1.
-            prop_assume!(format != Format::BinarySI || original.as_value().unsigned_abs() <= i64::MAX as u128);
+            prop_assume!(format != QuantityFormat::BinarySI || original.as_value().unsigned_abs() <= i64::MAX as u128);
             let printed = original.to_string();
             let parsed = Quantity::parse(&printed).expect("canonical form parses");
             prop_assert_eq!(&parsed, &original, "printed {}", printed);
@@ -601,7 +601,7 @@ mod tests {
 
         #[test]
         fn addition_is_exact_and_ordered(a in -10i64.pow(15)..10i64.pow(15), b in -10i64.pow(15)..10i64.pow(15)) {
-            let (qa, qb) = (Quantity::from_milli(a, Format::DecimalSI), Quantity::from_milli(b, Format::DecimalSI));
+            let (qa, qb) = (Quantity::from_milli(a, QuantityFormat::DecimalSI), Quantity::from_milli(b, QuantityFormat::DecimalSI));
             prop_assert_eq!((qa.clone() + qb.clone()).as_milli(), i128::from(a) + i128::from(b));
             prop_assert_eq!((qa.clone() - qb.clone()).as_milli(), i128::from(a) - i128::from(b));
             prop_assert_eq!(qa.cmp(&qb), a.cmp(&b));

@@ -2,7 +2,7 @@
 //! `resource.ParseQuantity` does: its scanner, its suffixes, rounding up to the nano unit,
 //! capping binary quantities at 2^63-1, and the inputs it echoes back verbatim.
 
-use crate::quantity::{Format, Quantity, QuantityError};
+use crate::quantity::{Quantity, QuantityError, QuantityFormat};
 
 /// The pieces of `<sign><digits>.<digits><suffix>` as Go's scanner cuts them.
 struct Scanned<'a> {
@@ -86,9 +86,9 @@ fn scan(s: &str) -> Result<Scanned<'_>, ()> {
 }
 
 /// Base, exponent and format a suffix stands for.
-fn interpret(suffix: &str) -> Option<(u32, i32, Format)> {
-    let decimal = |e| Some((10, e, Format::DecimalSI));
-    let binary = |e| Some((2, e, Format::BinarySI));
+fn interpret(suffix: &str) -> Option<(u32, i32, QuantityFormat)> {
+    let decimal = |e| Some((10, e, QuantityFormat::DecimalSI));
+    let binary = |e| Some((2, e, QuantityFormat::BinarySI));
     match suffix {
         "" => decimal(0),
         "n" => decimal(-9),
@@ -109,7 +109,7 @@ fn interpret(suffix: &str) -> Option<(u32, i32, Format)> {
         _ if suffix.len() > 1 && (suffix.starts_with('e') || suffix.starts_with('E')) => {
             let exponent: i64 = suffix[1..].parse().ok()?;
             // Go narrows the parsed int64 to int32, wrapping.
-            Some((10, exponent as i32, Format::DecimalExponent))
+            Some((10, exponent as i32, QuantityFormat::DecimalExponent))
         }
         _ => None,
     }
@@ -119,14 +119,14 @@ fn interpret(suffix: &str) -> Option<(u32, i32, Format)> {
 /// and the input is already in a canonical-looking shape, Go keeps the input string and
 /// prints it back unchanged ("1.500" stays "1.500"). Returns whether the fast path applies and
 /// whether the input is kept.
-fn fast_path(sc: &Scanned<'_>, exponent: i32, format: Format) -> (bool, bool) {
+fn fast_path(sc: &Scanned<'_>, exponent: i32, format: QuantityFormat) -> (bool, bool) {
     let digits = (sc.num.len() + sc.denom.len()) as i64;
     let (precision, scale, mantissa) = match format {
-        Format::BinarySI if sc.denom.is_empty() => {
+        QuantityFormat::BinarySI if sc.denom.is_empty() => {
             let e = i64::from(exponent);
             (15 - sc.num.len() as i64 - e * 3 / 10 - 1, 0i64, 1i64 << e)
         }
-        Format::BinarySI => (-1, 0, 1),
+        QuantityFormat::BinarySI => (-1, 0, 1),
         _ => (18 - digits, i64::from(exponent), 1),
     };
     let scale = scale - sc.denom.len() as i64;
@@ -142,7 +142,7 @@ fn fast_path(sc: &Scanned<'_>, exponent: i32, format: Format) -> (bool, bool) {
         return (false, false);
     };
     let keep = match format {
-        Format::BinarySI => exponent % 10 == 0 && value & 7 != 0,
+        QuantityFormat::BinarySI => exponent % 10 == 0 && value & 7 != 0,
         _ => scale % 3 == 0 && !shifted.ends_with("000") && !shifted.starts_with('0'),
     };
     (true, keep)
@@ -231,7 +231,12 @@ pub(crate) fn parse(input: &str) -> Result<Quantity, QuantityError> {
         return Err(format_err());
     }
     if input == "0" {
-        return Ok(Quantity::from_parts(0, 0, Format::DecimalSI, Some(input)));
+        return Ok(Quantity::from_parts(
+            0,
+            0,
+            QuantityFormat::DecimalSI,
+            Some(input),
+        ));
     }
     let sc = scan(input).map_err(|()| format_err())?;
     let (base, exponent, mut format) = interpret(sc.suffix).ok_or(QuantityError::Suffix {
@@ -269,19 +274,19 @@ pub(crate) fn parse(input: &str) -> Result<Quantity, QuantityError> {
     };
     let (mut unscaled, mut exp) = if d.digits.is_empty() {
         (0, 0)
-    } else if format == Format::BinarySI && d.integer_digits() > 19 {
+    } else if format == QuantityFormat::BinarySI && d.integer_digits() > 19 {
         (MAX_BINARY, 0)
     } else {
         let u = d.to_i128().ok_or_else(out_of_range)?;
         (u, i32::try_from(d.exp).map_err(|_| out_of_range())?)
     };
-    if format == Format::BinarySI && unscaled != 0 {
+    if format == QuantityFormat::BinarySI && unscaled != 0 {
         // Compare at nano scale, where a value below 10^19 always fits.
         let nano = unscaled.checked_mul(10i128.pow((exp + 9) as u32));
         if nano.is_none_or(|n| n > MAX_BINARY * 1_000_000_000) {
             (unscaled, exp) = (MAX_BINARY, 0);
         } else if nano.is_some_and(|n| n < 1_000_000_000) {
-            format = Format::DecimalSI;
+            format = QuantityFormat::DecimalSI;
         }
     }
     if !sc.positive {
@@ -295,7 +300,7 @@ pub(crate) fn parse(input: &str) -> Result<Quantity, QuantityError> {
 mod tests {
     use proptest::prelude::*;
 
-    use crate::quantity::{Format, Quantity, QuantityError};
+    use crate::quantity::{Quantity, QuantityError, QuantityFormat};
 
     fn q(s: &str) -> Quantity {
         Quantity::parse(s).unwrap_or_else(|e| panic!("{s:?} should parse: {e}"))
@@ -304,34 +309,42 @@ mod tests {
     #[test]
     fn parses_values_exactly() {
         // (input, milli value, format) from apimachinery's TestQuantityParse table.
-        let cases: &[(&str, i128, Format)] = &[
-            ("0", 0, Format::DecimalSI),
-            ("0Ki", 0, Format::BinarySI),
-            ("1", 1000, Format::DecimalSI),
-            ("1Ki", 1_024_000, Format::BinarySI),
-            ("3Ei", 3 * (1i128 << 60) * 1000, Format::BinarySI),
-            ("5n", 1, Format::DecimalSI),
-            ("4u", 1, Format::DecimalSI),
-            ("3m", 3, Format::DecimalSI),
-            ("50k", 50_000_000, Format::DecimalSI),
-            ("12E", 12_000_000_000_000_000_000_000, Format::DecimalSI),
-            ("1E-3", 1, Format::DecimalExponent),
-            ("1.3E+6", 1_300_000_000, Format::DecimalExponent),
-            ("100.035k", 100_035_000, Format::DecimalSI),
-            ("0.0005k", 500, Format::DecimalSI),
-            ("0.5e-1", 50, Format::DecimalExponent),
-            ("6.987654321G", 6_987_654_321_000, Format::DecimalSI),
-            ("1.01E", 1_010_000_000_000_000_000_000, Format::DecimalSI),
-            ("100.035Ki", 102_435_840, Format::BinarySI),
-            ("0.5Mi", 524_288_000, Format::BinarySI),
-            (".001", 1, Format::DecimalSI),
-            ("1.", 1000, Format::DecimalSI),
-            ("1.G", 1_000_000_000_000, Format::DecimalSI),
-            ("-1.5", -1500, Format::DecimalSI),
-            ("+2", 2000, Format::DecimalSI),
-            (".", 0, Format::DecimalSI),
-            ("-", 0, Format::DecimalSI),
-            ("Ki", 0, Format::BinarySI),
+        let cases: &[(&str, i128, QuantityFormat)] = &[
+            ("0", 0, QuantityFormat::DecimalSI),
+            ("0Ki", 0, QuantityFormat::BinarySI),
+            ("1", 1000, QuantityFormat::DecimalSI),
+            ("1Ki", 1_024_000, QuantityFormat::BinarySI),
+            ("3Ei", 3 * (1i128 << 60) * 1000, QuantityFormat::BinarySI),
+            ("5n", 1, QuantityFormat::DecimalSI),
+            ("4u", 1, QuantityFormat::DecimalSI),
+            ("3m", 3, QuantityFormat::DecimalSI),
+            ("50k", 50_000_000, QuantityFormat::DecimalSI),
+            (
+                "12E",
+                12_000_000_000_000_000_000_000,
+                QuantityFormat::DecimalSI,
+            ),
+            ("1E-3", 1, QuantityFormat::DecimalExponent),
+            ("1.3E+6", 1_300_000_000, QuantityFormat::DecimalExponent),
+            ("100.035k", 100_035_000, QuantityFormat::DecimalSI),
+            ("0.0005k", 500, QuantityFormat::DecimalSI),
+            ("0.5e-1", 50, QuantityFormat::DecimalExponent),
+            ("6.987654321G", 6_987_654_321_000, QuantityFormat::DecimalSI),
+            (
+                "1.01E",
+                1_010_000_000_000_000_000_000,
+                QuantityFormat::DecimalSI,
+            ),
+            ("100.035Ki", 102_435_840, QuantityFormat::BinarySI),
+            ("0.5Mi", 524_288_000, QuantityFormat::BinarySI),
+            (".001", 1, QuantityFormat::DecimalSI),
+            ("1.", 1000, QuantityFormat::DecimalSI),
+            ("1.G", 1_000_000_000_000, QuantityFormat::DecimalSI),
+            ("-1.5", -1500, QuantityFormat::DecimalSI),
+            ("+2", 2000, QuantityFormat::DecimalSI),
+            (".", 0, QuantityFormat::DecimalSI),
+            ("-", 0, QuantityFormat::DecimalSI),
+            ("Ki", 0, QuantityFormat::BinarySI),
         ];
         for (input, milli, format) in cases {
             let got = q(input);
@@ -351,7 +364,7 @@ mod tests {
         assert_eq!(nano("1e-30"), "1e-9");
         assert_eq!(nano(&format!("0.{}1", "0".repeat(100))), "1n");
         assert_eq!(nano("0.000000000001Ki"), "2n");
-        assert_eq!(q("0.000000000001Ki").format(), Format::DecimalSI);
+        assert_eq!(q("0.000000000001Ki").format(), QuantityFormat::DecimalSI);
         assert_eq!(q("9Ei").as_value(), i128::from(i64::MAX));
         assert_eq!(q("9223372036854775807Ki").as_value(), i128::from(i64::MAX));
         assert_eq!(q("-9Ei").as_value(), -i128::from(i64::MAX));
