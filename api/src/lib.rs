@@ -4,3 +4,17 @@
 #![forbid(unsafe_code)]
 
 pub use k8s_openapi;
+
+mod fields;
+mod label_parser;
+mod labels;
+mod quantity;
+mod quantity_parse;
+pub mod well_known;
+
+pub use fields::{escape_value, FieldRequirement, FieldSelector, FieldSelectorError};
+pub use labels::{
+    validate_label_key, validate_label_value, LabelSelector, Operator, Requirement,
+    RequirementError, SelectorError,
+};
+pub use quantity::{Quantity, QuantityError, QuantityFormat};
