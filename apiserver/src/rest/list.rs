@@ -4,8 +4,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use berth_api::fields::FieldSelector;
-use berth_api::labels::LabelSelector;
+use berth_api::FieldSelector;
+use berth_api::LabelSelector;
 
 use super::negotiate::Output;
 use super::query::Query;
@@ -32,7 +32,7 @@ impl Filter {
                 let sel = FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 let supported = fields::supported_fields(info.kind);
                 for req in sel.requirements() {
-                    let field = req.field();
+                    let field = req.field.as_str();
                     if !supported.contains(&field) {
                         return Err(ApiError::bad_request(format!(
                             "field label not supported: {field}"

@@ -111,8 +111,8 @@ pub fn qos_class(spec: &Value) -> &'static str {
             // A missing request defaults to the limit.
             if let Some(req) = requests.get(r) {
                 let same = match (
-                    berth_api::quantity::Quantity::parse(req.as_str().unwrap_or("")),
-                    berth_api::quantity::Quantity::parse(limit.as_str().unwrap_or("")),
+                    berth_api::Quantity::parse(req.as_str().unwrap_or("")),
+                    berth_api::Quantity::parse(limit.as_str().unwrap_or("")),
                 ) {
                     (Ok(a), Ok(b)) => a == b,
                     _ => req == limit,

@@ -17,7 +17,7 @@ fn scale_of(obj: &Value) -> Value {
     let selector = obj
         .pointer("/spec/selector")
         .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .and_then(|s| berth_api::labels::LabelSelector::from_structured(&s).ok())
+        .and_then(|s| berth_api::LabelSelector::from_structured(&s).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
     let mut scale = json!({
