@@ -22,9 +22,6 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Remove everything Berth created under a data directory.
     Cleanup(CleanupArgs),
-    /// Run a scenario benchmark and print HDR percentiles.
-    #[command(subcommand)]
-    Bench(BenchCommand),
 }
 
 #[derive(Args, Clone)]
@@ -58,12 +55,6 @@ struct CleanupArgs {
     data_dir: PathBuf,
 }
 
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// API server latency and throughput, io_uring and epoll side by side.
-    Apiserver(berth_bench::apiserver::Options),
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -74,7 +65,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) | Command::Apiserver(args) => serve(args),
         Command::Cleanup(args) => cleanup(&args.data_dir),
-        Command::Bench(BenchCommand::Apiserver(opts)) => berth_bench::apiserver::run(&opts),
     }
 }
 

@@ -145,14 +145,6 @@ impl ResourceCache {
         self.inner.read().expect("cache lock poisoned").objects.get(key).cloned()
     }
 
-    pub fn len(&self) -> usize {
-        self.inner.read().expect("cache lock poisoned").objects.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Registers a watcher over `prefix`; events are filtered further by the caller.
     pub fn subscribe(&self, prefix: &str, start: WatchStart) -> Result<Subscription, CacheError> {
         let inner = self.inner.read().expect("cache lock poisoned");
@@ -318,16 +310,16 @@ impl Caches {
     /// Waits until the caches have reached `revision` (consistent reads from the cache).
     pub async fn wait_for(&self, revision: Revision) -> Result<(), CacheError> {
         let mut rx = self.revision.subscribe();
-        let reached = rx.wait_for(|r| *r >= revision);
-        match futures::future::select(Box::pin(reached), Box::pin(compio::time::sleep(CATCH_UP_TIMEOUT))).await {
-            futures::future::Either::Left((Ok(_), _)) => Ok(()),
-            _ => Err(CacheError::TooLarge { requested: revision, current: self.revision() }),
+        let reached = {
+            let reached = Box::pin(rx.wait_for(|r| *r >= revision));
+            let timeout = Box::pin(compio::time::sleep(CATCH_UP_TIMEOUT));
+            matches!(futures::future::select(reached, timeout).await, futures::future::Either::Left((Ok(_), _)))
+        };
+        if reached {
+            Ok(())
+        } else {
+            Err(CacheError::TooLarge { requested: revision, current: self.revision() })
         }
-    }
-
-    /// A receiver that changes whenever the caches advance (for bookmarks).
-    pub fn revision_watch(&self) -> watch::Receiver<Revision> {
-        self.revision.subscribe()
     }
 
     pub fn watcher_counts(&self) -> Vec<(&'static ResourceInfo, usize)> {

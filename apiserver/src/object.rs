@@ -50,15 +50,6 @@ pub fn namespace(obj: &Value) -> &str {
     meta_str(obj, "namespace")
 }
 
-/// The labels as a sorted map (empty when absent).
-pub fn labels(obj: &Value) -> std::collections::BTreeMap<String, String> {
-    meta(obj)
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
-        .unwrap_or_default()
-}
-
 pub fn finalizers(obj: &Value) -> Vec<String> {
     meta(obj)
         .and_then(|m| m.get("finalizers"))
@@ -79,15 +70,6 @@ pub fn now_rfc3339() -> String {
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-/// RFC 3339 with microseconds, as Kubernetes' MicroTime (Lease renewTime, Event eventTime).
-pub fn now_rfc3339_micro() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    t.format(&fmt).unwrap_or_default()
 }
 
 /// Everything but `metadata` and `status`: what a spec change means for `generation`.
@@ -133,7 +115,5 @@ mod tests {
     fn timestamps_have_kubernetes_shape() {
         let t = now_rfc3339();
         assert!(t.ends_with('Z') && t.len() == 20, "{t}");
-        let m = now_rfc3339_micro();
-        assert!(m.ends_with('Z') && m.len() == 27, "{m}");
     }
 }

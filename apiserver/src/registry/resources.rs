@@ -29,7 +29,7 @@ impl Subresource {
 }
 
 /// Everything the generic handlers need to know about one resource.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ResourceInfo {
     /// API group; "" for core.
     pub group: &'static str,

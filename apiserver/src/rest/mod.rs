@@ -129,7 +129,7 @@ impl Api {
                 if req.method != "GET" && req.method != "HEAD" {
                     return (Err(ApiError::method_not_allowed("only GET is served here")), "", String::new());
                 }
-                (self.non_resource(&req, other), "get", String::new())
+                (Ok(self.non_resource(&req, other)), "get", String::new())
             }
         }
     }

@@ -102,21 +102,27 @@ impl Watcher {
                 return None;
             }
             let wait = (self.deadline - now).min(if self.bookmarks { BOOKMARK_EVERY } else { Duration::MAX });
-            let recv = Box::pin(self.live.recv());
-            match select(recv, Box::pin(compio::time::sleep(wait))).await {
-                Either::Left((Ok(e), _)) => {
+            let received = {
+                let recv = Box::pin(self.live.recv());
+                match select(recv, Box::pin(compio::time::sleep(wait))).await {
+                    Either::Left((r, _)) => Some(r),
+                    Either::Right(_) => None,
+                }
+            };
+            match received {
+                Some(Ok(e)) => {
                     if let Some(b) = self.render(&e) {
                         return Some(b);
                     }
                 }
-                Either::Left((Err(RecvError::Lagged(n)), _)) => {
+                Some(Err(RecvError::Lagged(n))) => {
                     // Too slow to keep up: end the watch; the client re-lists, as with Kubernetes.
                     tracing::info!(resource = self.info.plural, skipped = n, "closing a watcher that fell behind");
                     self.closed = true;
                     return Some(error_event(410, "Expired", "watcher fell behind; re-list"));
                 }
-                Either::Left((Err(RecvError::Closed), _)) => return None,
-                Either::Right(_) => {
+                Some(Err(RecvError::Closed)) => return None,
+                None => {
                     if Instant::now() < self.deadline && self.bookmarks {
                         return Some(self.bookmark(self.last_revision, false));
                     }
