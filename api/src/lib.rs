@@ -4,3 +4,4 @@
 #![forbid(unsafe_code)]
 
 pub use k8s_openapi;
+pub mod names;
