@@ -8,6 +8,7 @@ pub use k8s_openapi;
 mod fields;
 mod label_parser;
 mod labels;
+pub mod names;
 mod quantity;
 mod quantity_parse;
 pub mod well_known;
