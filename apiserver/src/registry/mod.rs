@@ -2,5 +2,6 @@
 //! printed and selected.
 
 pub mod resources;
+pub mod table;
 
 pub use resources::{find, find_kind, groups, ResourceInfo, Subresource, RESOURCES};
