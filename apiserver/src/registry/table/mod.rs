@@ -12,6 +12,7 @@ mod batch;
 mod coordination;
 mod core;
 mod discovery;
+mod event;
 mod format;
 mod pod;
 
@@ -175,7 +176,7 @@ pub fn columns(kind: &str) -> Vec<ColumnDefinition> {
         "ConfigMap" => core::config_map_columns(),
         "Secret" => core::secret_columns(),
         "ServiceAccount" => core::service_account_columns(),
-        "Event" => core::event_columns(),
+        "Event" => event::event_columns(),
         "Deployment" => apps::deployment_columns(),
         "ReplicaSet" => apps::replica_set_columns(),
         "DaemonSet" => apps::daemon_set_columns(),
@@ -201,7 +202,7 @@ fn row(kind: &str, obj: &Value, now: SystemTime) -> Row {
         "ConfigMap" => Row::new(core::config_map_cells(obj, now)),
         "Secret" => Row::new(core::secret_cells(obj, now)),
         "ServiceAccount" => Row::new(core::service_account_cells(obj, now)),
-        "Event" => Row::new(core::event_cells(obj, now)),
+        "Event" => Row::new(event::event_cells(obj, now)),
         "Deployment" => Row::new(apps::deployment_cells(obj, now)),
         "ReplicaSet" => Row::new(apps::replica_set_cells(obj, now)),
         "DaemonSet" => Row::new(apps::daemon_set_cells(obj, now)),
@@ -299,14 +300,18 @@ pub fn build_table_with(
             Value::Object(r)
         })
         .collect();
+    // ListMeta's fields are all omitempty.
     let metadata = match list_meta {
-        Value::Object(m) => Value::Object(m),
-        _ => Value::Object(Map::new()),
+        Value::Object(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null() && v.as_str() != Some(""))
+            .collect(),
+        _ => Map::new(),
     };
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
+        "metadata": Value::Object(metadata),
         "columnDefinitions": column_definitions,
         "rows": rows,
     })
@@ -370,7 +375,13 @@ mod tests {
     #[test]
     fn include_object_variants_and_no_headers() {
         let a = lease("node-a", "7");
-        let full = build_table("Lease", &[&a], IncludeObject::Object, json!({}), now());
+        let full = build_table(
+            "Lease",
+            &[&a],
+            IncludeObject::Object,
+            json!({"resourceVersion": "", "continue": "", "remainingItemCount": null}),
+            now(),
+        );
         assert_eq!(full["rows"][0]["object"], a);
         assert_eq!(full["metadata"], json!({}));
 
