@@ -4,6 +4,7 @@
 pub mod defaults;
 pub mod fields;
 pub mod resources;
+pub mod table;
 pub mod validation;
 
 pub use resources::{find, find_kind, groups, ResourceInfo, Subresource, RESOURCES};
