@@ -5,6 +5,7 @@
 //! else: scheduling, controllers and nodes are API clients in other crates.
 #![forbid(unsafe_code)]
 
+pub mod patch;
 pub mod registry;
 pub mod status;
 pub mod storage;
