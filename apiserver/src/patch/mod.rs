@@ -15,7 +15,7 @@ mod strategic;
 
 pub use json_patch::{apply_json_patch, MAX_JSON_PATCH_OPERATIONS};
 pub use merge_patch::apply_merge_patch;
-pub use patch_meta::{all_patch_meta, field_meta, FieldMeta, Strategy};
+pub use patch_meta::{all_patch_meta, definition_name, field_meta, FieldMeta, Strategy};
 pub use strategic::apply_strategic_merge_patch;
 
 use serde_json::Value;

@@ -255,6 +255,26 @@ mod tests {
     }
 
     #[test]
+    fn stable_sort_survives_inconsistent_comparators() {
+        for n in [0, 1, 19, 20, 21, 41, 100, 257] {
+            for mode in 0..3 {
+                let mut data: Vec<usize> = (0..n).collect();
+                go_stable_sort(&mut data, |a, b| match mode {
+                    0 => true,
+                    1 => false,
+                    _ => (a * 7 + b * 3) % 5 < 2,
+                });
+                let mut sorted = data.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "n={n} mode={mode}");
+                if mode == 1 {
+                    assert_eq!(data, (0..n).collect::<Vec<_>>(), "never less: unchanged");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn new_items_go_before_server_only_items() {
         // Kubernetes prepends items the live list did not have when no order is given.
         let server = vec![json!({"name": "a"}), json!({"name": "b"})];

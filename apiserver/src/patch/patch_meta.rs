@@ -279,6 +279,17 @@ pub fn field_meta(definition: &str, field: &str) -> Option<FieldMeta> {
     fields.get(field).copied()
 }
 
+/// The OpenAPI definition name of a built-in kind, e.g. ("apps", "v1", "Deployment") →
+/// `io.k8s.api.apps.v1.Deployment`; the core group ("") is `core`, and a group's first DNS label
+/// names its package (`coordination.k8s.io` → `coordination`).
+pub fn definition_name(group: &str, version: &str, kind: &str) -> String {
+    let package = match group.split('.').next() {
+        None | Some("") => "core",
+        Some(first) => first,
+    };
+    format!("io.k8s.api.{package}.{version}.{kind}")
+}
+
 /// Whether `definition` is a known OpenAPI definition (a served kind or one reachable from it).
 pub fn is_known_definition(definition: &str) -> bool {
     graph().contains_key(definition)
@@ -318,8 +329,8 @@ fn build_graph() -> Graph {
     add::<discovery::v1::EndpointSlice>(&mut generator);
     add::<autoscaling::v1::Scale>(&mut generator);
 
-    // The graph is built once and lives for the whole process, so definition names borrowed from
-    // it are 'static; leaking them keeps `FieldMeta` `Copy` without tying it to the lock guard.
+    // Built once per process: leaking its few hundred definition names (once each) gives
+    // `FieldMeta` plain `&'static str`s.
     let mut names: HashMap<String, &'static str> = HashMap::new();
     let mut intern = |name: &str| -> &'static str {
         if let Some(n) = names.get(name) {
@@ -462,6 +473,24 @@ mod tests {
                 .unwrap_or_else(|| panic!("{definition}.{field} not in the type graph"));
             assert_eq!(meta.strategy, strategy);
         }
+    }
+
+    #[test]
+    fn every_served_kind_has_a_definition() {
+        for r in crate::registry::resources::RESOURCES {
+            let definition = definition_name(r.group, r.version, r.kind);
+            assert!(is_known_definition(&definition), "{definition}");
+        }
+        assert_eq!(definition_name("", "v1", "Pod"), "io.k8s.api.core.v1.Pod");
+        assert_eq!(
+            definition_name("discovery.k8s.io", "v1", "EndpointSlice"),
+            "io.k8s.api.discovery.v1.EndpointSlice"
+        );
+        assert!(is_known_definition(&definition_name(
+            "autoscaling",
+            "v1",
+            "Scale"
+        )));
     }
 
     #[test]

@@ -453,3 +453,35 @@ fn type_changes_take_the_patch_value() {
         json!({"metadata": {"labels": "oops"}, "spec": {"replicas": {"y": 1}}})
     );
 }
+
+#[test]
+fn large_keyed_lists_merge_in_near_linear_time() {
+    // Guards against quadratic lookups: 10k items each side would take minutes if quadratic.
+    let n = 10_000;
+    let env: Vec<Value> = (0..n)
+        .map(|i| json!({"name": format!("V{i}"), "value": "old"}))
+        .collect();
+    let order: Vec<Value> = (0..n)
+        .rev()
+        .map(|i| json!({"name": format!("V{i}")}))
+        .collect();
+    let changes: Vec<Value> = (0..n)
+        .rev()
+        .step_by(2)
+        .map(|i| json!({"name": format!("V{i}"), "value": "new"}))
+        .collect();
+    let original = pod_spec(json!({"containers": [{"name": "a", "env": env}]}));
+    let patch = json!({"spec": {"containers": [{"name": "a", "$setElementOrder/env": order, "env": changes}]}});
+    let got = smp(original, patch, POD);
+    let env = got["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert_eq!(env.len(), n);
+    assert_eq!(
+        env[0],
+        json!({"name": format!("V{}", n - 1), "value": "new"})
+    );
+    assert_eq!(
+        env[1],
+        json!({"name": format!("V{}", n - 2), "value": "old"})
+    );
+    assert_eq!(env[n - 1], json!({"name": "V0", "value": "old"}));
+}
