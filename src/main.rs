@@ -7,7 +7,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "A Kubernetes-compatible container orchestrator")]
+#[command(
+    name = "berth",
+    version,
+    about = "A Kubernetes-compatible container orchestrator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,7 +84,12 @@ fn serve(args: ApiserverArgs) -> anyhow::Result<()> {
     };
     let running = berth_apiserver::start(config).context("starting the API server")?;
     tracing::info!(url = %running.url, io = running.driver, kubeconfig = %running.kubeconfig.display(), "berth is up");
-    println!("berth: API server on {} ({}); kubeconfig: {}", running.url, running.driver, running.kubeconfig.display());
+    println!(
+        "berth: API server on {} ({}); kubeconfig: {}",
+        running.url,
+        running.driver,
+        running.kubeconfig.display()
+    );
     loop {
         std::thread::park();
     }

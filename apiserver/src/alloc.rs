@@ -30,7 +30,12 @@ struct Range {
 
 impl Range {
     fn new(first: u32, last: u32) -> Self {
-        Range { first, last, used: BTreeSet::new(), cursor: first }
+        Range {
+            first,
+            last,
+            used: BTreeSet::new(),
+            cursor: first,
+        }
     }
 
     fn contains(&self, v: u32) -> bool {
@@ -91,7 +96,11 @@ impl ServiceAllocator {
         // The network address and the broadcast address are never handed out.
         let ips = Range::new(base + 1, broadcast - 1);
         let ports = Range::new(NODE_PORT_RANGE.0 as u32, NODE_PORT_RANGE.1 as u32);
-        Ok(ServiceAllocator { cidr: cidr.to_string(), ips: Mutex::new(ips), ports: Mutex::new(ports) })
+        Ok(ServiceAllocator {
+            cidr: cidr.to_string(),
+            ips: Mutex::new(ips),
+            ports: Mutex::new(ports),
+        })
     }
 
     /// The first address of the range: Kubernetes gives it to the `kubernetes` Service.
@@ -103,7 +112,10 @@ impl ServiceAllocator {
     pub fn restore(&self, svc: &Value) {
         let held = held_by(svc);
         if let Some(ip) = held.ip {
-            self.ips.lock().expect("alloc lock poisoned").take(ip.into());
+            self.ips
+                .lock()
+                .expect("alloc lock poisoned")
+                .take(ip.into());
         }
         let mut ports = self.ports.lock().expect("alloc lock poisoned");
         for p in held.ports {
@@ -119,14 +131,27 @@ impl ServiceAllocator {
         let mut causes = Vec::new();
         let spec = svc.get_mut("spec").and_then(Value::as_object_mut);
         let Some(spec) = spec else { return Ok(taken) };
-        let svc_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        let svc_type = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
         if svc_type != "ExternalName" {
-            let requested = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+            let requested = spec
+                .get("clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             match requested.as_str() {
                 "None" => {}
                 "" => {
                     let ip = old.ip.or_else(|| {
-                        let ip = self.ips.lock().expect("alloc lock poisoned").next().map(Ipv4Addr::from);
+                        let ip = self
+                            .ips
+                            .lock()
+                            .expect("alloc lock poisoned")
+                            .next()
+                            .map(Ipv4Addr::from);
                         taken.ip = ip;
                         ip
                     });
@@ -170,14 +195,17 @@ impl ServiceAllocator {
                 },
             }
             if !requested.is_empty() {
-                spec.entry("clusterIPs").or_insert_with(|| serde_json::json!([requested]));
+                spec.entry("clusterIPs")
+                    .or_insert_with(|| serde_json::json!([requested]));
             }
         }
         if matches!(svc_type.as_str(), "NodePort" | "LoadBalancer") {
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 let mut ranges = self.ports.lock().expect("alloc lock poisoned");
                 for (i, port) in ports.iter_mut().enumerate() {
-                    let Some(port) = port.as_object_mut() else { continue };
+                    let Some(port) = port.as_object_mut() else {
+                        continue;
+                    };
                     match port.get("nodePort").and_then(Value::as_u64) {
                         Some(p) if old.ports.contains(&(p as u16)) => {}
                         Some(p) => {
@@ -189,7 +217,11 @@ impl ServiceAllocator {
                                     format!("provided port is not in the valid range. The range of valid ports is {}-{}", NODE_PORT_RANGE.0, NODE_PORT_RANGE.1),
                                 ));
                             } else if !ranges.take(p as u32) {
-                                causes.push(Cause::invalid(field, &Value::from(p), "provided port is already allocated"));
+                                causes.push(Cause::invalid(
+                                    field,
+                                    &Value::from(p),
+                                    "provided port is already allocated",
+                                ));
                             } else {
                                 taken.ports.push(p as u16);
                             }
@@ -219,7 +251,10 @@ impl ServiceAllocator {
 
     pub fn release(&self, held: &Held) {
         if let Some(ip) = held.ip {
-            self.ips.lock().expect("alloc lock poisoned").release(ip.into());
+            self.ips
+                .lock()
+                .expect("alloc lock poisoned")
+                .release(ip.into());
         }
         let mut ports = self.ports.lock().expect("alloc lock poisoned");
         for p in &held.ports {
@@ -238,7 +273,12 @@ pub fn held_by(svc: &Value) -> Held {
     let ports = spec
         .and_then(|s| s.get("ports"))
         .and_then(Value::as_array)
-        .map(|ps| ps.iter().filter_map(|p| p.get("nodePort")?.as_u64()).map(|p| p as u16).collect())
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p.get("nodePort")?.as_u64())
+                .map(|p| p as u16)
+                .collect()
+        })
         .unwrap_or_default();
     Held { ip, ports }
 }
@@ -261,7 +301,11 @@ mod tests {
         // The same IP asked for explicitly is taken.
         let mut dup = json!({"spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}});
         let causes = a.allocate(&mut dup, &Held::default()).unwrap_err();
-        assert!(causes[0].message.contains("already allocated"), "{:?}", causes);
+        assert!(
+            causes[0].message.contains("already allocated"),
+            "{:?}",
+            causes
+        );
         a.release(&held);
         let mut again = json!({"spec": {"clusterIP": "10.96.0.1"}});
         assert!(a.allocate(&mut again, &Held::default()).is_ok());
@@ -271,24 +315,36 @@ mod tests {
     fn headless_and_out_of_range() {
         let a = ServiceAllocator::new("10.96.0.0/12").unwrap();
         let mut headless = json!({"spec": {"clusterIP": "None"}});
-        assert_eq!(a.allocate(&mut headless, &Held::default()).unwrap(), Held::default());
+        assert_eq!(
+            a.allocate(&mut headless, &Held::default()).unwrap(),
+            Held::default()
+        );
         assert_eq!(headless["spec"]["clusterIP"], "None");
         let mut outside = json!({"spec": {"clusterIP": "192.168.0.1"}});
-        assert!(a.allocate(&mut outside, &Held::default()).unwrap_err()[0].message.contains("not in the valid range"));
-        let mut bad_port = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}});
+        assert!(a.allocate(&mut outside, &Held::default()).unwrap_err()[0]
+            .message
+            .contains("not in the valid range"));
+        let mut bad_port =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}});
         assert!(a.allocate(&mut bad_port, &Held::default()).is_err());
         // A failed allocation gives back what it took.
         let mut ok = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
-        assert_eq!(a.allocate(&mut ok, &Held::default()).unwrap().ports, vec![30000]);
+        assert_eq!(
+            a.allocate(&mut ok, &Held::default()).unwrap().ports,
+            vec![30000]
+        );
     }
 
     #[test]
     fn exhausts_cleanly() {
         let a = ServiceAllocator::new("10.0.0.0/28").unwrap();
         for _ in 0..14 {
-            a.allocate(&mut json!({"spec": {}}), &Held::default()).unwrap();
+            a.allocate(&mut json!({"spec": {}}), &Held::default())
+                .unwrap();
         }
-        assert!(a.allocate(&mut json!({"spec": {}}), &Held::default()).is_err());
+        assert!(a
+            .allocate(&mut json!({"spec": {}}), &Held::default())
+            .is_err());
         assert!(ServiceAllocator::new("10.0.0.0/8").is_err());
         assert!(ServiceAllocator::new("nonsense").is_err());
     }

@@ -35,7 +35,12 @@ impl CachedObject {
         let mut value: Value = serde_json::from_slice(&kv.value).ok()?;
         crate::object::set_resource_version(&mut value, revision);
         let json = Bytes::from(serde_json::to_vec(&value).ok()?);
-        Some(CachedObject { key: String::from_utf8_lossy(&kv.key).into_owned(), value, json, revision })
+        Some(CachedObject {
+            key: String::from_utf8_lossy(&kv.key).into_owned(),
+            value,
+            json,
+            revision,
+        })
     }
 }
 
@@ -117,9 +122,15 @@ pub struct Subscription {
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("too old resource version: {requested} ({oldest})")]
-    TooOld { requested: Revision, oldest: Revision },
+    TooOld {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("Too large resource version: {requested}, current: {current}")]
-    TooLarge { requested: Revision, current: Revision },
+    TooLarge {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("cache could not be loaded")]
     Load(#[source] StorageError),
 }
@@ -138,11 +149,21 @@ impl ResourceCache {
     /// they are current with (taken together, so a watch from it misses nothing).
     pub fn list(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision) {
         let inner = self.inner.read().expect("cache lock poisoned");
-        (range_prefix(&inner.objects, prefix).map(|(_, o)| o.clone()).collect(), inner.revision)
+        (
+            range_prefix(&inner.objects, prefix)
+                .map(|(_, o)| o.clone())
+                .collect(),
+            inner.revision,
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
-        self.inner.read().expect("cache lock poisoned").objects.get(key).cloned()
+        self.inner
+            .read()
+            .expect("cache lock poisoned")
+            .objects
+            .get(key)
+            .cloned()
     }
 
     /// Registers a watcher over `prefix`; events are filtered further by the caller.
@@ -165,7 +186,10 @@ impl ResourceCache {
                 .collect(),
             WatchStart::After(rv) => {
                 if rv < inner.floor {
-                    return Err(CacheError::TooOld { requested: rv, oldest: inner.floor });
+                    return Err(CacheError::TooOld {
+                        requested: rv,
+                        oldest: inner.floor,
+                    });
                 }
                 inner
                     .history
@@ -175,7 +199,11 @@ impl ResourceCache {
                     .collect()
             }
         };
-        Ok(Subscription { initial, revision: inner.revision, live })
+        Ok(Subscription {
+            initial,
+            revision: inner.revision,
+            live,
+        })
     }
 
     pub fn watchers(&self) -> usize {
@@ -233,7 +261,10 @@ pub struct Caches {
 impl Caches {
     /// Loads everything from storage and starts the feeder thread.
     pub fn start(storage: Arc<dyn Storage>) -> Result<Arc<Caches>, CacheError> {
-        let caches: Vec<Arc<ResourceCache>> = RESOURCES.iter().map(|r| Arc::new(ResourceCache::new(r))).collect();
+        let caches: Vec<Arc<ResourceCache>> = RESOURCES
+            .iter()
+            .map(|r| Arc::new(ResourceCache::new(r)))
+            .collect();
         let loaded = futures::executor::block_on(storage.range(RangeRequest {
             prefix: b"/registry/".to_vec(),
             ..Default::default()
@@ -254,8 +285,13 @@ impl Caches {
             inner.floor = start;
             inner.revision = start;
         }
-        let mut stream = storage.watch(b"/registry/".to_vec(), start + 1).map_err(CacheError::Load)?;
-        let this = Arc::new(Caches { caches, revision: watch::channel(start).0 });
+        let mut stream = storage
+            .watch(b"/registry/".to_vec(), start + 1)
+            .map_err(CacheError::Load)?;
+        let this = Arc::new(Caches {
+            caches,
+            revision: watch::channel(start).0,
+        });
         let feeder = this.clone();
         std::thread::Builder::new()
             .name("berth-watch-cache".into())
@@ -298,7 +334,10 @@ impl Caches {
     pub fn get(&self, info: &ResourceInfo) -> &Arc<ResourceCache> {
         self.caches
             .iter()
-            .find(|c| std::ptr::eq(c.info, info) || c.info.plural == info.plural && c.info.group == info.group)
+            .find(|c| {
+                std::ptr::eq(c.info, info)
+                    || c.info.plural == info.plural && c.info.group == info.group
+            })
             .expect("every served resource has a cache")
     }
 
@@ -313,12 +352,18 @@ impl Caches {
         let reached = {
             let reached = Box::pin(rx.wait_for(|r| *r >= revision));
             let timeout = Box::pin(compio::time::sleep(CATCH_UP_TIMEOUT));
-            matches!(futures::future::select(reached, timeout).await, futures::future::Either::Left((Ok(_), _)))
+            matches!(
+                futures::future::select(reached, timeout).await,
+                futures::future::Either::Left((Ok(_), _))
+            )
         };
         if reached {
             Ok(())
         } else {
-            Err(CacheError::TooLarge { requested: revision, current: self.revision() })
+            Err(CacheError::TooLarge {
+                requested: revision,
+                current: self.revision(),
+            })
         }
     }
 

@@ -54,28 +54,54 @@ impl Metrics {
         let watchers = Family::<ResourceLabels, Gauge>::default();
         let commit_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register("apiserver_request", "Requests by verb, resource and HTTP code", requests.clone());
+        registry.register(
+            "apiserver_request",
+            "Requests by verb, resource and HTTP code",
+            requests.clone(),
+        );
         registry.register(
             "apiserver_request_duration_seconds",
             "Request latency by verb and resource (watches: time to the response head)",
             latency.clone(),
         );
-        registry.register("apiserver_registered_watchers", "Open watches by resource", watchers.clone());
+        registry.register(
+            "apiserver_registered_watchers",
+            "Open watches by resource",
+            watchers.clone(),
+        );
         registry.register(
             "berth_storage_commit_duration_seconds",
             "Durable (fsync'd) commit latency of one group commit",
             commit_latency.clone(),
         );
-        registry.register("berth_storage_commit_batch_size", "Writes per group commit", commit_batch.clone());
-        Metrics { registry, requests, latency, watchers, commit_latency, commit_batch }
+        registry.register(
+            "berth_storage_commit_batch_size",
+            "Writes per group commit",
+            commit_batch.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            watchers,
+            commit_latency,
+            commit_batch,
+        }
     }
 
     pub fn observe_request(&self, verb: &str, resource: &str, code: u16, elapsed: Duration) {
         self.requests
-            .get_or_create(&RequestLabels { verb: verb.into(), resource: resource.into(), code: code.to_string() })
+            .get_or_create(&RequestLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+                code: code.to_string(),
+            })
             .inc();
         self.latency
-            .get_or_create(&LatencyLabels { verb: verb.into(), resource: resource.into() })
+            .get_or_create(&LatencyLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -85,7 +111,11 @@ impl Metrics {
     }
 
     pub fn set_watchers(&self, resource: &str, count: usize) {
-        self.watchers.get_or_create(&ResourceLabels { resource: resource.into() }).set(count as i64);
+        self.watchers
+            .get_or_create(&ResourceLabels {
+                resource: resource.into(),
+            })
+            .set(count as i64);
     }
 
     /// The text exposition format.
@@ -114,8 +144,13 @@ mod tests {
         m.observe_commit(Duration::from_micros(300), 4);
         m.set_watchers("pods", 3);
         let text = m.encode();
-        assert!(text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 1"), "{text}");
-        assert!(text.contains("apiserver_request_duration_seconds_count{verb=\"GET\",resource=\"pods\"} 1"));
+        assert!(
+            text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "apiserver_request_duration_seconds_count{verb=\"GET\",resource=\"pods\"} 1"
+        ));
         assert!(text.contains("apiserver_registered_watchers{resource=\"pods\"} 3"));
         assert!(text.contains("berth_storage_commit_duration_seconds_count 1"));
     }

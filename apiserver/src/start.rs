@@ -20,7 +20,8 @@ use crate::storage::{RedbOptions, RedbStore, Storage};
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// Namespaces that exist from the start, as in Kubernetes.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -114,21 +115,31 @@ fn serving_names(config: &Config, advertise: IpAddr, first_service_ip: Ipv4Addr)
 
 /// Starts the API server and returns once it is accepting connections.
 pub fn start(config: Config) -> Result<Running, StartError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let services = ServiceAllocator::new(&config.service_cidr)?;
-    let advertise = config.advertise_address.unwrap_or_else(|| match config.listen.ip() {
-        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ip => ip,
-    });
+    let advertise = config
+        .advertise_address
+        .unwrap_or_else(|| match config.listen.ip() {
+            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        });
     let pki = Pki::load_or_create(&config.data_dir.join("pki"))?;
-    let (cert, key) = pki.serving_cert("apiserver", &serving_names(&config, advertise, services.first_ip()))?;
+    let (cert, key) = pki.serving_cert(
+        "apiserver",
+        &serving_names(&config, advertise, services.first_ip()),
+    )?;
     let tls = crate::tls::server_config(&cert, &key, &pki.ca_cert_path())?;
 
     let metrics = Arc::new(Metrics::new());
     let store = RedbStore::open(
         &config.data_dir.join("store.redb"),
-        RedbOptions { commit_observer: Some(metrics.commit_observer()), ..RedbOptions::default() },
+        RedbOptions {
+            commit_observer: Some(metrics.commit_observer()),
+            ..RedbOptions::default()
+        },
     )?;
     let storage: Arc<dyn Storage> = store.clone();
     let caches = Caches::start(storage.clone())?;
@@ -141,7 +152,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         None => TokenAuthenticator::default(),
     };
     let threads = if config.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         config.threads
     };
@@ -156,18 +169,36 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     ));
     bootstrap(&api)?;
     let handle = http::serve(
-        http::ServerConfig { listen: config.listen, threads, io: config.io, tls, body_limit: MAX_BODY },
+        http::ServerConfig {
+            listen: config.listen,
+            threads,
+            io: config.io,
+            tls,
+            body_limit: MAX_BODY,
+        },
         api,
     )?;
-    let url = format!("https://{}", SocketAddr::new(advertise, handle.local_addr.port()));
+    let url = format!(
+        "https://{}",
+        SocketAddr::new(advertise, handle.local_addr.port())
+    );
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     // The port may be new (e.g. port 0 in tests): rewrite the kubeconfig when it changed.
-    let stale = std::fs::read_to_string(&kubeconfig).map(|k| !k.contains(&format!("server: {url}\n"))).unwrap_or(true);
+    let stale = std::fs::read_to_string(&kubeconfig)
+        .map(|k| !k.contains(&format!("server: {url}\n")))
+        .unwrap_or(true);
     if stale {
         let _ = std::fs::remove_file(&kubeconfig);
     }
     pki.ensure_kubeconfig(&kubeconfig, &url, "admin", &["system:masters"])?;
-    Ok(Running { local_addr: handle.local_addr, driver: handle.driver, kubeconfig, ca_cert: pki.ca_cert_path(), url, storage: store })
+    Ok(Running {
+        local_addr: handle.local_addr,
+        driver: handle.driver,
+        kubeconfig,
+        ca_cert: pki.ca_cert_path(),
+        url,
+        storage: store,
+    })
 }
 
 /// Creates the system namespaces that do not exist yet.
@@ -178,7 +209,12 @@ fn bootstrap(api: &Api) -> Result<(), StartError> {
         match futures::executor::block_on(api.create_object(info, "", ns, false)) {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
-            Err(e) => return Err(StartError::Bootstrap { name: name.to_string(), message: e.message }),
+            Err(e) => {
+                return Err(StartError::Bootstrap {
+                    name: name.to_string(),
+                    message: e.message,
+                })
+            }
         }
     }
     Ok(())

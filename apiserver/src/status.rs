@@ -77,7 +77,7 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     /// `details`: name, group, kind, causes (omitted when `None`).
-    pub details: Option<Details>,
+    pub details: Option<Box<Details>>,
     /// `Retry-After` seconds, when set.
     pub retry_after: Option<u64>,
 }
@@ -119,12 +119,12 @@ impl ApiError {
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.details = Some(Details {
+        self.details = Some(Box::new(Details {
             name: name.to_string(),
             group: group.to_string(),
             kind: kind.to_string(),
             causes: Vec::new(),
-        });
+        }));
         self
     }
 

@@ -159,7 +159,9 @@ pub fn serve(config: ServerConfig, service: Arc<dyn Service>) -> Result<ServerHa
     let mut driver = "none";
     // One message per thread; the threads keep their senders for as long as they run.
     for _ in 0..config.threads.max(1) {
-        driver = ready_rx.recv().map_err(|_| ServerError::Runtime(io::Error::other("an io thread died while starting")))??;
+        driver = ready_rx.recv().map_err(|_| {
+            ServerError::Runtime(io::Error::other("an io thread died while starting"))
+        })??;
     }
     tracing::info!(%local_addr, driver, threads = config.threads, "api server listening");
     Ok(ServerHandle { local_addr, driver })

@@ -126,14 +126,14 @@ impl PatchError {
                     "Invalid",
                     "the server rejected our request due to an error in our request",
                 );
-                e.details = Some(Details {
+                e.details = Some(Box::new(Details {
                     causes: vec![Cause {
                         reason: "UnexpectedServerResponse",
                         message,
                         field: String::new(),
                     }],
                     ..Details::default()
-                });
+                }));
                 e
             }
             // A plain Go error becomes a Status with an empty (unknown) reason.

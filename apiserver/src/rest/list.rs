@@ -24,12 +24,15 @@ impl Filter {
     pub fn new(info: &'static ResourceInfo, q: &Query) -> Result<Filter, ApiError> {
         let labels = match q.label_selector.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+            Some(s) => {
+                Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
         };
         let fields = match q.field_selector.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(s) => {
-                let sel = FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let sel =
+                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 let supported = fields::supported_fields(info.kind);
                 for req in sel.requirements() {
                     let field = req.field.as_str();
@@ -42,7 +45,11 @@ impl Filter {
                 Some(sel)
             }
         };
-        Ok(Filter { kind: info.kind, labels, fields })
+        Ok(Filter {
+            kind: info.kind,
+            labels,
+            fields,
+        })
     }
 
     pub fn is_everything(&self) -> bool {
@@ -51,7 +58,10 @@ impl Filter {
 
     pub fn matches(&self, obj: &Value) -> bool {
         if let Some(labels) = &self.labels {
-            let map = obj.get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_object);
+            let map = obj
+                .get("metadata")
+                .and_then(|m| m.get("labels"))
+                .and_then(Value::as_object);
             if !labels.matches_json(map) {
                 return false;
             }
@@ -78,7 +88,9 @@ impl ContinueToken {
 
     /// Decodes a token, checking that it resumes within `prefix`.
     pub fn decode(token: &str, prefix: &str) -> Result<ContinueToken, ApiError> {
-        let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+        let bad = || {
+            ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+        };
         let raw = base64::engine::general_purpose::URL_SAFE
             .decode(token)
             .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
@@ -97,7 +109,11 @@ impl ContinueToken {
 }
 
 /// `metadata` of a list.
-pub fn list_meta(revision: Revision, cont: Option<&ContinueToken>, remaining: Option<usize>) -> Value {
+pub fn list_meta(
+    revision: Revision,
+    cont: Option<&ContinueToken>,
+    remaining: Option<usize>,
+) -> Value {
     let mut meta = json!({"resourceVersion": revision.to_string()});
     if let Some(c) = cont {
         meta["continue"] = Value::String(c.encode());
@@ -132,14 +148,25 @@ impl Item<'_> {
 }
 
 /// Encodes a list in the requested output.
-pub fn encode_list(info: &ResourceInfo, output: Output, q: &Query, items: &[Item<'_>], meta: Value) -> Bytes {
+pub fn encode_list(
+    info: &ResourceInfo,
+    output: Output,
+    q: &Query,
+    items: &[Item<'_>],
+    meta: Value,
+) -> Bytes {
     match output {
         Output::Json => {
             // Splice the cached bytes: a large list is never re-serialized.
-            let mut out = Vec::with_capacity(64 + items.iter().map(|i| match i {
-                Item::Serialized(_, b) => b.len() + 1,
-                Item::Parsed(_) => 512,
-            }).sum::<usize>());
+            let mut out = Vec::with_capacity(
+                64 + items
+                    .iter()
+                    .map(|i| match i {
+                        Item::Serialized(_, b) => b.len() + 1,
+                        Item::Parsed(_) => 512,
+                    })
+                    .sum::<usize>(),
+            );
             out.extend_from_slice(b"{\"kind\":\"");
             out.extend_from_slice(info.list_kind().as_bytes());
             out.extend_from_slice(b"\",\"apiVersion\":\"");
@@ -216,11 +243,27 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip_and_are_checked() {
-        let t = ContinueToken { revision: 42, start: "/registry/core/pods/default/b\u{0}".into() };
+        let t = ContinueToken {
+            revision: 42,
+            start: "/registry/core/pods/default/b\u{0}".into(),
+        };
         let enc = t.encode();
-        assert_eq!(ContinueToken::decode(&enc, "/registry/core/pods/").unwrap(), t);
-        assert_eq!(ContinueToken::decode(&enc, "/registry/core/nodes/").unwrap_err().code, 400);
-        assert_eq!(ContinueToken::decode("garbage!", "/registry/").unwrap_err().code, 400);
+        assert_eq!(
+            ContinueToken::decode(&enc, "/registry/core/pods/").unwrap(),
+            t
+        );
+        assert_eq!(
+            ContinueToken::decode(&enc, "/registry/core/nodes/")
+                .unwrap_err()
+                .code,
+            400
+        );
+        assert_eq!(
+            ContinueToken::decode("garbage!", "/registry/")
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 
     #[test]
@@ -230,7 +273,13 @@ mod tests {
         let bytes = Bytes::from(a.to_string());
         let b = json!({"metadata": {"name": "b"}});
         let items = [Item::Serialized(&a, &bytes), Item::Parsed(&b)];
-        let out = encode_list(info, Output::Json, &Query::default(), &items, list_meta(7, None, None));
+        let out = encode_list(
+            info,
+            Output::Json,
+            &Query::default(),
+            &items,
+            list_meta(7, None, None),
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["kind"], "ConfigMapList");
         assert_eq!(v["metadata"]["resourceVersion"], "7");

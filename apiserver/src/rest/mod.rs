@@ -65,14 +65,24 @@ impl Api {
         metrics: Arc<Metrics>,
         advertise: String,
     ) -> Api {
-        Api { storage, caches, tokens, authorizer, services, metrics, openapi: nonresource::OpenApiDocs::default(), advertise }
+        Api {
+            storage,
+            caches,
+            tokens,
+            authorizer,
+            services,
+            metrics,
+            openapi: nonresource::OpenApiDocs::default(),
+            advertise,
+        }
     }
 
     fn authenticate(&self, req: &Request) -> Option<UserInfo> {
         if let Some(user) = &req.peer_user {
             return Some(user.clone());
         }
-        req.header("authorization").and_then(|h| self.tokens.authenticate(h))
+        req.header("authorization")
+            .and_then(|h| self.tokens.authenticate(h))
     }
 
     async fn handle(&self, req: Request) -> (ApiResult, &'static str, String) {
@@ -127,14 +137,24 @@ impl Api {
                     }
                 }
                 if req.method != "GET" && req.method != "HEAD" {
-                    return (Err(ApiError::method_not_allowed("only GET is served here")), "", String::new());
+                    return (
+                        Err(ApiError::method_not_allowed("only GET is served here")),
+                        "",
+                        String::new(),
+                    );
                 }
                 (Ok(self.non_resource(&req, other)), "get", String::new())
             }
         }
     }
 
-    async fn resource(&self, req: Request, r: ResourceRoute, query: Query, verb: &'static str) -> ApiResult {
+    async fn resource(
+        &self,
+        req: Request,
+        r: ResourceRoute,
+        query: Query,
+        verb: &'static str,
+    ) -> ApiResult {
         use crate::registry::Subresource;
         if let Some(sub) = r.subresource {
             return match sub {
@@ -153,7 +173,10 @@ impl Api {
             "patch" => self.patch(&req, &r, &query).await,
             "delete" => self.delete(&req, &r, &query).await,
             "deletecollection" => self.delete_collection(&req, &r, &query).await,
-            _ => Err(ApiError::method_not_allowed(format!("method {} is not supported on this path", req.method))),
+            _ => Err(ApiError::method_not_allowed(format!(
+                "method {} is not supported on this path",
+                req.method
+            ))),
         }
     }
 }
@@ -185,8 +208,13 @@ impl Service for Api {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             };
-            let verb_label = if verb.is_empty() { method.as_str() } else { verb };
-            self.metrics.observe_request(verb_label, &resource, response.status, start.elapsed());
+            let verb_label = if verb.is_empty() {
+                method.as_str()
+            } else {
+                verb
+            };
+            self.metrics
+                .observe_request(verb_label, &resource, response.status, start.elapsed());
             tracing::debug!(%method, %path, status = response.status, elapsed_us = start.elapsed().as_micros() as u64, "request");
             response
         })
@@ -203,5 +231,6 @@ pub(crate) fn error_response(e: &ApiError) -> Response {
 
 /// A JSON body as a Value; malformed JSON is 400 with the decoder's message.
 pub(crate) fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }

@@ -48,7 +48,10 @@ pub enum PatchType {
 }
 
 fn mime(content_type: Option<&str>) -> &str {
-    content_type.and_then(|c| c.split(';').next()).map(str::trim).unwrap_or("")
+    content_type
+        .and_then(|c| c.split(';').next())
+        .map(str::trim)
+        .unwrap_or("")
 }
 
 /// The body of a create or update must be JSON.
@@ -78,20 +81,44 @@ mod tests {
         assert_eq!(output(Some(table)).unwrap(), Output::Table);
         assert_eq!(output(Some("application/json")).unwrap(), Output::Json);
         assert_eq!(output(None).unwrap(), Output::Json);
-        assert_eq!(output(Some("application/vnd.kubernetes.protobuf, */*")).unwrap(), Output::Json);
         assert_eq!(
-            output(Some("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json")).unwrap(),
+            output(Some("application/vnd.kubernetes.protobuf, */*")).unwrap(),
+            Output::Json
+        );
+        assert_eq!(
+            output(Some(
+                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
+            ))
+            .unwrap(),
             Output::Metadata
         );
-        assert_eq!(output(Some("application/vnd.kubernetes.protobuf")).unwrap_err().code, 406);
-        assert_eq!(output(Some("application/json;as=Widget;g=x")).unwrap_err().code, 406);
+        assert_eq!(
+            output(Some("application/vnd.kubernetes.protobuf"))
+                .unwrap_err()
+                .code,
+            406
+        );
+        assert_eq!(
+            output(Some("application/json;as=Widget;g=x"))
+                .unwrap_err()
+                .code,
+            406
+        );
     }
 
     #[test]
     fn body_types() {
         assert!(require_json(Some("application/json; charset=utf-8")).is_ok());
         assert_eq!(require_json(Some("text/plain")).unwrap_err().code, 415);
-        assert_eq!(patch_type(Some("application/strategic-merge-patch+json")).unwrap(), PatchType::Strategic);
-        assert_eq!(patch_type(Some("application/apply-patch+yaml")).unwrap_err().code, 415);
+        assert_eq!(
+            patch_type(Some("application/strategic-merge-patch+json")).unwrap(),
+            PatchType::Strategic
+        );
+        assert_eq!(
+            patch_type(Some("application/apply-patch+yaml"))
+                .unwrap_err()
+                .code,
+            415
+        );
     }
 }

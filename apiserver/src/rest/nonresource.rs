@@ -46,7 +46,10 @@ impl OpenApiDocs {
                 group_versions.push((path, bytes, hash));
             }
             let index = Bytes::from(openapi::index(&hashes).to_string());
-            Docs { index, group_versions }
+            Docs {
+                index,
+                group_versions,
+            }
         })
     }
 }
@@ -81,17 +84,24 @@ impl Api {
                 Ok(Response::json(200, &doc))
             }
             Route::GroupVersion { group, version } => {
-                let doc = discovery::legacy_group_resources(&group, &version).ok_or_else(ApiError::not_found_path)?;
+                let doc = discovery::legacy_group_resources(&group, &version)
+                    .ok_or_else(ApiError::not_found_path)?;
                 Ok(Response::json(200, &doc))
             }
             Route::NonResource(path) => match path.as_str() {
-                "/healthz" | "/livez" | "/readyz" => Ok(Response::new(200, "text/plain; charset=utf-8", "ok")),
+                "/healthz" | "/livez" | "/readyz" => {
+                    Ok(Response::new(200, "text/plain; charset=utf-8", "ok"))
+                }
                 "/version" => Ok(Response::json(200, &version_info())),
                 "/metrics" => {
                     for (info, count) in self.caches.watcher_counts() {
                         self.metrics.set_watchers(info.plural, count);
                     }
-                    Ok(Response::new(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.encode()))
+                    Ok(Response::new(
+                        200,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        self.metrics.encode(),
+                    ))
                 }
                 "/api" | "/apis" => {
                     let core = path == "/api";
@@ -100,18 +110,27 @@ impl Api {
                             let doc = discovery::aggregated(core, v);
                             Ok(Response::new(200, v.content_type(), doc.to_string()))
                         }
-                        DiscoveryFormat::Legacy if core => {
-                            Ok(Response::json(200, &discovery::legacy_api_versions(&self.advertise)))
+                        DiscoveryFormat::Legacy if core => Ok(Response::json(
+                            200,
+                            &discovery::legacy_api_versions(&self.advertise),
+                        )),
+                        DiscoveryFormat::Legacy => {
+                            Ok(Response::json(200, &discovery::legacy_group_list()))
                         }
-                        DiscoveryFormat::Legacy => Ok(Response::json(200, &discovery::legacy_group_list())),
                     }
                 }
-                "/openapi/v3" => {
-                    Ok(Response::new(200, openapi::CONTENT_TYPE, self.openapi.get().index.clone()))
-                }
+                "/openapi/v3" => Ok(Response::new(
+                    200,
+                    openapi::CONTENT_TYPE,
+                    self.openapi.get().index.clone(),
+                )),
                 "/openapi/v2" => {
                     if accept.contains("protobuf") {
-                        Ok(Response::new(200, openapi::V2_PROTOBUF_CONTENT_TYPE, openapi::minimal_v2_protobuf()))
+                        Ok(Response::new(
+                            200,
+                            openapi::V2_PROTOBUF_CONTENT_TYPE,
+                            openapi::minimal_v2_protobuf(),
+                        ))
                     } else {
                         Ok(Response::json(200, &openapi::minimal_v2_json()))
                     }
@@ -132,7 +151,10 @@ impl Api {
                     }
                     Ok(r)
                 }
-                "/" => Ok(Response::json(200, &json!({"paths": ["/api", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]}))),
+                "/" => Ok(Response::json(
+                    200,
+                    &json!({"paths": ["/api", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]}),
+                )),
                 _ => Err(ApiError::not_found_path()),
             },
             Route::Resource(_) => Err(ApiError::not_found_path()),

@@ -36,7 +36,9 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| ApiError::bad_request(format!("invalid URL escape in query {s:?}")))?;
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("invalid URL escape in query {s:?}"))
+                    })?;
                 out.push(hex);
                 i += 3;
             }
@@ -57,12 +59,16 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
     match v {
         "" | "true" | "1" | "True" | "TRUE" | "t" | "T" => Ok(true),
         "false" | "0" | "False" | "FALSE" | "f" | "F" => Ok(false),
-        _ => Err(ApiError::bad_request(format!("invalid value {v:?} for {name}: want a boolean"))),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid value {v:?} for {name}: want a boolean"
+        ))),
     }
 }
 
 fn parse_int<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ApiError> {
-    v.parse().map_err(|_| ApiError::bad_request(format!("invalid value {v:?} for {name}: want an integer")))
+    v.parse().map_err(|_| {
+        ApiError::bad_request(format!("invalid value {v:?} for {name}: want an integer"))
+    })
 }
 
 impl Query {
@@ -130,7 +136,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_400() {
-        for raw in ["limit=x", "watch=maybe", "dryRun=Some", "fieldValidation=Loose", "labelSelector=%zz", "timeoutSeconds=-"] {
+        for raw in [
+            "limit=x",
+            "watch=maybe",
+            "dryRun=Some",
+            "fieldValidation=Loose",
+            "labelSelector=%zz",
+            "timeoutSeconds=-",
+        ] {
             assert_eq!(Query::parse(raw).unwrap_err().code, 400, "{raw}");
         }
     }

@@ -60,7 +60,12 @@ pub(crate) fn namespace_of(r: &ResourceRoute) -> Result<&str, ApiError> {
 
 impl Api {
     /// The latest stored object (a strongly consistent read).
-    pub(crate) async fn read_object(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<(Value, KeyValue), ApiError> {
+    pub(crate) async fn read_object(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+    ) -> Result<(Value, KeyValue), ApiError> {
         let key = object::key(info, ns, name);
         match self.storage.get(key.as_bytes()).await {
             Ok(Some(kv)) => Ok((from_kv(&kv)?, kv)),
@@ -82,10 +87,17 @@ impl Api {
                 }
                 let key = object::key(r.info, ns, name);
                 let cached = self.caches.get(r.info).get(&key);
-                cached.ok_or_else(|| ApiError::not_found(r.info.group, r.info.plural, name))?.value.clone()
+                cached
+                    .ok_or_else(|| ApiError::not_found(r.info.group, r.info.plural, name))?
+                    .value
+                    .clone()
             }
         };
-        Ok(Response::new(200, "application/json", encode_object(r.info, output, q, &obj)))
+        Ok(Response::new(
+            200,
+            "application/json",
+            encode_object(r.info, output, q, &obj),
+        ))
     }
 
     pub(crate) async fn list(&self, req: &Request, r: &ResourceRoute, q: &Query) -> ApiResult {
@@ -95,7 +107,15 @@ impl Api {
         if let Some(token) = &q.continue_token {
             let token = ContinueToken::decode(token, &prefix)?;
             return self
-                .list_from_storage(r.info, &prefix, Some(token.start), token.revision, &filter, output, q)
+                .list_from_storage(
+                    r.info,
+                    &prefix,
+                    Some(token.start),
+                    token.revision,
+                    &filter,
+                    output,
+                    q,
+                )
                 .await;
         }
         match q.resource_version.as_deref() {
@@ -108,23 +128,40 @@ impl Api {
             Some(rv) => {
                 let rv = parse_rv(rv)?;
                 if q.resource_version_match.as_deref() == Some("Exact") {
-                    return self.list_from_storage(r.info, &prefix, None, rv, &filter, output, q).await;
+                    return self
+                        .list_from_storage(r.info, &prefix, None, rv, &filter, output, q)
+                        .await;
                 }
                 self.caches.wait_for(rv).await.map_err(cache_error)?;
             }
         }
         let (objects, revision) = self.caches.get(r.info).list(&prefix);
-        let matched: Vec<_> = objects.iter().filter(|o| filter.matches(&o.value)).collect();
+        let matched: Vec<_> = objects
+            .iter()
+            .filter(|o| filter.matches(&o.value))
+            .collect();
         let (page, cont, remaining) = if q.limit > 0 && matched.len() > q.limit {
             let last = &matched[q.limit - 1];
-            let token = ContinueToken { revision, start: format!("{}\u{0}", last.key) };
+            let token = ContinueToken {
+                revision,
+                start: format!("{}\u{0}", last.key),
+            };
             let remaining = filter.is_everything().then(|| matched.len() - q.limit);
             (&matched[..q.limit], Some(token), remaining)
         } else {
             (&matched[..], None, None)
         };
-        let items: Vec<Item<'_>> = page.iter().map(|o| Item::Serialized(&o.value, &o.json)).collect();
-        let body = encode_list(r.info, output, q, &items, list_meta(revision, cont.as_ref(), remaining));
+        let items: Vec<Item<'_>> = page
+            .iter()
+            .map(|o| Item::Serialized(&o.value, &o.json))
+            .collect();
+        let body = encode_list(
+            r.info,
+            output,
+            q,
+            &items,
+            list_meta(revision, cont.as_ref(), remaining),
+        );
         Ok(Response::new(200, "application/json", body))
     }
 
@@ -144,7 +181,11 @@ impl Api {
         let mut next = start;
         let mut cont = None;
         loop {
-            let want = if q.limit > 0 { (q.limit - items.len()).max(1) } else { 0 };
+            let want = if q.limit > 0 {
+                (q.limit - items.len()).max(1)
+            } else {
+                0
+            };
             let page = self
                 .storage
                 .range(RangeRequest {
@@ -174,14 +215,25 @@ impl Api {
                     break;
                 }
             }
-            if cont.is_some() || !page.more || count == 0 || (q.limit > 0 && items.len() >= q.limit) {
+            if cont.is_some() || !page.more || count == 0 || (q.limit > 0 && items.len() >= q.limit)
+            {
                 break;
             }
-            let last = page.kvs.last().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).unwrap_or_default();
+            let last = page
+                .kvs
+                .last()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                .unwrap_or_default();
             next = Some(format!("{last}\u{0}"));
         }
         let refs: Vec<Item<'_>> = items.iter().map(Item::Parsed).collect();
-        let body = encode_list(info, output, q, &refs, list_meta(revision, cont.as_ref(), None));
+        let body = encode_list(
+            info,
+            output,
+            q,
+            &refs,
+            list_meta(revision, cont.as_ref(), None),
+        );
         Ok(Response::new(200, "application/json", body))
     }
 }

@@ -12,7 +12,10 @@ pub enum Route {
     /// `/apis/<group>` (legacy group document).
     Group(String),
     /// `/api/v1`, `/apis/<group>/<version>`.
-    GroupVersion { group: String, version: String },
+    GroupVersion {
+        group: String,
+        version: String,
+    },
     Resource(ResourceRoute),
 }
 
@@ -38,11 +41,23 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g] => return Ok(Route::Group(g.to_string())),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => return Ok(Route::NonResource(if trimmed.is_empty() { "/".into() } else { trimmed.to_string() })),
+        _ => {
+            return Ok(Route::NonResource(if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.to_string()
+            }))
+        }
     };
     if rest.is_empty() {
-        if registry::groups().iter().any(|(g, v)| *g == group && *v == version) {
-            return Ok(Route::GroupVersion { group: group.into(), version: version.into() });
+        if registry::groups()
+            .iter()
+            .any(|(g, v)| *g == group && *v == version)
+        {
+            return Ok(Route::GroupVersion {
+                group: group.into(),
+                version: version.into(),
+            });
         }
         return Err(ApiError::not_found_path());
     }
@@ -73,7 +88,12 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
             }
         }
     };
-    Ok(Route::Resource(ResourceRoute { info, namespace, name, subresource }))
+    Ok(Route::Resource(ResourceRoute {
+        info,
+        namespace,
+        name,
+        subresource,
+    }))
 }
 
 #[cfg(test)]
@@ -90,14 +110,26 @@ mod tests {
     #[test]
     fn resource_paths() {
         let r = res("/api/v1/namespaces/default/pods/web/status");
-        assert_eq!((r.info.plural, r.namespace.as_deref(), r.name.as_deref()), ("pods", Some("default"), Some("web")));
+        assert_eq!(
+            (r.info.plural, r.namespace.as_deref(), r.name.as_deref()),
+            ("pods", Some("default"), Some("web"))
+        );
         assert_eq!(r.subresource, Some(Subresource::Status));
         let r = res("/apis/apps/v1/deployments");
-        assert_eq!((r.info.kind, r.namespace, r.name), ("Deployment", None, None));
+        assert_eq!(
+            (r.info.kind, r.namespace, r.name),
+            ("Deployment", None, None)
+        );
         let r = res("/api/v1/namespaces/kube-system");
-        assert_eq!((r.info.plural, r.namespace, r.name.as_deref()), ("namespaces", None, Some("kube-system")));
+        assert_eq!(
+            (r.info.plural, r.namespace, r.name.as_deref()),
+            ("namespaces", None, Some("kube-system"))
+        );
         let r = res("/api/v1/namespaces/foo/status");
-        assert_eq!((r.info.plural, r.name.as_deref(), r.subresource), ("namespaces", Some("foo"), Some(Subresource::Status)));
+        assert_eq!(
+            (r.info.plural, r.name.as_deref(), r.subresource),
+            ("namespaces", Some("foo"), Some(Subresource::Status))
+        );
         let r = res("/apis/apps/v1/namespaces/a/deployments/d/scale");
         assert_eq!(r.subresource, Some(Subresource::Scale));
         let r = res("/api/v1/nodes/n1");
@@ -106,10 +138,19 @@ mod tests {
 
     #[test]
     fn non_resource_and_groups() {
-        assert_eq!(route("/healthz").unwrap(), Route::NonResource("/healthz".into()));
+        assert_eq!(
+            route("/healthz").unwrap(),
+            Route::NonResource("/healthz".into())
+        );
         assert_eq!(route("/api").unwrap(), Route::NonResource("/api".into()));
         assert_eq!(route("/apis/apps").unwrap(), Route::Group("apps".into()));
-        assert_eq!(route("/apis/apps/v1").unwrap(), Route::GroupVersion { group: "apps".into(), version: "v1".into() });
+        assert_eq!(
+            route("/apis/apps/v1").unwrap(),
+            Route::GroupVersion {
+                group: "apps".into(),
+                version: "v1".into()
+            }
+        );
     }
 
     #[test]

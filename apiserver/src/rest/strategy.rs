@@ -28,8 +28,14 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
     for f in SYSTEM_FIELDS {
         meta.remove(*f);
     }
-    meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
-    meta.insert("creationTimestamp".into(), Value::String(object::now_rfc3339()));
+    meta.insert(
+        "uid".into(),
+        Value::String(uuid::Uuid::new_v4().to_string()),
+    );
+    meta.insert(
+        "creationTimestamp".into(),
+        Value::String(object::now_rfc3339()),
+    );
     if has_generation(info) {
         meta.insert("generation".into(), json!(1));
     }
@@ -37,7 +43,10 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
     match info.kind {
         "Pod" => {
             let qos = qos_class(map.get("spec").unwrap_or(&Value::Null));
-            map.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
+            map.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": qos}),
+            );
         }
         "Namespace" => {
             map.insert("status".into(), json!({"phase": "Active"}));
@@ -58,7 +67,9 @@ pub fn prepare_update(info: &ResourceInfo, new: &mut Value, old: &Value, status_
     if status_only {
         let status = new.get("status").cloned();
         *new = old.clone();
-        let map = new.as_object_mut().expect("stored objects are JSON objects");
+        let map = new
+            .as_object_mut()
+            .expect("stored objects are JSON objects");
         match status {
             Some(s) => map.insert("status".into(), s),
             None => map.remove("status"),
@@ -81,7 +92,11 @@ pub fn prepare_update(info: &ResourceInfo, new: &mut Value, old: &Value, status_
         };
     }
     if has_generation(info) && !object::spec_equal(old, new) {
-        let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         object::meta_mut(new).insert("generation".into(), json!(generation));
     }
 }
@@ -97,8 +112,14 @@ pub fn qos_class(spec: &Value) -> &'static str {
     let (mut any, mut guaranteed) = (false, true);
     for c in containers {
         let res = c.get("resources");
-        let requests = res.and_then(|r| r.get("requests")).and_then(Value::as_object).unwrap_or(&empty);
-        let limits = res.and_then(|r| r.get("limits")).and_then(Value::as_object).unwrap_or(&empty);
+        let requests = res
+            .and_then(|r| r.get("requests"))
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        let limits = res
+            .and_then(|r| r.get("limits"))
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         let relevant = |m: &Map<String, Value>| m.keys().any(|k| k == "cpu" || k == "memory");
         if relevant(requests) || relevant(limits) {
             any = true;
@@ -174,7 +195,8 @@ mod tests {
     fn qos_classes() {
         let best = json!({"containers": [{"name": "a"}]});
         let guaranteed = json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
-        let burst = json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]});
+        let burst =
+            json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]});
         let equal = json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]});
         assert_eq!(qos_class(&best), "BestEffort");
         assert_eq!(qos_class(&guaranteed), "Guaranteed");

@@ -47,13 +47,22 @@ fn replicas_of(name: &str, scale: &Value) -> Result<i64, ApiError> {
             "autoscaling",
             "Scale",
             name,
-            vec![Cause::invalid("spec.replicas", &replicas, "must be greater than or equal to 0")],
+            vec![Cause::invalid(
+                "spec.replicas",
+                &replicas,
+                "must be greater than or equal to 0",
+            )],
         )),
     }
 }
 
 impl Api {
-    pub(crate) async fn status_subresource(&self, req: Request, r: &ResourceRoute, q: &Query) -> ApiResult {
+    pub(crate) async fn status_subresource(
+        &self,
+        req: Request,
+        r: &ResourceRoute,
+        q: &Query,
+    ) -> ApiResult {
         let name = r.name.clone().unwrap_or_default();
         let ns = namespace_of(r)?.to_string();
         let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
@@ -69,15 +78,36 @@ impl Api {
                         object::name(&obj)
                     )));
                 }
-                self.update_object(r.info, &ns, &name, q.dry_run, Mode::Status, &mut |_| Ok(obj.clone())).await?.0
+                self.update_object(r.info, &ns, &name, q.dry_run, Mode::Status, &mut |_| {
+                    Ok(obj.clone())
+                })
+                .await?
+                .0
             }
-            "PATCH" => self.patch_object(&req, r.info, &ns, &name, q, Mode::Status).await?.0,
-            m => return Err(ApiError::method_not_allowed(format!("{m} is not supported on status"))),
+            "PATCH" => {
+                self.patch_object(&req, r.info, &ns, &name, q, Mode::Status)
+                    .await?
+                    .0
+            }
+            m => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{m} is not supported on status"
+                )))
+            }
         };
-        Ok(Response::new(200, "application/json", super::list::encode_object(r.info, output, q, &updated)))
+        Ok(Response::new(
+            200,
+            "application/json",
+            super::list::encode_object(r.info, output, q, &updated),
+        ))
     }
 
-    pub(crate) async fn scale_subresource(&self, req: Request, r: &ResourceRoute, q: &Query) -> ApiResult {
+    pub(crate) async fn scale_subresource(
+        &self,
+        req: Request,
+        r: &ResourceRoute,
+        q: &Query,
+    ) -> ApiResult {
         let name = r.name.clone().unwrap_or_default();
         let ns = namespace_of(r)?.to_string();
         let info = r.info;
@@ -93,11 +123,18 @@ impl Api {
                 Some(scale)
             }
             "PATCH" => None,
-            m => return Err(ApiError::method_not_allowed(format!("{m} is not supported on scale"))),
+            m => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{m} is not supported on scale"
+                )))
+            }
         };
         let patch = match &wanted {
             Some(_) => None,
-            None => Some((negotiate::patch_type(req.header("content-type"))?, decode_json(&req.body)?)),
+            None => Some((
+                negotiate::patch_type(req.header("content-type"))?,
+                decode_json(&req.body)?,
+            )),
         };
         let (updated, _) = self
             .update_object(info, &ns, &name, q.dry_run, Mode::Main, &mut |current| {
@@ -112,8 +149,14 @@ impl Api {
                 let mut next = current.clone();
                 next["spec"]["replicas"] = json!(replicas);
                 // The Scale's resourceVersion, if any, is the precondition.
-                match scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty()) {
-                    Some(rv) if wanted.is_some() => object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv)),
+                match scale
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                {
+                    Some(rv) if wanted.is_some() => {
+                        object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv))
+                    }
                     _ => object::meta_mut(&mut next).remove("resourceVersion"),
                 };
                 Ok(next)
@@ -132,27 +175,64 @@ impl Api {
         let ns = namespace_of(r)?.to_string();
         let binding = decode_json(&req.body)?;
         typed::check_kind("Binding", &binding).map_err(ApiError::bad_request)?;
-        let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
-        let kind = binding.pointer("/target/kind").and_then(Value::as_str).unwrap_or("Node");
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = binding
+            .pointer("/target/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("Node");
         if node.is_empty() || (kind != "Node" && !kind.is_empty()) {
-            return Err(ApiError::invalid("", "Binding", &name, vec![Cause::invalid("target", &binding["target"], "must name a Node")]));
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                &name,
+                vec![Cause::invalid(
+                    "target",
+                    &binding["target"],
+                    "must name a Node",
+                )],
+            ));
         }
-        let wanted_uid = binding.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+        let wanted_uid = binding
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(String::from);
         self.update_object(r.info, &ns, &name, q.dry_run, Mode::Raw, &mut |current| {
             if let Some(uid) = &wanted_uid {
                 if object::meta_str(current, "uid") != uid {
-                    return Err(ApiError::conflict("", "pods", &name, format!(
+                    return Err(ApiError::conflict(
+                        "",
+                        "pods",
+                        &name,
+                        format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         object::meta_str(current, "uid")
-                    )));
+                    ),
+                    ));
                 }
             }
             if !object::meta_str(current, "deletionTimestamp").is_empty() {
-                return Err(ApiError::conflict("", "pods", &name, "pod is being deleted, cannot be assigned to a host"));
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    &name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
             }
-            let assigned = current.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            let assigned = current
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !assigned.is_empty() {
-                return Err(ApiError::conflict("", "pods", &name, format!("pod {name} is already assigned to node \"{assigned}\"")));
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    &name,
+                    format!("pod {name} is already assigned to node \"{assigned}\""),
+                ));
             }
             let mut next = current.clone();
             next["spec"]["nodeName"] = json!(node);
@@ -161,7 +241,10 @@ impl Api {
             Ok(next)
         })
         .await?;
-        Ok(Response::json(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        Ok(Response::json(
+            201,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
     }
 }
 

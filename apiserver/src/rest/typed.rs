@@ -5,7 +5,10 @@ use serde::de::DeserializeOwned;
 
 use serde_json::Value;
 
-use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery};
+use k8s_openapi::api::{
+    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery,
+};
 
 fn check<T: DeserializeOwned>(v: &Value) -> Result<(), String> {
     T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
@@ -31,12 +34,13 @@ pub fn check_kind(kind: &str, obj: &Value) -> Result<(), String> {
         "Lease" => check::<coordination::Lease>(obj),
         "EndpointSlice" => check::<discovery::EndpointSlice>(obj),
         "Scale" => check::<k8s_openapi::api::autoscaling::v1::Scale>(obj),
-        "DeleteOptions" => check::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>(obj),
+        "DeleteOptions" => {
+            check::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>(obj)
+        }
         "Binding" => check::<core::Binding>(obj),
         other => Err(format!("no type for kind {other}")),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

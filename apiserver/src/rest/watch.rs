@@ -47,7 +47,10 @@ impl Watcher {
             return None;
         }
         let now_in = self.filter.matches(&e.object.value);
-        let was_in = e.prev.as_ref().is_some_and(|p| self.filter.matches(&p.value));
+        let was_in = e
+            .prev
+            .as_ref()
+            .is_some_and(|p| self.filter.matches(&p.value));
         let kind = match (e.kind, was_in, now_in) {
             (EventType::Deleted, _, true) => EventType::Deleted,
             (EventType::Deleted, _, false) => return None,
@@ -61,7 +64,10 @@ impl Watcher {
         match self.output {
             Output::Json if kind == e.kind => Some(e.line.clone()),
             Output::Json => Some(watch_line(kind.as_str(), &e.object.json)),
-            Output::Metadata => Some(watch_line(kind.as_str(), partial_metadata(&e.object.value).to_string().as_bytes())),
+            Output::Metadata => Some(watch_line(
+                kind.as_str(),
+                partial_metadata(&e.object.value).to_string().as_bytes(),
+            )),
             Output::Table => {
                 let mut table = crate::registry::table::build_table(
                     self.info.kind,
@@ -101,7 +107,11 @@ impl Watcher {
             if now >= self.deadline {
                 return None;
             }
-            let wait = (self.deadline - now).min(if self.bookmarks { BOOKMARK_EVERY } else { Duration::MAX });
+            let wait = (self.deadline - now).min(if self.bookmarks {
+                BOOKMARK_EVERY
+            } else {
+                Duration::MAX
+            });
             let received = {
                 let recv = Box::pin(self.live.recv());
                 match select(recv, Box::pin(compio::time::sleep(wait))).await {
@@ -117,7 +127,11 @@ impl Watcher {
                 }
                 Some(Err(RecvError::Lagged(n))) => {
                     // Too slow to keep up: end the watch; the client re-lists, as with Kubernetes.
-                    tracing::info!(resource = self.info.plural, skipped = n, "closing a watcher that fell behind");
+                    tracing::info!(
+                        resource = self.info.plural,
+                        skipped = n,
+                        "closing a watcher that fell behind"
+                    );
                     self.closed = true;
                     return Some(error_event(410, "Expired", "watcher fell behind; re-list"));
                 }
@@ -151,7 +165,11 @@ impl Api {
             });
         }
         let filter = Filter::new(r.info, &q)?;
-        let ns = if r.name.is_some() { Some(namespace_of(r)?).filter(|n| !n.is_empty()) } else { r.namespace.as_deref() };
+        let ns = if r.name.is_some() {
+            Some(namespace_of(r)?).filter(|n| !n.is_empty())
+        } else {
+            r.namespace.as_deref()
+        };
         let prefix = object::scope_prefix(r.info, ns);
         let rv = q.resource_version.as_deref().unwrap_or("");
         let start = match rv {
@@ -167,7 +185,9 @@ impl Api {
             WatchStart::After(_) => true,
         };
         let cache = self.caches.get(r.info);
-        let timeout = q.timeout_seconds.unwrap_or_else(|| MIN_REQUEST_TIMEOUT + rand::random::<u64>() % MIN_REQUEST_TIMEOUT);
+        let timeout = q
+            .timeout_seconds
+            .unwrap_or_else(|| MIN_REQUEST_TIMEOUT + rand::random::<u64>() % MIN_REQUEST_TIMEOUT);
         let (sub, last_revision) = match cache.subscribe(&prefix, start) {
             Ok(sub) => {
                 let rev = sub.revision;
@@ -212,7 +232,8 @@ impl Api {
             let b = w.bookmark(w.last_revision, true);
             w.pending.push_back(b);
         }
-        let stream = futures::stream::unfold(w, |mut w| async move { w.next().await.map(|b| (b, w)) });
+        let stream =
+            futures::stream::unfold(w, |mut w| async move { w.next().await.map(|b| (b, w)) });
         Ok(Response::stream(200, "application/json", Box::pin(stream)))
     }
 }

@@ -38,7 +38,10 @@ pub(crate) fn definition_name(info: &ResourceInfo) -> String {
 }
 
 fn warning_header(text: &str) -> String {
-    format!("299 - \"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    format!(
+        "299 - \"{}\"",
+        text.replace('\\', "\\\\").replace('"', "\\\"")
+    )
 }
 
 fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
@@ -60,26 +63,36 @@ struct DeleteOptions {
 
 impl DeleteOptions {
     fn parse(body: &[u8], q: &Query) -> Result<DeleteOptions, ApiError> {
-        let mut o = DeleteOptions { grace_period: q.grace_period_seconds, dry_run: q.dry_run, ..Default::default() };
+        let mut o = DeleteOptions {
+            grace_period: q.grace_period_seconds,
+            dry_run: q.dry_run,
+            ..Default::default()
+        };
         o.policy = q.propagation_policy.clone();
         if q.orphan_dependents == Some(true) && o.policy.is_none() {
             o.policy = Some("Orphan".into());
         }
         if !body.iter().all(u8::is_ascii_whitespace) {
             let v = decode_json(body)?;
-            typed::check_kind("DeleteOptions", &v).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+            typed::check_kind("DeleteOptions", &v)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
             if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
                 o.grace_period = Some(g);
             }
             if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
                 o.policy = Some(p.to_string());
             }
-            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) && o.policy.is_none() {
+            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+                && o.policy.is_none()
+            {
                 o.policy = Some("Orphan".into());
             }
             if let Some(pre) = v.get("preconditions") {
                 o.uid = pre.get("uid").and_then(Value::as_str).map(String::from);
-                o.resource_version = pre.get("resourceVersion").and_then(Value::as_str).map(String::from);
+                o.resource_version = pre
+                    .get("resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from);
             }
             if let Some(dry) = v.get("dryRun").and_then(Value::as_array) {
                 o.dry_run |= dry.iter().any(|d| d == "All");
@@ -91,7 +104,11 @@ impl DeleteOptions {
                     "",
                     "DeleteOptions",
                     "",
-                    vec![Cause::not_supported("propagationPolicy", &json!(p), &["Foreground", "Background", "Orphan"])],
+                    vec![Cause::not_supported(
+                        "propagationPolicy",
+                        &json!(p),
+                        &["Foreground", "Background", "Orphan"],
+                    )],
                 ));
             }
         }
@@ -101,18 +118,31 @@ impl DeleteOptions {
 
 impl Api {
     /// Decodes and checks an incoming object: JSON, apiVersion/kind, types, unknown fields.
-    fn decode_object(&self, info: &ResourceInfo, body: &[u8], q: &Query) -> Result<(Value, Vec<String>), ApiError> {
+    fn decode_object(
+        &self,
+        info: &ResourceInfo,
+        body: &[u8],
+        q: &Query,
+    ) -> Result<(Value, Vec<String>), ApiError> {
         let mut obj = decode_json(body)?;
         if !obj.is_object() {
-            return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{obj}'")));
+            return Err(ApiError::bad_request(format!(
+                "Object 'Kind' is missing in '{obj}'"
+            )));
         }
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
         let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         if kind.is_empty() {
-            return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
+            return Err(ApiError::bad_request(format!(
+                "Object 'Kind' is missing in '{}'",
+                truncate(&obj.to_string())
+            )));
         }
         if api_version.is_empty() {
-            return Err(ApiError::bad_request(format!("Object 'apiVersion' is missing in '{}'", truncate(&obj.to_string()))));
+            return Err(ApiError::bad_request(format!(
+                "Object 'apiVersion' is missing in '{}'",
+                truncate(&obj.to_string())
+            )));
         }
         if api_version != info.api_version() {
             return Err(ApiError::bad_request(format!(
@@ -126,11 +156,17 @@ impl Api {
                 info.kind
             )));
         }
-        self.check_object(info, &mut obj, q).map(|warnings| (obj, warnings))
+        self.check_object(info, &mut obj, q)
+            .map(|warnings| (obj, warnings))
     }
 
     /// Type check and unknown-field handling, shared by every write path.
-    fn check_object(&self, info: &ResourceInfo, obj: &mut Value, q: &Query) -> Result<Vec<String>, ApiError> {
+    fn check_object(
+        &self,
+        info: &ResourceInfo,
+        obj: &mut Value,
+        q: &Query,
+    ) -> Result<Vec<String>, ApiError> {
         typed::check_kind(info.kind, obj).map_err(|e| {
             ApiError::bad_request(format!(
                 "{} in version \"{}\" cannot be handled as a {}: {e}",
@@ -142,9 +178,15 @@ impl Api {
         if unknown.is_empty() {
             return Ok(Vec::new());
         }
-        let messages: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        let messages: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
         match q.field_validation() {
-            "Strict" => Err(ApiError::bad_request(format!("strict decoding error: {}", messages.join(", ")))),
+            "Strict" => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                messages.join(", ")
+            ))),
             mode => {
                 crate::openapi::prune_unknown_fields(&definition, obj);
                 Ok(if mode == "Warn" { messages } else { Vec::new() })
@@ -153,7 +195,12 @@ impl Api {
     }
 
     /// Checks that `ns` exists and is not terminating, as Kubernetes' NamespaceLifecycle does.
-    async fn check_namespace(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<(), ApiError> {
+    async fn check_namespace(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let ns_info = crate::registry::find("", "v1", "namespaces").expect("namespaces are served");
         let (obj, _) = self.read_object(ns_info, "", ns).await?;
         let terminating = !object::meta_str(&obj, "deletionTimestamp").is_empty()
@@ -191,7 +238,9 @@ impl Api {
     pub(crate) async fn create(&self, req: &Request, r: &ResourceRoute, q: &Query) -> ApiResult {
         negotiate::require_json(req.header("content-type"))?;
         if r.name.is_some() {
-            return Err(ApiError::method_not_allowed("POST is not supported on a named object"));
+            return Err(ApiError::method_not_allowed(
+                "POST is not supported on a named object",
+            ));
         }
         if r.info.namespaced && r.namespace.is_none() {
             return Err(ApiError::not_found_path());
@@ -201,27 +250,47 @@ impl Api {
         let created = self.create_object(r.info, &ns, obj, q.dry_run).await?;
         let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
         let body = super::list::encode_object(r.info, output, q, &created);
-        Ok(with_warnings(Response::new(201, "application/json", body), &warnings))
+        Ok(with_warnings(
+            Response::new(201, "application/json", body),
+            &warnings,
+        ))
     }
 
     /// Creates an object that has passed decoding. Used by POST and by the server's own objects.
-    pub(crate) async fn create_object(&self, info: &'static ResourceInfo, ns: &str, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+    pub(crate) async fn create_object(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         Self::scope_namespace(info, &mut obj, ns)?;
         let generate = object::name(&obj).is_empty();
         let generate_name = object::meta_str(&obj, "generateName").to_string();
         if generate && generate_name.is_empty() {
-            return Err(ApiError::invalid(info.group, info.kind, "", vec![Cause {
-                reason: "FieldValueRequired",
-                message: "Required value: name or generateName is required".into(),
-                field: "metadata.name".into(),
-            }]));
+            return Err(ApiError::invalid(
+                info.group,
+                info.kind,
+                "",
+                vec![Cause {
+                    reason: "FieldValueRequired",
+                    message: "Required value: name or generateName is required".into(),
+                    field: "metadata.name".into(),
+                }],
+            ));
         }
         if info.namespaced {
-            let shown = if generate { generate_name.as_str() } else { object::name(&obj) };
-            self.check_namespace(info, ns, shown).await.map_err(|e| match e.code {
-                404 => ApiError::not_found("", "namespaces", ns),
-                _ => e,
-            })?;
+            let shown = if generate {
+                generate_name.as_str()
+            } else {
+                object::name(&obj)
+            };
+            self.check_namespace(info, ns, shown)
+                .await
+                .map_err(|e| match e.code {
+                    404 => ApiError::not_found("", "namespaces", ns),
+                    _ => e,
+                })?;
         }
         prepare_create(info, &mut obj);
         defaults::apply_defaults(info.kind, &mut obj);
@@ -248,7 +317,11 @@ impl Api {
             }
             let key = object::key(info, ns, &name);
             let value = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
-            match self.storage.put(key.into_bytes(), value, Precondition::MustNotExist).await {
+            match self
+                .storage
+                .put(key.into_bytes(), value, Precondition::MustNotExist)
+                .await
+            {
                 Ok(kv) => {
                     object::set_resource_version(&mut obj, kv.mod_revision);
                     return Ok(obj);
@@ -272,10 +345,17 @@ impl Api {
         let (mut obj, warnings) = self.decode_object(r.info, &req.body, q)?;
         check_name(&mut obj, &name)?;
         Self::scope_namespace(r.info, &mut obj, &ns)?;
-        let (updated, _) = self.update_object(r.info, &ns, &name, q.dry_run, Mode::Main, &mut |_| Ok(obj.clone())).await?;
+        let (updated, _) = self
+            .update_object(r.info, &ns, &name, q.dry_run, Mode::Main, &mut |_| {
+                Ok(obj.clone())
+            })
+            .await?;
         let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
         let body = super::list::encode_object(r.info, output, q, &updated);
-        Ok(with_warnings(Response::new(200, "application/json", body), &warnings))
+        Ok(with_warnings(
+            Response::new(200, "application/json", body),
+            &warnings,
+        ))
     }
 
     /// Read, change, compare-and-swap; retried when another writer got in between, unless the
@@ -301,7 +381,8 @@ impl Api {
                 if mode == Mode::Main {
                     defaults::apply_defaults(info.kind, &mut new);
                 }
-                let causes = validation::validate_update(info.kind, &new, &current, info.namespaced);
+                let causes =
+                    validation::validate_update(info.kind, &new, &current, info.namespaced);
                 if !causes.is_empty() {
                     return Err(ApiError::invalid(info.group, info.kind, name, causes));
                 }
@@ -326,7 +407,9 @@ impl Api {
                 object::set_resource_version(&mut new, kv.mod_revision);
                 return Ok((new, current));
             }
-            let result = if !object::meta_str(&new, "deletionTimestamp").is_empty() && object::finalizers(&new).is_empty() {
+            let result = if !object::meta_str(&new, "deletionTimestamp").is_empty()
+                && object::finalizers(&new).is_empty()
+            {
                 // The last finalizer is gone: the object goes now.
                 self.finish_delete(info, name, &kv, &new).await
             } else {
@@ -353,18 +436,42 @@ impl Api {
     }
 
     /// Writes `new` over the stored `kv` (compare-and-swap on its revision).
-    async fn write(&self, info: &ResourceInfo, kv: &KeyValue, new: &Value) -> Result<Value, StorageError> {
+    async fn write(
+        &self,
+        info: &ResourceInfo,
+        kv: &KeyValue,
+        new: &Value,
+    ) -> Result<Value, StorageError> {
         let _ = info;
-        let value = serde_json::to_vec(new).map_err(|e| StorageError::Backend { op: "encode", source: Box::new(e) })?;
-        let stored = self.storage.put(kv.key.clone(), value, Precondition::ModRevision(kv.mod_revision)).await?;
+        let value = serde_json::to_vec(new).map_err(|e| StorageError::Backend {
+            op: "encode",
+            source: Box::new(e),
+        })?;
+        let stored = self
+            .storage
+            .put(
+                kv.key.clone(),
+                value,
+                Precondition::ModRevision(kv.mod_revision),
+            )
+            .await?;
         let mut out = new.clone();
         object::set_resource_version(&mut out, stored.mod_revision);
         Ok(out)
     }
 
     /// Removes the object for good (compare-and-swap) and gives back what it held.
-    async fn finish_delete(&self, info: &ResourceInfo, _name: &str, kv: &KeyValue, last: &Value) -> Result<Value, StorageError> {
-        let deleted = self.storage.delete(kv.key.clone(), Precondition::ModRevision(kv.mod_revision)).await?;
+    async fn finish_delete(
+        &self,
+        info: &ResourceInfo,
+        _name: &str,
+        kv: &KeyValue,
+        last: &Value,
+    ) -> Result<Value, StorageError> {
+        let deleted = self
+            .storage
+            .delete(kv.key.clone(), Precondition::ModRevision(kv.mod_revision))
+            .await?;
         if info.kind == "Service" {
             self.services.release(&alloc::held_by(last));
         }
@@ -376,7 +483,12 @@ impl Api {
     fn release_unheld(&self, old: &alloc::Held, new: &alloc::Held) {
         let gone = alloc::Held {
             ip: old.ip.filter(|ip| new.ip != Some(*ip)),
-            ports: old.ports.iter().copied().filter(|p| !new.ports.contains(p)).collect(),
+            ports: old
+                .ports
+                .iter()
+                .copied()
+                .filter(|p| !new.ports.contains(p))
+                .collect(),
         };
         self.services.release(&gone);
     }
@@ -384,10 +496,15 @@ impl Api {
     pub(crate) async fn patch(&self, req: &Request, r: &ResourceRoute, q: &Query) -> ApiResult {
         let name = r.name.clone().unwrap_or_default();
         let ns = namespace_of(r)?.to_string();
-        let (updated, warnings) = self.patch_object(req, r.info, &ns, &name, q, Mode::Main).await?;
+        let (updated, warnings) = self
+            .patch_object(req, r.info, &ns, &name, q, Mode::Main)
+            .await?;
         let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
         let body = super::list::encode_object(r.info, output, q, &updated);
-        Ok(with_warnings(Response::new(200, "application/json", body), &warnings))
+        Ok(with_warnings(
+            Response::new(200, "application/json", body),
+            &warnings,
+        ))
     }
 
     /// Applies a PATCH body to the stored object (main resource or status).
@@ -402,7 +519,9 @@ impl Api {
     ) -> Result<(Value, Vec<String>), ApiError> {
         let patch_type = negotiate::patch_type(req.header("content-type"))?;
         let patch = decode_json(&req.body)?;
-        let pins_version = patch.pointer("/metadata/resourceVersion").is_some_and(|v| !v.is_null());
+        let pins_version = patch
+            .pointer("/metadata/resourceVersion")
+            .is_some_and(|v| !v.is_null());
         let definition = definition_name(info);
         let mut warnings = Vec::new();
         let (updated, _) = self
@@ -411,8 +530,12 @@ impl Api {
                 if !patched.is_object() {
                     return Err(ApiError::bad_request("the patch did not produce an object"));
                 }
-                if patched.get("kind") != current.get("kind") || patched.get("apiVersion") != current.get("apiVersion") {
-                    return Err(ApiError::bad_request("a patch may not change an object's apiVersion or kind"));
+                if patched.get("kind") != current.get("kind")
+                    || patched.get("apiVersion") != current.get("apiVersion")
+                {
+                    return Err(ApiError::bad_request(
+                        "a patch may not change an object's apiVersion or kind",
+                    ));
                 }
                 if object::name(&patched) != name {
                     return Err(ApiError::bad_request(format!(
@@ -436,20 +559,39 @@ impl Api {
         let opts = DeleteOptions::parse(&req.body, q)?;
         let obj = self.delete_one(r.info, &ns, &name, &opts).await?;
         let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
-        Ok(Response::new(200, "application/json", super::list::encode_object(r.info, output, q, &obj)))
+        Ok(Response::new(
+            200,
+            "application/json",
+            super::list::encode_object(r.info, output, q, &obj),
+        ))
     }
 
-    async fn delete_one(&self, info: &'static ResourceInfo, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
+    async fn delete_one(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
         for _ in 0..UPDATE_ATTEMPTS {
             let (current, kv) = self.read_object(info, ns, name).await?;
             let uid = object::meta_str(&current, "uid");
             if let Some(want) = opts.uid.as_deref().filter(|u| !u.is_empty() && *u != uid) {
-                return Err(ApiError::conflict(info.group, info.plural, name, format!(
+                return Err(ApiError::conflict(
+                    info.group,
+                    info.plural,
+                    name,
+                    format!(
                     "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
-                )));
+                ),
+                ));
             }
             let rv = kv.mod_revision.to_string();
-            if let Some(want) = opts.resource_version.as_deref().filter(|v| !v.is_empty() && **v != rv) {
+            if let Some(want) = opts
+                .resource_version
+                .as_deref()
+                .filter(|v| !v.is_empty() && **v != rv)
+            {
                 return Err(ApiError::conflict(info.group, info.plural, name, format!(
                     "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}"
                 )));
@@ -459,13 +601,19 @@ impl Api {
             let now = time::OffsetDateTime::now_utc();
             let mut pending = false;
             if info.kind == "Namespace" {
-                let has_spec_finalizers = obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+                let has_spec_finalizers = obj
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
                 if has_spec_finalizers {
                     obj["status"]["phase"] = json!("Terminating");
                     pending = true;
                 }
             }
-            let policy = opts.policy.clone().unwrap_or_else(|| default_policy(info).to_string());
+            let policy = opts
+                .policy
+                .clone()
+                .unwrap_or_else(|| default_policy(info).to_string());
             let extra = match policy.as_str() {
                 "Orphan" => Some("orphan"),
                 "Foreground" => Some("foregroundDeletion"),
@@ -483,9 +631,18 @@ impl Api {
             }
             let mut grace = 0;
             if info.kind == "Pod" {
-                let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-                let finished = matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
-                let default_grace = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+                let scheduled = obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                let finished = matches!(
+                    obj.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                );
+                let default_grace = obj
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30);
                 grace = opts.grace_period.unwrap_or(default_grace).max(0);
                 if !scheduled || finished {
                     grace = 0;
@@ -502,9 +659,15 @@ impl Api {
                     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 } else if info.kind == "Pod" {
                     // A shorter grace period may cut an ongoing graceful deletion short.
-                    let old = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
+                    let old = meta
+                        .get("deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(i64::MAX);
                     if grace < old {
-                        meta.insert("deletionTimestamp".into(), json!(object::rfc3339(now + time::Duration::seconds(grace))));
+                        meta.insert(
+                            "deletionTimestamp".into(),
+                            json!(object::rfc3339(now + time::Duration::seconds(grace))),
+                        );
                         meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     }
                 }
@@ -533,16 +696,27 @@ impl Api {
         Err(conflict(info, name))
     }
 
-    pub(crate) async fn delete_collection(&self, req: &Request, r: &ResourceRoute, q: &Query) -> ApiResult {
+    pub(crate) async fn delete_collection(
+        &self,
+        req: &Request,
+        r: &ResourceRoute,
+        q: &Query,
+    ) -> ApiResult {
         let filter = Filter::new(r.info, q)?;
         let opts = DeleteOptions::parse(&req.body, q)?;
         let current = self.storage.current_revision();
-        self.caches.wait_for(current).await.map_err(super::read::cache_error)?;
+        self.caches
+            .wait_for(current)
+            .await
+            .map_err(super::read::cache_error)?;
         let prefix = object::scope_prefix(r.info, r.namespace.as_deref());
         let (objects, revision) = self.caches.get(r.info).list(&prefix);
         let mut deleted = Vec::new();
         for o in objects.iter().filter(|o| filter.matches(&o.value)) {
-            let (ns, name) = (object::namespace(&o.value).to_string(), object::name(&o.value).to_string());
+            let (ns, name) = (
+                object::namespace(&o.value).to_string(),
+                object::name(&o.value).to_string(),
+            );
             match self.delete_one(r.info, &ns, &name, &opts).await {
                 Ok(v) => deleted.push(v),
                 Err(e) if e.code == 404 => {}
@@ -550,7 +724,13 @@ impl Api {
             }
         }
         let items: Vec<Item<'_>> = deleted.iter().map(Item::Parsed).collect();
-        let body = encode_list(r.info, Output::Json, q, &items, list_meta(revision, None, None));
+        let body = encode_list(
+            r.info,
+            Output::Json,
+            q,
+            &items,
+            list_meta(revision, None, None),
+        );
         Ok(Response::new(200, "application/json", body))
     }
 }
@@ -586,24 +766,29 @@ fn check_name(obj: &mut Value, url_name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(crate) fn apply_patch(t: PatchType, current: &Value, patch: &Value, definition: &str) -> Result<Value, ApiError> {
+pub(crate) fn apply_patch(
+    t: PatchType,
+    current: &Value,
+    patch: &Value,
+    definition: &str,
+) -> Result<Value, ApiError> {
     let result = match t {
         PatchType::Json => crate::patch::apply_json_patch(current, patch),
         PatchType::Merge => crate::patch::apply_merge_patch(current, patch),
-        PatchType::Strategic => crate::patch::apply_strategic_merge_patch(current, patch, definition),
+        PatchType::Strategic => {
+            crate::patch::apply_strategic_merge_patch(current, patch, definition)
+        }
     };
-    result.map_err(|e| match e.status_code() {
-        400 => ApiError::bad_request(e.to_string()),
-        422 => ApiError::new(422, "Invalid", e.to_string()),
-        code => ApiError::new(code, "InternalError", e.to_string()),
-    })
+    result.map_err(|e| e.to_api_error())
 }
 
 /// Kubernetes' generateName suffix: five characters from an alphabet without vowels or
 /// look-alikes, so no words are spelled by accident.
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn truncate(s: &str) -> String {
@@ -625,8 +810,14 @@ mod tests {
 
     #[test]
     fn definitions_follow_kubernetes_names() {
-        assert_eq!(definition_name(find("apps", "v1", "deployments").unwrap()), "io.k8s.api.apps.v1.Deployment");
-        assert_eq!(definition_name(find("", "v1", "pods").unwrap()), "io.k8s.api.core.v1.Pod");
+        assert_eq!(
+            definition_name(find("apps", "v1", "deployments").unwrap()),
+            "io.k8s.api.apps.v1.Deployment"
+        );
+        assert_eq!(
+            definition_name(find("", "v1", "pods").unwrap()),
+            "io.k8s.api.core.v1.Pod"
+        );
         assert_eq!(
             definition_name(find("coordination.k8s.io", "v1", "leases").unwrap()),
             "io.k8s.api.coordination.v1.Lease"
@@ -641,7 +832,9 @@ mod tests {
     fn generated_suffixes_use_the_alphabet() {
         let s = random_suffix();
         assert_eq!(s.len(), 5);
-        assert!(s.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
+        assert!(s
+            .bytes()
+            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
     }
 
     #[test]
@@ -649,14 +842,30 @@ mod tests {
         let q = Query::parse("gracePeriodSeconds=5").unwrap();
         let body = br#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Foreground","preconditions":{"uid":"u1"}}"#;
         let o = DeleteOptions::parse(body, &q).unwrap();
-        assert_eq!((o.grace_period, o.policy.as_deref(), o.uid.as_deref()), (Some(5), Some("Foreground"), Some("u1")));
+        assert_eq!(
+            (o.grace_period, o.policy.as_deref(), o.uid.as_deref()),
+            (Some(5), Some("Foreground"), Some("u1"))
+        );
         let bad = br#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Sideways"}"#;
-        assert_eq!(DeleteOptions::parse(bad, &Query::default()).unwrap_err().code, 422);
-        assert_eq!(DeleteOptions::parse(b"{nope", &Query::default()).unwrap_err().code, 400);
+        assert_eq!(
+            DeleteOptions::parse(bad, &Query::default())
+                .unwrap_err()
+                .code,
+            422
+        );
+        assert_eq!(
+            DeleteOptions::parse(b"{nope", &Query::default())
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 
     #[test]
     fn warnings_are_quoted() {
-        assert_eq!(warning_header("unknown field \"spec.x\""), "299 - \"unknown field \\\"spec.x\\\"\"");
+        assert_eq!(
+            warning_header("unknown field \"spec.x\""),
+            "299 - \"unknown field \\\"spec.x\\\"\""
+        );
     }
 }
