@@ -484,7 +484,6 @@ mod tests {
             .map(|r| &r["name"])
             .collect();
         assert!(!names.contains(&&json!("pods/log")) && !names.contains(&&json!("pods/exec")));
-        assert_eq!(find(&list, "pods/exec")["kind"], "PodExecOptions");
         let ns = find(&list, "namespaces");
         assert_eq!(ns["namespaced"], false);
         assert!(ns.get("categories").is_none());
