@@ -1,7 +1,7 @@
 //! What the server itself sets on create and update: system metadata, status resets, generation.
 //! Defaulting and validation proper live in `registry::{defaults, validation}`.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::object;
 use crate::registry::ResourceInfo;
@@ -41,12 +41,9 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
     }
     let map = obj.as_object_mut().expect("meta_mut made an object");
     match info.kind {
+        // Defaulting fills in the pod's phase and QoS class.
         "Pod" => {
-            let qos = qos_class(map.get("spec").unwrap_or(&Value::Null));
-            map.insert(
-                "status".into(),
-                json!({"phase": "Pending", "qosClass": qos}),
-            );
+            map.insert("status".into(), json!({}));
         }
         "Namespace" => {
             map.insert("status".into(), json!({"phase": "Active"}));
@@ -101,56 +98,6 @@ pub fn prepare_update(info: &ResourceInfo, new: &mut Value, old: &Value, status_
     }
 }
 
-/// Kubernetes' pod QoS class: Guaranteed when every container has equal cpu and memory requests
-/// and limits, BestEffort when none has any, Burstable otherwise.
-pub fn qos_class(spec: &Value) -> &'static str {
-    let containers = ["initContainers", "containers"]
-        .iter()
-        .filter_map(|f| spec.get(*f).and_then(Value::as_array))
-        .flatten();
-    let empty = Map::new();
-    let (mut any, mut guaranteed) = (false, true);
-    for c in containers {
-        let res = c.get("resources");
-        let requests = res
-            .and_then(|r| r.get("requests"))
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let limits = res
-            .and_then(|r| r.get("limits"))
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let relevant = |m: &Map<String, Value>| m.keys().any(|k| k == "cpu" || k == "memory");
-        if relevant(requests) || relevant(limits) {
-            any = true;
-        }
-        for r in ["cpu", "memory"] {
-            let Some(limit) = limits.get(r) else {
-                guaranteed = false;
-                continue;
-            };
-            // A missing request defaults to the limit.
-            if let Some(req) = requests.get(r) {
-                let same = match (
-                    berth_api::Quantity::parse(req.as_str().unwrap_or("")),
-                    berth_api::Quantity::parse(limit.as_str().unwrap_or("")),
-                ) {
-                    (Ok(a), Ok(b)) => a == b,
-                    _ => req == limit,
-                };
-                if !same {
-                    guaranteed = false;
-                }
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,18 +136,5 @@ mod tests {
         assert_eq!(status["spec"]["replicas"], 1);
         assert_eq!(status["status"]["replicas"], 2);
         assert!(status["metadata"].get("labels").is_none());
-    }
-
-    #[test]
-    fn qos_classes() {
-        let best = json!({"containers": [{"name": "a"}]});
-        let guaranteed = json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
-        let burst =
-            json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}]});
-        let equal = json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]});
-        assert_eq!(qos_class(&best), "BestEffort");
-        assert_eq!(qos_class(&guaranteed), "Guaranteed");
-        assert_eq!(qos_class(&burst), "Burstable");
-        assert_eq!(qos_class(&equal), "Guaranteed");
     }
 }

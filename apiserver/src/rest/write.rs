@@ -30,11 +30,7 @@ const UPDATE_ATTEMPTS: usize = 8;
 
 /// The OpenAPI definition name of a kind, e.g. `io.k8s.api.apps.v1.Deployment`.
 pub(crate) fn definition_name(info: &ResourceInfo) -> String {
-    let group = match info.group {
-        "" => "core",
-        g => g.split('.').next().unwrap_or(g),
-    };
-    format!("io.k8s.api.{group}.{}.{}", info.version, info.kind)
+    crate::patch::definition_name(info.group, info.version, info.kind)
 }
 
 fn warning_header(text: &str) -> String {

@@ -3,7 +3,6 @@
 use serde_json::{json, Value};
 
 use super::{child, each_mut, set_default};
-use crate::registry::validation::quantity::parse_quantity;
 
 /// The pod kind itself: spec defaults plus what only a Pod (not a template) receives.
 pub(super) fn default_pod(obj: &mut Value) {
@@ -215,7 +214,9 @@ fn pod_qos_class(spec: &Value) -> &'static str {
         for res in ["cpu", "memory"] {
             let req = requests.and_then(|r| r.get(res)).and_then(quantity_of);
             let lim = limits.and_then(|l| l.get(res)).and_then(quantity_of);
-            if req.is_some_and(|q| q != 0.0) || lim.is_some_and(|q| q != 0.0) {
+            if req.as_ref().is_some_and(|q| !q.is_zero())
+                || lim.as_ref().is_some_and(|q| !q.is_zero())
+            {
                 any_set = true;
             }
             match (req, lim) {
@@ -234,10 +235,10 @@ fn pod_qos_class(spec: &Value) -> &'static str {
     }
 }
 
-fn quantity_of(v: &Value) -> Option<f64> {
+fn quantity_of(v: &Value) -> Option<berth_api::Quantity> {
     match v {
-        Value::String(s) => parse_quantity(s),
-        Value::Number(n) => n.as_f64(),
+        Value::String(s) => berth_api::Quantity::parse(s).ok(),
+        Value::Number(n) => berth_api::Quantity::parse(&n.to_string()).ok(),
         _ => None,
     }
 }

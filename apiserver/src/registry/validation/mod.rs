@@ -11,8 +11,7 @@ mod config;
 mod meta;
 mod network;
 mod pod;
-pub(crate) mod quantity;
-mod selector;
+pub(crate) mod selector;
 mod service;
 
 use berth_api::names::NameFormat;

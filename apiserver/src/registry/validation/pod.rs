@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use berth_api::names;
 use serde_json::{json, Value};
 
-use super::quantity::parse_quantity;
 use super::{invalid_each, items, meta, nonnegative, not_found, required_with, str_of};
 use crate::status::Cause;
 
@@ -284,9 +283,9 @@ fn validate_resources(res: &Value, path: &str, errs: &mut Vec<Cause>) {
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| q.to_string());
-            match parse_quantity(&text) {
+            match berth_api::Quantity::parse(&text).ok() {
                 None => errs.push(Cause::invalid(p, &json!(text), QUANTITY_FORMAT)),
-                Some(v) if v < 0.0 => errs.push(Cause::invalid(
+                Some(v) if v.signum() < 0 => errs.push(Cause::invalid(
                     p,
                     &json!(text),
                     "must be greater than or equal to 0",
@@ -307,7 +306,10 @@ fn validate_resources(res: &Value, path: &str, errs: &mut Vec<Cause>) {
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| lim.to_string());
-        let (Some(r), Some(l)) = (parse_quantity(&req_text), parse_quantity(&lim_text)) else {
+        let (Ok(r), Ok(l)) = (
+            berth_api::Quantity::parse(&req_text),
+            berth_api::Quantity::parse(&lim_text),
+        ) else {
             continue;
         };
         if OVERCOMMITTABLE.contains(&name.as_str()) {
