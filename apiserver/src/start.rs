@@ -167,7 +167,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         SocketAddr::new(advertise, config.listen.port()).to_string(),
     ));
-    bootstrap(&api)?;
+    bootstrap(&api, config.listen.port())?;
     let handle = http::serve(
         http::ServerConfig {
             listen: config.listen,
@@ -201,21 +201,40 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
-/// Creates the system namespaces that do not exist yet.
-fn bootstrap(api: &Api) -> Result<(), StartError> {
-    let info = registry::find("", "v1", "namespaces").expect("namespaces are served");
-    for name in SYSTEM_NAMESPACES {
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match futures::executor::block_on(api.create_object(info, "", ns, false)) {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {}
-            Err(e) => {
-                return Err(StartError::Bootstrap {
-                    name: name.to_string(),
-                    message: e.message,
-                })
-            }
+/// Creates the system namespaces and the `default/kubernetes` Service when they do not exist yet.
+fn bootstrap(api: &Api, port: u16) -> Result<(), StartError> {
+    let create = |resource: &str, ns: &str, obj: serde_json::Value| {
+        let info = registry::find("", "v1", resource).expect("core resources are served");
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match futures::executor::block_on(api.create_object(info, ns, obj, false)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 409 => Ok(()),
+            Err(e) => Err(StartError::Bootstrap {
+                name,
+                message: e.message,
+            }),
         }
+    };
+    for name in SYSTEM_NAMESPACES {
+        create(
+            "namespaces",
+            "",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )?;
     }
-    Ok(())
+    // As in Kubernetes, the first ClusterIP belongs to the API server's own Service.
+    let kubernetes = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": api.services.first_ip().to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+        },
+    });
+    create("services", "default", kubernetes)
 }
