@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand};
     about = "A Kubernetes-compatible container orchestrator"
 )]
 struct Cli {
+    /// Log format on stderr: text or json (one JSON object per line). Levels come from RUST_LOG.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,13 +63,18 @@ struct CleanupArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match cli.command {
         Command::Up(args) | Command::Apiserver(args) => serve(args),
         Command::Cleanup(args) => cleanup(&args.data_dir),
     }
