@@ -15,6 +15,7 @@ mod object;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+mod protobuf;
 pub mod registry;
 mod rest;
 mod start;

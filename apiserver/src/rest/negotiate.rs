@@ -1,5 +1,9 @@
 //! Content negotiation: what the client accepts back, and what it sent.
 
+use std::borrow::Cow;
+
+use crate::http::Request;
+use crate::protobuf;
 use crate::status::ApiError;
 
 /// The shape of a response body.
@@ -54,12 +58,29 @@ fn mime(content_type: Option<&str>) -> &str {
         .unwrap_or("")
 }
 
-/// The body of a create or update must be JSON.
-pub fn require_json(content_type: Option<&str>) -> Result<(), ApiError> {
-    match mime(content_type) {
-        "application/json" | "" => Ok(()),
+/// The body of a create, update or subresource write as JSON bytes: JSON as sent, or a
+/// Kubernetes protobuf body decoded to the JSON a JSON client would have sent.
+pub fn json_body(req: &Request) -> Result<Cow<'_, [u8]>, ApiError> {
+    match mime(req.header("content-type")) {
+        "application/json" | "" => Ok(Cow::Borrowed(&req.body)),
+        protobuf::MEDIA_TYPE => decode_protobuf(&req.body),
         other => Err(ApiError::unsupported_media_type(other)),
     }
+}
+
+/// The DeleteOptions body of a DELETE: protobuf is decoded; anything else is read as JSON,
+/// whatever its Content-Type, as DELETE has always done.
+pub fn delete_body(req: &Request) -> Result<Cow<'_, [u8]>, ApiError> {
+    match mime(req.header("content-type")) {
+        protobuf::MEDIA_TYPE if !req.body.is_empty() => decode_protobuf(&req.body),
+        _ => Ok(Cow::Borrowed(&req.body)),
+    }
+}
+
+fn decode_protobuf(body: &[u8]) -> Result<Cow<'static, [u8]>, ApiError> {
+    let v = protobuf::decode_request(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding protobuf request body: {e}")))?;
+    Ok(Cow::Owned(v.to_string().into_bytes()))
 }
 
 pub fn patch_type(content_type: Option<&str>) -> Result<PatchType, ApiError> {
@@ -106,10 +127,46 @@ mod tests {
         );
     }
 
+    fn request(content_type: &str, body: &[u8]) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/api/v1/namespaces/default/configmaps".into(),
+            query: String::new(),
+            headers: vec![("content-type".into(), content_type.into())],
+            body: body.to_vec(),
+            peer_user: None,
+        }
+    }
+
     #[test]
     fn body_types() {
-        assert!(require_json(Some("application/json; charset=utf-8")).is_ok());
-        assert_eq!(require_json(Some("text/plain")).unwrap_err().code, 415);
+        let json = request("application/json; charset=utf-8", b"{}");
+        assert_eq!(&*json_body(&json).unwrap(), b"{}");
+        assert_eq!(
+            json_body(&request("text/plain", b"{}")).unwrap_err().code,
+            415
+        );
+        // k8s\0 + Unknown{typeMeta{apiVersion: v1, kind: ConfigMap}, raw: {data{a: b}}}.
+        let pb = b"k8s\0\x0a\x0f\x0a\x02v1\x12\x09ConfigMap\x12\x08\x12\x06\x0a\x01a\x12\x01b";
+        let pb = request(protobuf::MEDIA_TYPE, pb);
+        let decoded = json_body(&pb).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&decoded).unwrap(),
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}})
+        );
+        let truncated = request(protobuf::MEDIA_TYPE, b"k8s\0\x0a\x09");
+        let bad = json_body(&truncated).unwrap_err();
+        assert_eq!(bad.code, 400);
+        assert!(
+            bad.message
+                .contains("error decoding protobuf request body: message truncated"),
+            "{}",
+            bad.message
+        );
+        let plain_delete = request("application/x-www-form-urlencoded", b"{}");
+        assert_eq!(&*delete_body(&plain_delete).unwrap(), b"{}");
+        let empty_delete = request(protobuf::MEDIA_TYPE, b"");
+        assert_eq!(&*delete_body(&empty_delete).unwrap(), b"");
         assert_eq!(
             patch_type(Some("application/strategic-merge-patch+json")).unwrap(),
             PatchType::Strategic

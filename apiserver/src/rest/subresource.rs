@@ -69,8 +69,7 @@ impl Api {
         let updated = match req.method.as_str() {
             "GET" => self.read_object(r.info, &ns, &name).await?.0,
             "PUT" => {
-                negotiate::require_json(req.header("content-type"))?;
-                let obj = decode_json(&req.body)?;
+                let obj = decode_json(&negotiate::json_body(&req)?)?;
                 typed::check_kind(r.info.kind, &obj).map_err(ApiError::bad_request)?;
                 if !object::name(&obj).is_empty() && object::name(&obj) != name {
                     return Err(ApiError::bad_request(format!(
@@ -117,8 +116,7 @@ impl Api {
                 return Ok(Response::json(200, &scale_of(&obj)));
             }
             "PUT" => {
-                negotiate::require_json(req.header("content-type"))?;
-                let scale = decode_json(&req.body)?;
+                let scale = decode_json(&negotiate::json_body(&req)?)?;
                 typed::check_kind("Scale", &scale).map_err(ApiError::bad_request)?;
                 Some(scale)
             }
@@ -170,10 +168,9 @@ impl Api {
         if req.method != "POST" {
             return Err(ApiError::method_not_allowed("binding only supports POST"));
         }
-        negotiate::require_json(req.header("content-type"))?;
         let name = r.name.clone().unwrap_or_default();
         let ns = namespace_of(r)?.to_string();
-        let binding = decode_json(&req.body)?;
+        let binding = decode_json(&negotiate::json_body(&req)?)?;
         typed::check_kind("Binding", &binding).map_err(ApiError::bad_request)?;
         let node = binding
             .pointer("/target/name")

@@ -232,7 +232,7 @@ impl Api {
     }
 
     pub(crate) async fn create(&self, req: &Request, r: &ResourceRoute, q: &Query) -> ApiResult {
-        negotiate::require_json(req.header("content-type"))?;
+        let body = negotiate::json_body(req)?;
         if r.name.is_some() {
             return Err(ApiError::method_not_allowed(
                 "POST is not supported on a named object",
@@ -242,7 +242,7 @@ impl Api {
             return Err(ApiError::not_found_path());
         }
         let ns = r.namespace.clone().unwrap_or_default();
-        let (obj, warnings) = self.decode_object(r.info, &req.body, q)?;
+        let (obj, warnings) = self.decode_object(r.info, &body, q)?;
         let created = self.create_object(r.info, &ns, obj, q.dry_run).await?;
         let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
         let body = super::list::encode_object(r.info, output, q, &created);
@@ -335,10 +335,10 @@ impl Api {
     }
 
     pub(crate) async fn update(&self, req: &Request, r: &ResourceRoute, q: &Query) -> ApiResult {
-        negotiate::require_json(req.header("content-type"))?;
+        let body = negotiate::json_body(req)?;
         let name = r.name.clone().unwrap_or_default();
         let ns = namespace_of(r)?.to_string();
-        let (mut obj, warnings) = self.decode_object(r.info, &req.body, q)?;
+        let (mut obj, warnings) = self.decode_object(r.info, &body, q)?;
         check_name(&mut obj, &name)?;
         Self::scope_namespace(r.info, &mut obj, &ns)?;
         let (updated, _) = self
@@ -552,7 +552,7 @@ impl Api {
     pub(crate) async fn delete(&self, req: &Request, r: &ResourceRoute, q: &Query) -> ApiResult {
         let name = r.name.clone().unwrap_or_default();
         let ns = namespace_of(r)?.to_string();
-        let opts = DeleteOptions::parse(&req.body, q)?;
+        let opts = DeleteOptions::parse(&negotiate::delete_body(req)?, q)?;
         let obj = self.delete_one(r.info, &ns, &name, &opts).await?;
         let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
         Ok(Response::new(
@@ -699,7 +699,7 @@ impl Api {
         q: &Query,
     ) -> ApiResult {
         let filter = Filter::new(r.info, q)?;
-        let opts = DeleteOptions::parse(&req.body, q)?;
+        let opts = DeleteOptions::parse(&negotiate::delete_body(req)?, q)?;
         let current = self.storage.current_revision();
         self.caches
             .wait_for(current)
