@@ -92,7 +92,10 @@ fn api_resources_lists_kinds_with_short_names() {
         row(&out, "namespaces"),
         ["namespaces", "ns", "v1", "false", "Namespace"]
     );
-    assert_eq!(row(&out, "services"), ["services", "svc", "v1", "true", "Service"]);
+    assert_eq!(
+        row(&out, "services"),
+        ["services", "svc", "v1", "true", "Service"]
+    );
     assert_eq!(
         row(&out, "configmaps"),
         ["configmaps", "cm", "v1", "true", "ConfigMap"]
@@ -172,7 +175,15 @@ fn apply_creates_then_is_unchanged_then_merges_three_ways_then_delete() {
         ]
     );
     assert_eq!(
-        k.ok(&["get", "cm", "settings", "-n", "e2e", "-o", "jsonpath={.data}"]),
+        k.ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            "e2e",
+            "-o",
+            "jsonpath={.data}"
+        ]),
         r#"{"mode":"fast","outside":"yes"}"#
     );
     let last_applied = k.ok(&[
@@ -240,8 +251,17 @@ fn get_prints_tables_and_output_formats() {
     assert_eq!(
         header(&wide),
         [
-            "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE",
-            "READINESS", "GATES"
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
         ]
     );
     let p1 = row(&wide, "p1");
@@ -259,7 +279,14 @@ fn get_prints_tables_and_output_formats() {
     let svcs = k.ok(&["get", "svc", "-n", "e2e"]);
     assert_eq!(
         header(&svcs),
-        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
     );
     let web = row(&svcs, "web");
     assert_eq!(web[1], "ClusterIP");
@@ -269,7 +296,13 @@ fn get_prints_tables_and_output_formats() {
 
     let ns = k.ok(&["get", "namespaces"]);
     assert_eq!(header(&ns), ["NAME", "STATUS", "AGE"]);
-    for name in ["default", "kube-system", "kube-public", "kube-node-lease", "e2e"] {
+    for name in [
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "e2e",
+    ] {
         assert_eq!(row(&ns, name)[1], "Active", "namespace {name}");
     }
 
@@ -322,7 +355,16 @@ fn get_prints_tables_and_output_formats() {
     let deploy_wide = k.ok(&["get", "deploy", "-n", "e2e", "-o", "wide"]);
     assert_eq!(
         header(&deploy_wide),
-        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
     );
     assert_eq!(
         row(&deploy_wide, "web")[5..],
@@ -334,7 +376,10 @@ fn get_prints_tables_and_output_formats() {
 fn get_watch_receives_events() {
     let server = Server::start();
     let k = server.kubectl();
-    k.ok_stdin(&["create", "-f", "-"], &configmap_yaml("w1", "default", &[("a", "1")]));
+    k.ok_stdin(
+        &["create", "-f", "-"],
+        &configmap_yaml("w1", "default", &[("a", "1")]),
+    );
     let mut watch = ChildGuard(
         k.command()
             .args(["get", "cm", "-w", "--output-watch-events"])
@@ -347,14 +392,24 @@ fn get_watch_receives_events() {
     let mut lines = LineReader::new(watch.0.stdout.take().unwrap());
     // The initial list arrives as ADDED events; after it the watch is open.
     let added = lines.wait_for(WATCH_TIMEOUT, |l| l.starts_with("ADDED"));
-    assert_eq!(added.split_whitespace().take(3).collect::<Vec<_>>(), ["ADDED", "w1", "1"]);
+    assert_eq!(
+        added.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["ADDED", "w1", "1"]
+    );
     assert_eq!(
         header(&lines.seen[0]),
         ["EVENT", "NAME", "DATA", "AGE"],
         "first line of the watch"
     );
 
-    k.ok(&["patch", "cm", "w1", "--type=merge", "-p", r#"{"data":{"b":"2"}}"#]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"b":"2"}}"#,
+    ]);
     let modified = lines.wait_for(WATCH_TIMEOUT, |l| l.starts_with("MODIFIED"));
     assert_eq!(
         modified.split_whitespace().take(3).collect::<Vec<_>>(),
@@ -373,7 +428,10 @@ fn get_watch_receives_events() {
 fn get_watch_name_output_sees_a_create() {
     let server = Server::start();
     let k = server.kubectl();
-    k.ok_stdin(&["create", "-f", "-"], &configmap_yaml("first", "default", &[]));
+    k.ok_stdin(
+        &["create", "-f", "-"],
+        &configmap_yaml("first", "default", &[]),
+    );
     let mut watch = ChildGuard(
         k.command()
             .args(["get", "cm", "-w", "-o", "name"])
@@ -385,7 +443,10 @@ fn get_watch_name_output_sees_a_create() {
     );
     let mut lines = LineReader::new(watch.0.stdout.take().unwrap());
     lines.wait_for(WATCH_TIMEOUT, |l| l == "configmap/first");
-    k.ok_stdin(&["create", "-f", "-"], &configmap_yaml("second", "default", &[]));
+    k.ok_stdin(
+        &["create", "-f", "-"],
+        &configmap_yaml("second", "default", &[]),
+    );
     lines.wait_for(WATCH_TIMEOUT, |l| l == "configmap/second");
 }
 
@@ -404,8 +465,14 @@ fn label_annotate_patch_scale_replace_dry_run_explain_describe() {
         v
     };
 
-    assert_eq!(k.ok(&with(&["label", "tier=backend"])), "configmap/settings labeled\n");
-    assert_eq!(k.ok(&with(&["annotate", "note=hello"])), "configmap/settings annotated\n");
+    assert_eq!(
+        k.ok(&with(&["label", "tier=backend"])),
+        "configmap/settings labeled\n"
+    );
+    assert_eq!(
+        k.ok(&with(&["annotate", "note=hello"])),
+        "configmap/settings annotated\n"
+    );
     let meta = k.ok(&with(&[
         "get",
         "-o",
@@ -424,7 +491,12 @@ fn label_annotate_patch_scale_replace_dry_run_explain_describe() {
 
     // The three patch types.
     assert_eq!(
-        k.ok(&with(&["patch", "--type=merge", "-p", r#"{"data":{"a":"1","level":null}}"#])),
+        k.ok(&with(&[
+            "patch",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"1","level":null}}"#
+        ])),
         "configmap/settings patched\n"
     );
     assert_eq!(
@@ -485,7 +557,15 @@ fn label_annotate_patch_scale_replace_dry_run_explain_describe() {
         "deployment.apps/web scaled\n"
     );
     assert_eq!(
-        k.ok(&["get", "deploy", "web", "-n", "e2e", "-o", "jsonpath={.spec.replicas}"]),
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "e2e",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
         "5"
     );
     let scale: serde_json::Value = serde_json::from_str(&k.ok(&[
@@ -514,7 +594,10 @@ fn label_annotate_patch_scale_replace_dry_run_explain_describe() {
         k.ok_stdin(&["replace", "-f", "-"], &current),
         "configmap/settings replaced\n"
     );
-    assert_eq!(k.ok(&with(&["get", "-o", "jsonpath={.data.mode}"])), "replaced");
+    assert_eq!(
+        k.ok(&with(&["get", "-o", "jsonpath={.data.mode}"])),
+        "replaced"
+    );
 
     // Server-side dry run stores nothing.
     let dry = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\n  namespace: e2e\ndata:\n  k: v\n";
@@ -529,8 +612,15 @@ fn label_annotate_patch_scale_replace_dry_run_explain_describe() {
     );
 
     let explain = k.ok(&["explain", "deployment.spec.replicas"]);
-    for line in ["GROUP:      apps", "KIND:       Deployment", "VERSION:    v1"] {
-        assert!(explain.lines().any(|l| l == line), "{line:?} in:\n{explain}");
+    for line in [
+        "GROUP:      apps",
+        "KIND:       Deployment",
+        "VERSION:    v1",
+    ] {
+        assert!(
+            explain.lines().any(|l| l == line),
+            "{line:?} in:\n{explain}"
+        );
     }
     assert!(
         explain.contains("FIELD: replicas <integer>"),
@@ -587,8 +677,10 @@ fn metrics_and_credentials() {
     );
     assert!(
         // Prometheus text names the counter with its suffix, OpenMetrics without.
-        metrics.lines().any(|l| l == "# TYPE apiserver_request_total counter"
-            || l == "# TYPE apiserver_request counter"),
+        metrics
+            .lines()
+            .any(|l| l == "# TYPE apiserver_request_total counter"
+                || l == "# TYPE apiserver_request counter"),
         "a counter TYPE line in:\n{metrics}"
     );
     assert_eq!(k.ok(&["get", "--raw", "/readyz"]), "ok");
@@ -598,7 +690,11 @@ fn metrics_and_credentials() {
     let rt = common::runtime();
     rt.block_on(async {
         let anon = server.anonymous_client().await;
-        for path in ["/api/v1/namespaces", "/apis/apps/v1/deployments", "/metrics"] {
+        for path in [
+            "/api/v1/namespaces",
+            "/apis/apps/v1/deployments",
+            "/metrics",
+        ] {
             common::raw(&anon, "GET", path, None, Vec::new())
                 .await
                 .assert_status(401, "Unauthorized");
@@ -637,9 +733,15 @@ fn bad_requests_get_status_errors() {
         let cms = "/api/v1/namespaces/default/configmaps";
         let json = Some("application/json");
 
-        common::raw(&client, "POST", cms, json, br#"{"apiVersion":"v1","kind":"#.to_vec())
-            .await
-            .assert_status(400, "BadRequest");
+        common::raw(
+            &client,
+            "POST",
+            cms,
+            json,
+            br#"{"apiVersion":"v1","kind":"#.to_vec(),
+        )
+        .await
+        .assert_status(400, "BadRequest");
 
         let wrong = br#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#;
         let status = common::raw(&client, "POST", cms, json, wrong.to_vec())
@@ -655,21 +757,35 @@ fn bad_requests_get_status_errors() {
         assert_eq!(status["details"]["kind"], "ConfigMap");
         assert_eq!(status["details"]["name"], "Bad_Name");
         assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
-        assert_eq!(status["details"]["causes"][0]["reason"], "FieldValueInvalid");
+        assert_eq!(
+            status["details"]["causes"][0]["reason"],
+            "FieldValueInvalid"
+        );
         assert!(
-            status["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": "),
+            status["message"].as_str().unwrap().starts_with(
+                "ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": "
+            ),
             "{status}"
         );
 
-        common::raw(&client, "GET", "/api/v1/namespaces/default/widgets", None, Vec::new())
-            .await
-            .assert_status(404, "NotFound");
-        common::raw(&client, "GET", "/apis/nope.example.com/v1/things", None, Vec::new())
-            .await
-            .assert_status(404, "NotFound");
+        common::raw(
+            &client,
+            "GET",
+            "/api/v1/namespaces/default/widgets",
+            None,
+            Vec::new(),
+        )
+        .await
+        .assert_status(404, "NotFound");
+        common::raw(
+            &client,
+            "GET",
+            "/apis/nope.example.com/v1/things",
+            None,
+            Vec::new(),
+        )
+        .await
+        .assert_status(404, "NotFound");
 
         let good = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ok"}}"#;
         common::raw(&client, "POST", cms, Some("text/plain"), good.to_vec())
@@ -702,7 +818,10 @@ fn bad_requests_get_status_errors() {
             .await
             .assert_status(413, "RequestEntityTooLarge");
         let at_limit = common::raw(&client, "POST", cms, json, sized_configmap("big", LIMIT)).await;
-        assert_ne!(at_limit.code, 413, "a body of exactly 3 MiB is within the limit");
+        assert_ne!(
+            at_limit.code, 413,
+            "a body of exactly 3 MiB is within the limit"
+        );
 
         // The server is still healthy after all of that.
         let created = common::raw(&client, "POST", cms, json, good.to_vec()).await;
@@ -715,13 +834,18 @@ fn bad_requests_get_status_errors() {
         "Error from server (NotFound): the server could not find the requested resource\n"
     );
     let err = k.fails(&["get", "cm", "-l", "a in (b"]);
-    assert!(err.starts_with("error: ") || err.starts_with("Error from server (BadRequest)"), "{err}");
+    assert!(
+        err.starts_with("error: ") || err.starts_with("Error from server (BadRequest)"),
+        "{err}"
+    );
     let err = k.fails_stdin(
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n",
     );
     assert!(
-        err.starts_with("The ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""),
+        err.starts_with(
+            "The ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""
+        ),
         "{err}"
     );
     assert_eq!(
@@ -745,7 +869,9 @@ fn configmap_yaml(name: &str, namespace: &str, data: &[(&str, &str)]) -> String 
 
 /// A ConfigMap JSON document of exactly `size` bytes.
 fn sized_configmap(name: &str, size: usize) -> Vec<u8> {
-    let head = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"k":""#);
+    let head = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"k":""#
+    );
     let tail = r#""}}"#;
     let fill = size - head.len() - tail.len();
     let mut body = head.into_bytes();
@@ -763,17 +889,42 @@ fn sized_configmap(name: &str, size: usize) -> Vec<u8> {
 fn imperative_create_commands() {
     let server = Server::start();
     let k = server.kubectl();
-    assert_eq!(k.ok(&["create", "namespace", "imp"]), "namespace/imp created\n");
     assert_eq!(
-        k.ok(&["create", "configmap", "c", "-n", "imp", "--from-literal=a=1"]),
+        k.ok(&["create", "namespace", "imp"]),
+        "namespace/imp created\n"
+    );
+    assert_eq!(
+        k.ok(&[
+            "create",
+            "configmap",
+            "c",
+            "-n",
+            "imp",
+            "--from-literal=a=1"
+        ]),
         "configmap/c created\n"
     );
     assert_eq!(
-        k.ok(&["create", "secret", "generic", "s", "-n", "imp", "--from-literal=a=b"]),
+        k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            "imp",
+            "--from-literal=a=b"
+        ]),
         "secret/s created\n"
     );
     assert_eq!(
-        k.ok(&["create", "deployment", "d", "-n", "imp", "--image=nginx:1.25"]),
+        k.ok(&[
+            "create",
+            "deployment",
+            "d",
+            "-n",
+            "imp",
+            "--image=nginx:1.25"
+        ]),
         "deployment.apps/d created\n"
     );
     assert_eq!(
@@ -781,7 +932,15 @@ fn imperative_create_commands() {
         "service/d exposed\n"
     );
     assert_eq!(
-        k.ok(&["get", "secret", "s", "-n", "imp", "-o", "jsonpath={.data.a}"]),
+        k.ok(&[
+            "get",
+            "secret",
+            "s",
+            "-n",
+            "imp",
+            "-o",
+            "jsonpath={.data.a}"
+        ]),
         "Yg=="
     );
 }

@@ -277,7 +277,11 @@ impl RawResponse {
     pub fn assert_status(&self, code: u16, reason: &str) -> serde_json::Value {
         let status = self.json();
         assert_eq!(
-            (self.code, status["kind"].as_str(), status["status"].as_str()),
+            (
+                self.code,
+                status["kind"].as_str(),
+                status["status"].as_str()
+            ),
             (code, Some("Status"), Some("Failure")),
             "response: {status}"
         );
@@ -366,7 +370,10 @@ impl LineReader {
                         return line;
                     }
                 }
-                Err(e) => panic!("no matching line within {timeout:?} ({e}); saw: {:?}", self.seen),
+                Err(e) => panic!(
+                    "no matching line within {timeout:?} ({e}); saw: {:?}",
+                    self.seen
+                ),
             }
         }
     }
