@@ -811,18 +811,6 @@ fn bad_requests_get_status_errors() {
         .await
         .assert_status(400, "BadRequest");
 
-        // 3 MiB is the body limit; one byte more is refused before it is parsed.
-        const LIMIT: usize = 3 * 1024 * 1024;
-        let big = sized_configmap("big", LIMIT + 1);
-        common::raw(&client, "POST", cms, json, big)
-            .await
-            .assert_status(413, "RequestEntityTooLarge");
-        let at_limit = common::raw(&client, "POST", cms, json, sized_configmap("big", LIMIT)).await;
-        assert_ne!(
-            at_limit.code, 413,
-            "a body of exactly 3 MiB is within the limit"
-        );
-
         // The server is still healthy after all of that.
         let created = common::raw(&client, "POST", cms, json, good.to_vec()).await;
         assert_eq!(created.code, 201, "{:?}", created.json());
@@ -865,6 +853,41 @@ fn configmap_yaml(name: &str, namespace: &str, data: &[(&str, &str)]) -> String 
         }
     }
     yaml
+}
+
+/// 3 MiB is the body limit; one byte more is refused with 413 before it is parsed. The client
+/// must be able to read that answer, every time.
+///
+/// KNOWN SERVER BUG (fails today; a single attempt fails only sometimes, 40 make it certain): the server writes
+/// the 413 and closes the connection with most of the body unread, so the kernel resets the
+/// connection and the client gets ECONNRESET ("error writing a body to connection") instead of
+/// the Status. Go's server half-closes and lingers (or drains) so clients see the 413.
+#[test]
+fn oversize_body_gets_413() {
+    let server = Server::start();
+    let rt = common::runtime();
+    rt.block_on(async {
+        let client = server.client().await;
+        let cms = "/api/v1/namespaces/default/configmaps";
+        let json = Some("application/json");
+        const LIMIT: usize = 3 * 1024 * 1024;
+        let at_limit = common::raw(&client, "POST", cms, json, sized_configmap("big", LIMIT)).await;
+        assert_ne!(
+            at_limit.code, 413,
+            "a body of exactly 3 MiB is within the limit"
+        );
+        for _ in 0..40 {
+            common::raw(
+                &client,
+                "POST",
+                cms,
+                json,
+                sized_configmap("big", LIMIT + 1),
+            )
+            .await
+            .assert_status(413, "RequestEntityTooLarge");
+        }
+    });
 }
 
 /// A ConfigMap JSON document of exactly `size` bytes.
@@ -943,4 +966,82 @@ fn imperative_create_commands() {
         ]),
         "Yg=="
     );
+}
+
+const BAD_FIELDS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: bad
+spec:
+  replicaz: 2
+  selector:
+    matchLabels:
+      app: bad
+  template:
+    metadata:
+      labels:
+        app: bad
+    spec:
+      containers:
+      - name: c
+        image: nginx
+        imagePulPolicy: Always
+"#;
+
+/// kubectl validates with `fieldValidation=Strict` by default; `--validate=warn` turns unknown
+/// fields into warnings, `--validate=false` ignores them.
+///
+/// KNOWN SERVER BUG (fails today): the strict decoding error lacks kube-apiserver's prefix
+/// `Deployment in version "v1" cannot be handled as a Deployment: `.
+#[test]
+fn unknown_fields_follow_field_validation() {
+    let server = Server::start();
+    let k = server.kubectl();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "bad.yaml", BAD_FIELDS);
+
+    let out = k.run_with_stdin(&["apply", "-f", &path, "--validate=warn"], "");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "deployment.apps/bad created\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Warning: unknown field \"spec.replicaz\"\nWarning: unknown field \"spec.template.spec.containers[0].imagePulPolicy\"\n"
+    );
+    // The unknown field was dropped, so the default applies.
+    assert_eq!(
+        k.ok(&["get", "deploy", "bad", "-o", "jsonpath={.spec.replicas}"]),
+        "1"
+    );
+    k.ok(&["delete", "deploy", "bad"]);
+
+    assert_eq!(
+        k.ok(&["create", "-f", &path, "--validate=false"]),
+        "deployment.apps/bad created\n"
+    );
+    k.ok(&["delete", "deploy", "bad"]);
+
+    // Strict (the default) refuses the object and stores nothing.
+    let err = k.fails(&["create", "-f", &path]);
+    k.fails(&["get", "deploy", "bad"]);
+    assert_eq!(
+        err,
+        format!(
+            "Error from server (BadRequest): error when creating \"{path}\": Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.replicaz\", unknown field \"spec.template.spec.containers[0].imagePulPolicy\"\n"
+        )
+    );
+}
+
+/// KNOWN SERVER GAP (fails today): kube-apiserver creates `default/kubernetes` (the first address
+/// of the service CIDR, port 443) at startup; in-cluster clients find the API through it. Berth
+/// does not, and hands 10.96.0.1 to the first user Service instead.
+#[test]
+fn default_kubernetes_service_exists() {
+    let server = Server::start();
+    let k = server.kubectl();
+    let svcs = k.ok(&["get", "svc", "-n", "default"]);
+    let row = row(&svcs, "kubernetes");
+    assert_eq!(row[1..5], ["ClusterIP", "10.96.0.1", "<none>", "443/TCP"]);
 }

@@ -301,6 +301,7 @@ pub async fn raw(
     body: Vec<u8>,
 ) -> RawResponse {
     // kube-core builds the http::Request; every part is then overwritten.
+    let size = body.len();
     let mut req = kube::core::Request::new("/")
         .create(&Default::default(), body)
         .expect("building a request");
@@ -311,10 +312,15 @@ pub async fn raw(
         req.headers_mut()
             .insert("content-type", ct.parse().expect("a content type"));
     }
-    let res = client
-        .send(req.map(Into::into))
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e}"));
+    let res = client.send(req.map(Into::into)).await.unwrap_or_else(|e| {
+        let mut chain = format!("{e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        panic!("{method} {path_and_query} with a {size}-byte body: {chain}")
+    });
     let code = res.status().as_u16();
     let body = res
         .into_body()
