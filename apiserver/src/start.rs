@@ -209,14 +209,22 @@ fn bootstrap(api: &Api, port: u16) -> Result<(), StartError> {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        match futures::executor::block_on(api.create_object(info, ns, obj, false)) {
-            Ok(_) => Ok(()),
-            Err(e) if e.code == 409 => Ok(()),
-            Err(e) => Err(StartError::Bootstrap {
-                name,
-                message: e.message,
-            }),
-        }
+        let failed = |e: crate::status::ApiError| StartError::Bootstrap {
+            name: name.clone(),
+            message: e.message,
+        };
+        futures::executor::block_on(async {
+            // Only what is missing is created: a restart must not trip over its own objects.
+            match api.read_object(info, ns, &name).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == 404 => api
+                    .create_object(info, ns, obj, false)
+                    .await
+                    .map(|_| ())
+                    .map_err(failed),
+                Err(e) => Err(failed(e)),
+            }
+        })
     };
     for name in SYSTEM_NAMESPACES {
         create(

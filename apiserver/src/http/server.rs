@@ -226,13 +226,28 @@ async fn connection(
                         return Ok(());
                     }
                 }
-                Err(e) => return refuse(&mut wr, &e).await,
+                Err(e) => {
+                    refuse(&mut wr, &e).await?;
+                    let _ = wr.close().await;
+                    return Ok(());
+                }
             }
         };
         buf.drain(..head_len);
         let framing = match body_framing(&head, limit) {
             Ok(f) => f,
-            Err(e) => return refuse(&mut wr, &e).await,
+            Err(e) => {
+                // Read what the client is still sending before closing, or its kernel sees a
+                // reset and the client never reads the 413.
+                let announced = head
+                    .header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                refuse(&mut wr, &e).await?;
+                drain(&mut rd, announced.saturating_sub(buf.len())).await;
+                let _ = wr.close().await;
+                return Ok(());
+            }
         };
         if head
             .header("expect")
@@ -261,7 +276,12 @@ async fn connection(
                             return Ok(());
                         }
                     }
-                    Err(e) => return refuse(&mut wr, &e).await,
+                    Err(e) => {
+                        refuse(&mut wr, &e).await?;
+                        drain(&mut rd, DRAIN_LIMIT).await;
+                        let _ = wr.close().await;
+                        return Ok(());
+                    }
                 }
             },
         };
@@ -294,7 +314,26 @@ async fn read_more(rd: &mut Reader, buf: &mut Vec<u8>) -> io::Result<bool> {
     Ok(n > 0)
 }
 
-/// Answers a request that could not be parsed with a Status, then closes the connection.
+/// Most bytes, and longest time, spent draining a refused request body.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads and discards up to `len` bytes (bounded), so closing does not reset the connection.
+async fn drain(rd: &mut Reader, len: usize) {
+    let mut left = len.min(DRAIN_LIMIT);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let work = async {
+        while left > 0 {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = compio::time::timeout(DRAIN_TIMEOUT, work).await;
+}
+
+/// Answers a request that could not be parsed with a Status; the caller closes the connection.
 async fn refuse(wr: &mut Writer, e: &ParseError) -> io::Result<()> {
     let err = match e.status_code() {
         413 => ApiError::too_large(e.to_string()),
@@ -313,9 +352,7 @@ async fn refuse(wr: &mut Writer, e: &ParseError) -> io::Result<()> {
     );
     wr.write_all(head.as_bytes()).await?;
     wr.write_all(&body).await?;
-    wr.flush().await?;
-    let _ = wr.close().await;
-    Ok(())
+    wr.flush().await
 }
 
 fn response_head(response: &Response, framing: &str, keep_alive: bool) -> Vec<u8> {

@@ -152,8 +152,18 @@ impl Api {
                 info.kind
             )));
         }
-        self.check_object(info, &mut obj, q)
-            .map(|warnings| (obj, warnings))
+        match self.check_object(info, &mut obj, q) {
+            Ok(warnings) => Ok((obj, warnings)),
+            // Decoding a whole object reports strict-decoding failures in the decoder's words.
+            Err(mut e) if e.message.starts_with("strict decoding error") => {
+                e.message = format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {}",
+                    info.kind, info.version, info.kind, e.message
+                );
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Type check and unknown-field handling, shared by every write path.
