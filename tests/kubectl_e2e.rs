@@ -858,10 +858,9 @@ fn configmap_yaml(name: &str, namespace: &str, data: &[(&str, &str)]) -> String 
 /// 3 MiB is the body limit; one byte more is refused with 413 before it is parsed. The client
 /// must be able to read that answer, every time.
 ///
-/// KNOWN SERVER BUG (fails today; a single attempt fails only sometimes, 40 make it certain): the server writes
-/// the 413 and closes the connection with most of the body unread, so the kernel resets the
-/// connection and the client gets ECONNRESET ("error writing a body to connection") instead of
-/// the Status. Go's server half-closes and lingers (or drains) so clients see the 413.
+/// A server that closed with most of the body unread would make the kernel reset the connection,
+/// and the client would see ECONNRESET instead of the Status; one attempt shows that only
+/// sometimes, 40 make it certain.
 #[test]
 fn oversize_body_gets_413() {
     let server = Server::start();
@@ -904,10 +903,9 @@ fn sized_configmap(name: &str, size: usize) -> Vec<u8> {
     body
 }
 
-/// KNOWN SERVER BUG (fails today): kubectl 1.32's imperative generators (`create namespace`,
-/// `create configmap`, `create secret`, `create deployment`, `expose`) send their bodies through
-/// client-go's typed clientsets, which default to `application/vnd.kubernetes.protobuf`; the
-/// server answers 415 UnsupportedMediaType.
+/// kubectl 1.32's imperative generators (`create namespace`, `create configmap`, `create secret`,
+/// `create deployment`, `expose`) send their bodies through client-go's typed clientsets, which
+/// use `application/vnd.kubernetes.protobuf`.
 #[test]
 fn imperative_create_commands() {
     let server = Server::start();
@@ -990,8 +988,7 @@ spec:
 
 /// kubectl validates with `fieldValidation=Strict` by default; `--validate=warn` turns unknown
 /// fields into warnings, `--validate=false` ignores them.
-///
-/// KNOWN SERVER BUG (fails today): the strict decoding error lacks kube-apiserver's prefix
+/// The strict decoding error carries kube-apiserver's prefix
 /// `Deployment in version "v1" cannot be handled as a Deployment: `.
 #[test]
 fn unknown_fields_follow_field_validation() {
@@ -1034,9 +1031,8 @@ fn unknown_fields_follow_field_validation() {
     );
 }
 
-/// KNOWN SERVER GAP (fails today): kube-apiserver creates `default/kubernetes` (the first address
-/// of the service CIDR, port 443) at startup; in-cluster clients find the API through it. Berth
-/// does not, and hands 10.96.0.1 to the first user Service instead.
+/// kube-apiserver creates `default/kubernetes` (the first address of the service CIDR, port 443)
+/// at startup; in-cluster clients find the API through it, and no user Service gets its address.
 #[test]
 fn default_kubernetes_service_exists() {
     let server = Server::start();
