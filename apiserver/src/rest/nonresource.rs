@@ -99,7 +99,7 @@ impl Api {
                     }
                     Ok(Response::new(
                         200,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         self.metrics.encode(),
                     ))
                 }
