@@ -196,6 +196,10 @@ async fn measure(target: &Target, spec: &WorkerSpec) -> Result<WorkerResult, Ben
         }
     }
 
+    eprintln!(
+        "berth bench: {} watchers connected to {}; sending {} updates",
+        spec.watchers, spec.addr, spec.updates
+    );
     let mut result = WorkerResult::default();
     let pod_path = format!("{}/{}", pods_path(&spec.namespace), spec.pod);
     for update in 0..spec.updates {

@@ -109,6 +109,10 @@ struct Plan {
     create_sequential: usize,
     create_concurrent: usize,
     fanout_updates: usize,
+    /// The fan-out alternates between the modes this many times, each round a fresh set of
+    /// watchers with its share of the updates, so that load that comes and goes (other
+    /// processes on the machine) is spread over both modes.
+    fanout_rounds: usize,
     warmup: usize,
 }
 
@@ -128,6 +132,7 @@ impl Plan {
                 create_sequential: 50,
                 create_concurrent: 256,
                 fanout_updates: 5,
+                fanout_rounds: 1,
                 warmup: 10,
             }
         } else {
@@ -139,6 +144,7 @@ impl Plan {
                 create_sequential: 1_000,
                 create_concurrent: 10_000,
                 fanout_updates: 20,
+                fanout_rounds: 2,
                 warmup: 100,
             }
         };
@@ -336,18 +342,7 @@ fn measure(plan: &Plan) -> Result<Report, BenchError> {
             }
         }
         progress(&format!("watch fan-out to {watchers} watchers"));
-        let results = each(&mut servers, |s| {
-            let spec = fanout::WorkerSpec {
-                addr: s.target.addr,
-                ca_cert: s.ca_cert.clone(),
-                token: s.target.token.clone(),
-                namespace: NS_WATCH.into(),
-                pod: WATCHED_POD.into(),
-                watchers,
-                updates: plan.fanout_updates,
-            };
-            fanout::run_child(&spec).map(|r| fanout::latencies(&r))
-        });
+        let results = fanout_rounds(plan, &mut servers, watchers);
         match results {
             Ok([(u_last, u_each), (e_last, e_each)]) => {
                 workloads.push(workload(
@@ -373,6 +368,39 @@ fn measure(plan: &Plan) -> Result<Report, BenchError> {
         workloads,
         skipped,
     })
+}
+
+/// The fan-out to `watchers` on both modes, alternating per round: per mode, the time until the
+/// last watcher had each update and the time until each watcher had it.
+fn fanout_rounds(
+    plan: &Plan,
+    servers: &mut [Server; 2],
+    watchers: usize,
+) -> Result<[(Latencies, Latencies); 2], BenchError> {
+    let rounds = plan.fanout_rounds.max(1);
+    let mut merged: [(Latencies, Latencies); 2] = Default::default();
+    for round in 0..rounds {
+        // The updates split over the rounds, the first ones taking the remainder.
+        let updates =
+            plan.fanout_updates / rounds + usize::from(round < plan.fanout_updates % rounds);
+        let pair = each(servers, |s| {
+            let spec = fanout::WorkerSpec {
+                addr: s.target.addr,
+                ca_cert: s.ca_cert.clone(),
+                token: s.target.token.clone(),
+                namespace: NS_WATCH.into(),
+                pod: WATCHED_POD.into(),
+                watchers,
+                updates,
+            };
+            fanout::run_child(&spec).map(|r| fanout::latencies(&r))
+        })?;
+        for (into, (last, each)) in merged.iter_mut().zip(pair) {
+            into.0.merge(&last);
+            into.1.merge(&each);
+        }
+    }
+    Ok(merged)
 }
 
 /// Runs `f` on the io_uring server, then on the epoll one.
@@ -440,6 +468,7 @@ mod tests {
         assert_eq!(full.pods, vec![1000, 10_000]);
         assert_eq!(full.watchers, vec![10_000]);
         assert_eq!(full.fanout_updates, 20);
+        assert_eq!(full.fanout_rounds, 2);
     }
 
     #[test]
