@@ -29,6 +29,15 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Remove everything Berth created under a data directory.
     Cleanup(CleanupArgs),
+    /// Run a scenario benchmark.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The API server on io_uring and on epoll: GET, LIST, CREATE and watch fan-out percentiles.
+    Apiserver(berth_bench::apiserver::Options),
 }
 
 #[derive(Args, Clone)]
@@ -77,6 +86,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) | Command::Apiserver(args) => serve(args),
         Command::Cleanup(args) => cleanup(&args.data_dir),
+        Command::Bench(BenchCommand::Apiserver(opts)) => {
+            berth_bench::apiserver::run(&opts).context("berth bench apiserver")
+        }
     }
 }
 
