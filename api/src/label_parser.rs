@@ -1,9 +1,7 @@
 //! The string form of label selectors (`a=b,c in (x,y),!d`), lexed and parsed the way
 //! apimachinery's `labels.Parse` does, with its error messages.
 
-use crate::labels::{
-    aggregate, go_quote, validate_label_key, Operator, Requirement, SelectorError,
-};
+use crate::labels::{aggregate, go_quote, Operator, Requirement, SelectorError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Token {
@@ -191,7 +189,7 @@ impl<'a> Parser<'a> {
         if tok != Token::Identifier {
             return Err(format!("found '{lit}', expected: identifier"));
         }
-        let errs = validate_label_key(lit);
+        let errs = crate::names::is_qualified_name(lit);
         if !errs.is_empty() {
             // The parser has no field path, which Go prints as "<nil>".
             return Err(format!(

@@ -4,6 +4,9 @@
 //!
 //! Error texts are apimachinery's (v1.33), byte for byte, because kubectl shows them to users.
 
+use crate::names::{
+    is_qualified_name as validate_label_key, is_valid_label_value as validate_label_value,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -401,109 +404,6 @@ impl std::str::FromStr for LabelSelector {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         LabelSelector::parse(s)
     }
-}
-
-const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
-const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
-const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
-const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
-
-/// apimachinery's `RegexError`, double spaces included.
-fn regex_error(msg: &str, re: &str, examples: &[&str]) -> String {
-    let examples: Vec<String> = examples.iter().map(|e| format!("'{e}', ")).collect();
-    format!(
-        "{msg} (e.g. {}regex used for validation is '{re}')",
-        examples.join(" or ")
-    )
-}
-
-fn max_len_error(n: usize) -> String {
-    format!("must be no more than {n} characters")
-}
-
-/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`
-fn is_qualified_name_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    match (b.first(), b.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
-}
-
-fn is_dns1123_subdomain(s: &str) -> bool {
-    s.split('.').all(|label| {
-        let b = label.as_bytes();
-        let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-        match (b.first(), b.last()) {
-            (Some(first), Some(last)) => {
-                alnum(first) && alnum(last) && b.iter().all(|c| alnum(c) || *c == b'-')
-            }
-            _ => false,
-        }
-    })
-}
-
-/// Checks a label key (a "qualified name": optional DNS subdomain prefix and `/`, then a name
-/// of at most 63 characters); returns Kubernetes' messages, empty when valid.
-pub fn validate_label_key(key: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    let examples = ["MyName", "my.name", "123-abc"];
-    let parts: Vec<&str> = key.split('/').collect();
-    let name = match parts.as_slice() {
-        [name] => *name,
-        [prefix, name] => {
-            if prefix.is_empty() {
-                errs.push("prefix part must be non-empty".to_string());
-            } else {
-                if prefix.len() > 253 {
-                    errs.push(format!("prefix part {}", max_len_error(253)));
-                }
-                if !is_dns1123_subdomain(prefix) {
-                    let e = regex_error(SUBDOMAIN_MSG, SUBDOMAIN_FMT, &["example.com"]);
-                    errs.push(format!("prefix part {e}"));
-                }
-            }
-            *name
-        }
-        _ => {
-            let e = regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &examples);
-            errs.push(format!(
-                "a qualified name {e} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-            ));
-            return errs;
-        }
-    };
-    if name.is_empty() {
-        errs.push("name part must be non-empty".to_string());
-    } else if name.len() > 63 {
-        errs.push(format!("name part {}", max_len_error(63)));
-    }
-    if !is_qualified_name_part(name) {
-        let e = regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &examples);
-        errs.push(format!("name part {e}"));
-    }
-    errs
-}
-
-/// Checks a label value (empty, or a qualified-name part of at most 63 characters); returns
-/// Kubernetes' messages, empty when valid.
-pub fn validate_label_value(value: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if value.len() > 63 {
-        errs.push(max_len_error(63));
-    }
-    if !value.is_empty() && !is_qualified_name_part(value) {
-        let examples = ["MyValue", "my_value", "12345"];
-        errs.push(regex_error(LABEL_VALUE_MSG, LABEL_VALUE_FMT, &examples));
-    }
-    errs
 }
 
 /// Go's `strconv.Quote`, which `%q` and `%#v` use for strings in Kubernetes messages.

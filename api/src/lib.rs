@@ -14,8 +14,5 @@ mod quantity_parse;
 pub mod well_known;
 
 pub use fields::{escape_value, FieldRequirement, FieldSelector, FieldSelectorError};
-pub use labels::{
-    validate_label_key, validate_label_value, LabelSelector, Operator, Requirement,
-    RequirementError, SelectorError,
-};
+pub use labels::{LabelSelector, Operator, Requirement, RequirementError, SelectorError};
 pub use quantity::{Quantity, QuantityError, QuantityFormat};

@@ -130,7 +130,7 @@ pub mod finalizers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::validate_label_key;
+    use crate::names::is_qualified_name as validate_label_key;
 
     #[test]
     fn keys_are_valid_label_keys() {

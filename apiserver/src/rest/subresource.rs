@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::negotiate::{self, Output};
+use super::negotiate;
 use super::read::namespace_of;
 use super::write::{apply_patch, Mode};
 use super::{decode_json, typed, Api, ApiResult, Query, ResourceRoute};
@@ -65,7 +65,6 @@ impl Api {
     ) -> ApiResult {
         let name = r.name.clone().unwrap_or_default();
         let ns = namespace_of(r)?.to_string();
-        let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
         let updated = match req.method.as_str() {
             "GET" => self.read_object(r.info, &ns, &name).await?.0,
             "PUT" => {
@@ -94,10 +93,13 @@ impl Api {
                 )))
             }
         };
-        Ok(Response::new(
+        Ok(super::write::object_response(
+            &req,
+            r.info,
+            q,
             200,
-            "application/json",
-            super::list::encode_object(r.info, output, q, &updated),
+            &updated,
+            &[],
         ))
     }
 

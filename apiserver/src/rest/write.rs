@@ -47,6 +47,21 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
     r
 }
 
+/// The answer to a write: the object in the representation the client accepts (JSON when it
+/// asks for something a write cannot give), with any warnings.
+pub(crate) fn object_response(
+    req: &Request,
+    info: &ResourceInfo,
+    q: &Query,
+    code: u16,
+    obj: &Value,
+    warnings: &[String],
+) -> Response {
+    let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
+    let body = super::list::encode_object(info, output, q, obj);
+    with_warnings(Response::new(code, "application/json", body), warnings)
+}
+
 /// Options of a DELETE, from its body and query.
 #[derive(Debug, Default)]
 struct DeleteOptions {
@@ -254,12 +269,7 @@ impl Api {
         let ns = r.namespace.clone().unwrap_or_default();
         let (obj, warnings) = self.decode_object(r.info, &body, q)?;
         let created = self.create_object(r.info, &ns, obj, q.dry_run).await?;
-        let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
-        let body = super::list::encode_object(r.info, output, q, &created);
-        Ok(with_warnings(
-            Response::new(201, "application/json", body),
-            &warnings,
-        ))
+        Ok(object_response(req, r.info, q, 201, &created, &warnings))
     }
 
     /// Creates an object that has passed decoding. Used by POST and by the server's own objects.
@@ -356,12 +366,7 @@ impl Api {
                 Ok(obj.clone())
             })
             .await?;
-        let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
-        let body = super::list::encode_object(r.info, output, q, &updated);
-        Ok(with_warnings(
-            Response::new(200, "application/json", body),
-            &warnings,
-        ))
+        Ok(object_response(req, r.info, q, 200, &updated, &warnings))
     }
 
     /// Read, change, compare-and-swap; retried when another writer got in between, unless the
@@ -505,12 +510,7 @@ impl Api {
         let (updated, warnings) = self
             .patch_object(req, r.info, &ns, &name, q, Mode::Main)
             .await?;
-        let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
-        let body = super::list::encode_object(r.info, output, q, &updated);
-        Ok(with_warnings(
-            Response::new(200, "application/json", body),
-            &warnings,
-        ))
+        Ok(object_response(req, r.info, q, 200, &updated, &warnings))
     }
 
     /// Applies a PATCH body to the stored object (main resource or status).
@@ -564,12 +564,7 @@ impl Api {
         let ns = namespace_of(r)?.to_string();
         let opts = DeleteOptions::parse(&negotiate::delete_body(req)?, q)?;
         let obj = self.delete_one(r.info, &ns, &name, &opts).await?;
-        let output = negotiate::output(req.header("accept")).unwrap_or(Output::Json);
-        Ok(Response::new(
-            200,
-            "application/json",
-            super::list::encode_object(r.info, output, q, &obj),
-        ))
+        Ok(object_response(req, r.info, q, 200, &obj, &[]))
     }
 
     async fn delete_one(

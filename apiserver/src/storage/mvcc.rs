@@ -324,22 +324,8 @@ mod tests {
     use futures::executor::block_on;
 
     use super::*;
-    use crate::storage::redb_store::testing::{delete, put, temp_store};
-    use crate::storage::{RangeRequest, RedbOptions, Storage};
-
-    fn req(
-        prefix: &str,
-        start: Option<&str>,
-        limit: usize,
-        revision: Option<Revision>,
-    ) -> RangeRequest {
-        RangeRequest {
-            prefix: prefix.into(),
-            start: start.map(Into::into),
-            limit,
-            revision,
-        }
-    }
+    use crate::storage::redb_store::testing::{delete, put, req, temp_store};
+    use crate::storage::{RedbOptions, Storage};
 
     #[test]
     fn compaction_keeps_what_is_visible_after_it() {

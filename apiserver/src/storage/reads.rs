@@ -194,7 +194,7 @@ mod tests {
     use futures::executor::block_on;
 
     use super::*;
-    use crate::storage::redb_store::testing::{delete, put, temp_store};
+    use crate::storage::redb_store::testing::{delete, put, req, temp_store};
     use crate::storage::{Precondition, RedbOptions, RedbStore, Storage};
 
     fn range_keys(
@@ -208,20 +208,6 @@ mod tests {
             .map(|kv| String::from_utf8(kv.key.clone()).expect("utf8 key"))
             .collect();
         Ok((keys, resp.more))
-    }
-
-    fn req(
-        prefix: &str,
-        start: Option<&str>,
-        limit: usize,
-        revision: Option<Revision>,
-    ) -> RangeRequest {
-        RangeRequest {
-            prefix: prefix.into(),
-            start: start.map(Into::into),
-            limit,
-            revision,
-        }
     }
 
     #[test]

@@ -223,7 +223,22 @@ pub(crate) mod testing {
     use futures::executor::block_on;
 
     use super::{RedbOptions, RedbStore};
-    use crate::storage::{KeyValue, Precondition, Storage, StorageError};
+    use crate::storage::{KeyValue, Precondition, RangeRequest, Revision, Storage, StorageError};
+
+    /// A range request over `prefix`.
+    pub(crate) fn req(
+        prefix: &str,
+        start: Option<&str>,
+        limit: usize,
+        revision: Option<Revision>,
+    ) -> RangeRequest {
+        RangeRequest {
+            prefix: prefix.into(),
+            start: start.map(Into::into),
+            limit,
+            revision,
+        }
+    }
 
     /// A store in a fresh temporary directory (kept alive by the returned guard).
     pub(crate) fn temp_store(opts: RedbOptions) -> (tempfile::TempDir, Arc<RedbStore>) {
