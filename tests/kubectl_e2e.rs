@@ -750,6 +750,15 @@ fn bad_requests_get_status_errors() {
         let message = status["message"].as_str().unwrap();
         assert!(message.contains("apps/v1"), "{message}");
 
+        let with_rv = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"rv","resourceVersion":"7"}}"#;
+        let status = common::raw(&client, "POST", cms, json, with_rv.to_vec())
+            .await
+            .assert_status(400, "BadRequest");
+        assert_eq!(
+            status["message"],
+            "resourceVersion should not be set on objects to be created"
+        );
+
         let bad_name = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#;
         let status = common::raw(&client, "POST", cms, json, bad_name.to_vec())
             .await

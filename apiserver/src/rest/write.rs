@@ -268,6 +268,11 @@ impl Api {
         }
         let ns = r.namespace.clone().unwrap_or_default();
         let (obj, warnings) = self.decode_object(r.info, &body, q)?;
+        if !object::meta_str(&obj, "resourceVersion").is_empty() {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         let created = self.create_object(r.info, &ns, obj, q.dry_run).await?;
         Ok(object_response(req, r.info, q, 201, &created, &warnings))
     }
