@@ -175,6 +175,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             io: config.io,
             tls,
             body_limit: MAX_BODY,
+            idle_timeout: http::IDLE_TIMEOUT,
         },
         api,
     )?;

@@ -3,6 +3,8 @@
 
 mod parse;
 mod server;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +15,7 @@ use futures::Stream;
 pub use parse::{
     body_framing, decode_chunked, parse_head, BodyFraming, ParseError, RequestHead, MAX_HEAD,
 };
-pub use server::{serve, IoMode, ServerConfig, ServerError, ServerHandle};
+pub use server::{serve, IoMode, ServerConfig, ServerError, ServerHandle, IDLE_TIMEOUT};
 
 use crate::auth::UserInfo;
 

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub tls: Arc<rustls::ServerConfig>,
     /// Largest request body accepted (413 past it).
     pub body_limit: usize,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,12 +118,11 @@ pub fn serve(config: ServerConfig, service: Arc<dyn Service>) -> Result<ServerHa
     let (ready_tx, ready_rx) = mpsc::channel();
     for (i, std_listener) in listeners.into_iter().enumerate() {
         let ready = ready_tx.clone();
-        let (tls, service, limit, mode) = (
-            config.tls.clone(),
-            service.clone(),
-            config.body_limit,
-            config.io,
-        );
+        let (tls, service, mode) = (config.tls.clone(), service.clone(), config.io);
+        let limits = Limits {
+            body: config.body_limit,
+            idle: config.idle_timeout,
+        };
         std::thread::Builder::new()
             .name(format!("berth-api-io-{i}"))
             .spawn(move || {
@@ -150,7 +151,7 @@ pub fn serve(config: ServerConfig, service: Arc<dyn Service>) -> Result<ServerHa
                         }
                     };
                     let _ = ready.send(Ok(driver));
-                    accept_loop(listener, tls, service, limit).await;
+                    accept_loop(listener, tls, service, limits).await;
                 });
             })
             .map_err(ServerError::Runtime)?;
@@ -167,11 +168,18 @@ pub fn serve(config: ServerConfig, service: Arc<dyn Service>) -> Result<ServerHa
     Ok(ServerHandle { local_addr, driver })
 }
 
+/// Per-connection limits.
+#[derive(Clone, Copy)]
+struct Limits {
+    body: usize,
+    idle: Duration,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     service: Arc<dyn Service>,
-    limit: usize,
+    limits: Limits,
 ) {
     loop {
         match listener.accept().await {
@@ -179,7 +187,7 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 let (tls, service) = (tls.clone(), service.clone());
                 compio::runtime::spawn(async move {
-                    if let Err(e) = connection(tcp, tls, service, limit).await {
+                    if let Err(e) = connection(tcp, tls, service, limits).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 })
@@ -198,13 +206,19 @@ type Reader = ReadHalf<futures_rustls::server::TlsStream<AsyncStream<TcpStream>>
 type Writer = WriteHalf<futures_rustls::server::TlsStream<AsyncStream<TcpStream>>>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive connection may sit between requests by default (Go clients drop theirs
+/// after 90 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a started request head may take to arrive.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn connection(
     tcp: TcpStream,
     tls: Arc<rustls::ServerConfig>,
     service: Arc<dyn Service>,
-    limit: usize,
+    limits: Limits,
 ) -> io::Result<()> {
+    let Limits { body: limit, idle } = limits;
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let stream = compio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(AsyncStream::new(tcp)))
         .await
@@ -222,8 +236,12 @@ async fn connection(
             match parse_head(&buf) {
                 Ok(Some(parsed)) => break parsed,
                 Ok(None) => {
-                    if !read_more(&mut rd, &mut buf).await? {
-                        return Ok(());
+                    // An idle keep-alive connection, or a head that trickles in, is closed.
+                    let wait = if buf.is_empty() { idle } else { HEAD_TIMEOUT };
+                    match compio::time::timeout(wait, read_more(&mut rd, &mut buf)).await {
+                        Ok(Ok(true)) => {}
+                        Ok(Ok(false)) | Err(_) => return Ok(()),
+                        Ok(Err(e)) => return Err(e),
                     }
                 }
                 Err(e) => {
