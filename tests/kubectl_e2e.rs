@@ -1050,3 +1050,42 @@ fn default_kubernetes_service_exists() {
     let row = row(&svcs, "kubernetes");
     assert_eq!(row[1..5], ["ClusterIP", "10.96.0.1", "<none>", "443/TCP"]);
 }
+
+/// A generated name is chosen before defaulting, so what defaults derive from the name (a Job's
+/// `job-name` labels and selector) carries the real one.
+#[test]
+fn generated_names_reach_defaults() {
+    let server = Server::start();
+    let rt = common::runtime();
+    rt.block_on(async {
+        let client = server.client().await;
+        let job = br#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"generateName":"pi-"},
+            "spec":{"template":{"spec":{"restartPolicy":"Never",
+            "containers":[{"name":"pi","image":"busybox:1.36","command":["true"]}]}}}}"#;
+        let created = common::raw(
+            &client,
+            "POST",
+            "/apis/batch/v1/namespaces/default/jobs",
+            Some("application/json"),
+            job.to_vec(),
+        )
+        .await;
+        assert_eq!(
+            created.code,
+            201,
+            "{}",
+            String::from_utf8_lossy(&created.body)
+        );
+        let job = created.json();
+        let name = job["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("pi-") && name.len() == 8, "{name}");
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            name
+        );
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            job["metadata"]["uid"]
+        );
+    });
+}

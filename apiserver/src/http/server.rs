@@ -373,13 +373,14 @@ async fn refuse(wr: &mut Writer, e: &ParseError) -> io::Result<()> {
     wr.flush().await
 }
 
-fn response_head(response: &Response, framing: &str, keep_alive: bool) -> Vec<u8> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        response.status,
-        reason_phrase(response.status)
-    );
-    for (name, value) in &response.headers {
+fn response_head(
+    status: u16,
+    headers: &[(&'static str, String)],
+    framing: &str,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
+    for (name, value) in headers {
         head.push_str(name);
         head.push_str(": ");
         head.push_str(value);
@@ -401,23 +402,27 @@ async fn write_response(
     response: Response,
     keep_alive: bool,
 ) -> io::Result<bool> {
-    match response.body {
-        Body::Full(ref bytes) => {
-            let mut out = response_head(
-                &response,
-                &format!("Content-Length: {}\r\n", bytes.len()),
-                keep_alive,
-            );
-            out.extend_from_slice(bytes);
+    let Response {
+        status,
+        headers,
+        body,
+    } = response;
+    match body {
+        Body::Full(bytes) => {
+            let framing = format!("Content-Length: {}\r\n", bytes.len());
+            let mut out = response_head(status, &headers, &framing, keep_alive);
+            out.extend_from_slice(&bytes);
             wr.write_all(&out).await?;
             wr.flush().await?;
             Ok(true)
         }
-        Body::Stream(_) => {
-            let head = response_head(&response, "Transfer-Encoding: chunked\r\n", keep_alive);
-            let Body::Stream(mut stream) = response.body else {
-                unreachable!("matched above")
-            };
+        Body::Stream(mut stream) => {
+            let head = response_head(
+                status,
+                &headers,
+                "Transfer-Encoding: chunked\r\n",
+                keep_alive,
+            );
             wr.write_all(&head).await?;
             wr.flush().await?;
             let mut scratch = [0u8; 4096];

@@ -10,6 +10,12 @@ use crate::http::{Request, Response};
 use crate::object;
 use crate::status::{ApiError, Cause};
 
+/// What a write to `scale` brings.
+enum ScaleInput {
+    Whole(Value),
+    Patch(negotiate::PatchType, Value),
+}
+
 /// The Scale view of a scalable object.
 fn scale_of(obj: &Value) -> Value {
     let meta = object::meta(obj).cloned().unwrap_or_default();
@@ -112,7 +118,9 @@ impl Api {
         let name = r.name.clone().unwrap_or_default();
         let ns = namespace_of(r)?.to_string();
         let info = r.info;
-        let wanted = match req.method.as_str() {
+        // A PUT brings a whole Scale (its resourceVersion is a precondition); a PATCH applies to
+        // the current Scale.
+        let input = match req.method.as_str() {
             "GET" => {
                 let (obj, _) = self.read_object(info, &ns, &name).await?;
                 return Ok(Response::json(200, &scale_of(&obj)));
@@ -120,30 +128,25 @@ impl Api {
             "PUT" => {
                 let scale = decode_json(&negotiate::json_body(&req)?)?;
                 typed::check_kind("Scale", &scale).map_err(ApiError::bad_request)?;
-                Some(scale)
+                ScaleInput::Whole(scale)
             }
-            "PATCH" => None,
+            "PATCH" => ScaleInput::Patch(
+                negotiate::patch_type(req.header("content-type"))?,
+                decode_json(&req.body)?,
+            ),
             m => {
                 return Err(ApiError::method_not_allowed(format!(
                     "{m} is not supported on scale"
                 )))
             }
         };
-        let patch = match &wanted {
-            Some(_) => None,
-            None => Some((
-                negotiate::patch_type(req.header("content-type"))?,
-                decode_json(&req.body)?,
-            )),
-        };
         let (updated, _) = self
             .update_object(info, &ns, &name, q.dry_run, Mode::Main, &mut |current| {
-                let scale = match (&wanted, &patch) {
-                    (Some(s), _) => s.clone(),
-                    (None, Some((t, p))) => {
+                let scale = match &input {
+                    ScaleInput::Whole(s) => s.clone(),
+                    ScaleInput::Patch(t, p) => {
                         apply_patch(*t, &scale_of(current), p, "io.k8s.api.autoscaling.v1.Scale")?
                     }
-                    (None, None) => unreachable!("either a body or a patch"),
                 };
                 let replicas = replicas_of(&name, &scale)?;
                 let mut next = current.clone();
@@ -154,7 +157,7 @@ impl Api {
                     .and_then(Value::as_str)
                     .filter(|v| !v.is_empty())
                 {
-                    Some(rv) if wanted.is_some() => {
+                    Some(rv) if matches!(input, ScaleInput::Whole(_)) => {
                         object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv))
                     }
                     _ => object::meta_mut(&mut next).remove("resourceVersion"),

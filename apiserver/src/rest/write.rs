@@ -314,41 +314,47 @@ impl Api {
                 })?;
         }
         prepare_create(info, &mut obj);
-        defaults::apply_defaults(info.kind, &mut obj);
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
+            let mut candidate = obj.clone();
+            // The name comes first: defaulting derives from it (a Job's selector, for one).
             if generate {
                 let name = format!("{generate_name}{}", random_suffix());
-                object::meta_mut(&mut obj).insert("name".into(), json!(name));
+                object::meta_mut(&mut candidate).insert("name".into(), json!(name));
             }
-            let name = object::name(&obj).to_string();
-            let causes = validation::validate(info.kind, &obj, info.namespaced);
+            defaults::apply_defaults(info.kind, &mut candidate);
+            let name = object::name(&candidate).to_string();
+            let causes = validation::validate(info.kind, &candidate, info.namespaced);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(info.group, info.kind, &name, causes));
             }
             let held = if info.kind == "Service" {
                 self.services
-                    .allocate(&mut obj, &alloc::Held::default())
+                    .allocate(&mut candidate, &alloc::Held::default())
                     .map_err(|causes| ApiError::invalid(info.group, info.kind, &name, causes))?
             } else {
                 alloc::Held::default()
             };
             if dry_run {
                 self.services.release(&held);
-                return Ok(obj);
+                return Ok(candidate);
             }
             let key = object::key(info, ns, &name);
-            let value = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+            let value =
+                serde_json::to_vec(&candidate).map_err(|e| ApiError::internal(e.to_string()))?;
             match self
                 .storage
                 .put(key.into_bytes(), value, Precondition::MustNotExist)
                 .await
             {
                 Ok(kv) => {
-                    object::set_resource_version(&mut obj, kv.mod_revision);
-                    return Ok(obj);
+                    object::set_resource_version(&mut candidate, kv.mod_revision);
+                    return Ok(candidate);
                 }
+                // A generated name that is taken: try another, a few times, as Kubernetes does.
                 Err(StorageError::AlreadyExists { .. }) if generate && attempt < 4 => {
                     self.services.release(&held);
+                    attempt += 1;
                 }
                 Err(e) => {
                     self.services.release(&held);
@@ -356,7 +362,6 @@ impl Api {
                 }
             }
         }
-        unreachable!("the loop returns")
     }
 
     pub(crate) async fn update(&self, req: &Request, r: &ResourceRoute, q: &Query) -> ApiResult {
