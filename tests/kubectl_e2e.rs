@@ -1089,3 +1089,40 @@ fn generated_names_reach_defaults() {
         );
     });
 }
+
+/// A deleted namespace stays Terminating while `spec.finalizers` holds `kubernetes` — other
+/// updates (a label) neither clear it nor complete the deletion — and goes once `finalize`
+/// empties the list, as the namespace controller does.
+#[test]
+fn namespaces_finalize_through_the_subresource() {
+    let server = Server::start();
+    let k = server.kubectl();
+    k.ok(&["create", "namespace", "doomed"]);
+    k.ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    k.ok(&["label", "namespace", "doomed", "x=y"]);
+    let phase = k.ok(&[
+        "get",
+        "namespace",
+        "doomed",
+        "-o",
+        "jsonpath={.status.phase} {.spec.finalizers}",
+    ]);
+    assert_eq!(phase.trim(), r#"Terminating ["kubernetes"]"#);
+    let rt = common::runtime();
+    rt.block_on(async {
+        let client = server.client().await;
+        let body = br#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"doomed"},"spec":{"finalizers":[]}}"#;
+        let done = common::raw(
+            &client,
+            "PUT",
+            "/api/v1/namespaces/doomed/finalize",
+            Some("application/json"),
+            body.to_vec(),
+        )
+        .await;
+        assert_eq!(done.code, 200, "{}", String::from_utf8_lossy(&done.body));
+        common::raw(&client, "GET", "/api/v1/namespaces/doomed", None, Vec::new())
+            .await
+            .assert_status(404, "NotFound");
+    });
+}

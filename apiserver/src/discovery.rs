@@ -147,6 +147,10 @@ fn sub_info(r: &ResourceInfo, sub: Subresource) -> SubInfo {
             kind: (Some("autoscaling"), Some("v1"), "Scale"),
             verbs: &["get", "patch", "update"],
         },
+        Subresource::Finalize => SubInfo {
+            kind: (None, None, r.kind),
+            verbs: &["update"],
+        },
         Subresource::Binding => SubInfo {
             kind: (None, None, "Binding"),
             verbs: &["create"],

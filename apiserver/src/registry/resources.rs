@@ -10,6 +10,8 @@ pub enum Subresource {
     Scale,
     /// `binding` (pods): sets `.spec.nodeName` once.
     Binding,
+    /// `finalize` (namespaces): the only way to change `.spec.finalizers`.
+    Finalize,
     /// `log` (pods): proxied to the kubelet (served once the kubelet exists).
     Log,
     /// `exec` (pods): proxied to the kubelet (served once the kubelet exists).
@@ -22,6 +24,7 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
+            Subresource::Finalize => "finalize",
             Subresource::Log => "log",
             Subresource::Exec => "exec",
         }
@@ -99,7 +102,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["ns"],
         namespaced: false,
         categories: &[],
-        subresources: &[Status],
+        subresources: &[Status, Finalize],
         has_status: true,
     },
     ResourceInfo {

@@ -161,6 +161,7 @@ impl Api {
                 Subresource::Status => self.status_subresource(req, &r, &query).await,
                 Subresource::Scale => self.scale_subresource(req, &r, &query).await,
                 Subresource::Binding => self.binding(req, &r, &query).await,
+                Subresource::Finalize => self.finalize(req, &r, &query).await,
                 Subresource::Log | Subresource::Exec => Err(ApiError::not_found_path()),
             };
         }

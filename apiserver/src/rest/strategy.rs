@@ -6,6 +6,17 @@ use serde_json::{json, Value};
 use crate::object;
 use crate::registry::ResourceInfo;
 
+/// Whether a deleted object may go now: no finalizer left (for a namespace, in its metadata nor
+/// its spec).
+pub fn finalized(info: &ResourceInfo, obj: &Value) -> bool {
+    let spec_finalizers = info.kind == "Namespace"
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+    object::finalizers(obj).is_empty() && !spec_finalizers
+}
+
 /// Kinds whose spec changes bump `metadata.generation` (controllers report observedGeneration).
 pub fn has_generation(info: &ResourceInfo) -> bool {
     matches!(info.group, "apps" | "batch")
@@ -88,6 +99,17 @@ pub fn prepare_update(info: &ResourceInfo, new: &mut Value, old: &Value, status_
             None => map.remove("status"),
         };
     }
+    // A namespace's spec.finalizers change only through its `finalize` subresource.
+    if info.kind == "Namespace" {
+        match old.pointer("/spec/finalizers") {
+            Some(f) => new["spec"]["finalizers"] = f.clone(),
+            None => {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("finalizers");
+                }
+            }
+        }
+    }
     if has_generation(info) && !object::spec_equal(old, new) {
         let generation = old_meta
             .get("generation")
@@ -136,5 +158,25 @@ mod tests {
         assert_eq!(status["spec"]["replicas"], 1);
         assert_eq!(status["status"]["replicas"], 2);
         assert!(status["metadata"].get("labels").is_none());
+    }
+
+    #[test]
+    fn namespace_finalizers_change_only_through_finalize() {
+        let ns = find("", "v1", "namespaces").unwrap();
+        let old = json!({"metadata": {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Terminating"}});
+        let mut new =
+            json!({"metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {"finalizers": []}});
+        prepare_update(ns, &mut new, &old, false);
+        assert_eq!(new["spec"]["finalizers"], json!(["kubernetes"]));
+        assert!(!finalized(ns, &new));
+        new["spec"]["finalizers"] = json!([]);
+        assert!(finalized(ns, &new));
+        let cm = find("", "v1", "configmaps").unwrap();
+        assert!(!finalized(
+            cm,
+            &json!({"metadata": {"finalizers": ["a/b"]}})
+        ));
+        assert!(finalized(cm, &json!({"metadata": {}})));
     }
 }

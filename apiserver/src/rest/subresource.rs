@@ -250,6 +250,54 @@ impl Api {
     }
 }
 
+impl Api {
+    /// PUT namespaces/<name>/finalize: replaces `spec.finalizers`, nothing else. When a
+    /// terminating namespace's last finalizer goes, the namespace goes with it.
+    pub(crate) async fn finalize(&self, req: Request, r: &ResourceRoute, q: &Query) -> ApiResult {
+        if req.method != "PUT" {
+            return Err(ApiError::method_not_allowed("finalize only supports PUT"));
+        }
+        let name = r.name.clone().unwrap_or_default();
+        let ns = decode_json(&negotiate::json_body(&req)?)?;
+        typed::check_kind("Namespace", &ns).map_err(ApiError::bad_request)?;
+        let finalizers = ns
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        let mut causes = Vec::new();
+        for (i, f) in finalizers.as_array().into_iter().flatten().enumerate() {
+            let text = f.as_str().unwrap_or_default();
+            for msg in berth_api::names::is_qualified_name(text) {
+                causes.push(Cause::invalid(format!("spec.finalizers[{i}]"), f, msg));
+            }
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid("", "Namespace", &name, causes));
+        }
+        let pinned = object::meta_str(&ns, "resourceVersion").to_string();
+        let (updated, _) = self
+            .update_object(r.info, "", &name, q.dry_run, Mode::Raw, &mut |current| {
+                let mut next = current.clone();
+                next["spec"]["finalizers"] = finalizers.clone();
+                if pinned.is_empty() {
+                    object::meta_mut(&mut next).remove("resourceVersion");
+                } else {
+                    object::meta_mut(&mut next).insert("resourceVersion".into(), json!(pinned));
+                }
+                Ok(next)
+            })
+            .await?;
+        Ok(super::write::object_response(
+            &req,
+            r.info,
+            q,
+            200,
+            &updated,
+            &[],
+        ))
+    }
+}
+
 /// Sets a pod condition, keeping its transition time when the status does not change.
 fn set_condition(pod: &mut Value, kind: &str, status: &str) {
     let now = object::now_rfc3339();

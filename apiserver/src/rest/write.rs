@@ -429,7 +429,7 @@ impl Api {
                 return Ok((new, current));
             }
             let result = if !object::meta_str(&new, "deletionTimestamp").is_empty()
-                && object::finalizers(&new).is_empty()
+                && super::strategy::finalized(info, &new)
             {
                 // The last finalizer is gone: the object goes now.
                 self.finish_delete(info, name, &kv, &new).await
