@@ -80,6 +80,10 @@ impl Runner {
         self.controllers.push(
             async move {
                 if let Err(e) = reconciler.prepare().await {
+                    // Stopped before the first lists completed: not a failure.
+                    if queue.is_shut_down() {
+                        return;
+                    }
                     tracing::error!(controller = reconciler.name(), error = %e, "controller did not start");
                     return;
                 }
@@ -102,13 +106,13 @@ impl Runner {
         let informers: Vec<_> = self.informers.into_iter().map(tokio::spawn).collect();
         let controllers: Vec<_> = self.controllers.into_iter().map(tokio::spawn).collect();
         shutdown.await;
-        // Dropping the watches drops their stores' writers, which releases a `prepare` that is
-        // still waiting for a first list.
-        for i in &informers {
-            i.abort();
-        }
         for q in &self.queues {
             q.shut_down();
+        }
+        // Dropping the watches drops their readiness signals, which releases a `prepare` still
+        // waiting for a first list (the queues are closed first, so that is not an error).
+        for i in &informers {
+            i.abort();
         }
         for c in controllers {
             let _ = c.await;

@@ -174,6 +174,10 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
         self.inner.wake.notify_waiters();
     }
 
+    pub fn is_shut_down(&self) -> bool {
+        self.state().shut_down
+    }
+
     /// Keys ready for a worker now (not counting delayed or in-process ones).
     pub fn len(&self) -> usize {
         self.state().ready.len()
