@@ -23,10 +23,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a whole single-node cluster in one process on the embedded store (for now: the API
-    /// server; later issues add the scheduler, controllers, kubelet and data plane).
-    Up(ApiserverArgs),
+    /// server and the controllers; later issues add the scheduler, kubelet and data plane).
+    Up(UpArgs),
     /// Run the Kubernetes API server alone.
     Apiserver(ApiserverArgs),
+    /// Run the controllers (namespace lifecycle, default ServiceAccounts, node IPAM) against an
+    /// API server.
+    Controllers(ControllersArgs),
     /// Remove everything Berth created under a data directory.
     Cleanup(CleanupArgs),
     /// Run a scenario benchmark.
@@ -65,6 +68,30 @@ struct ApiserverArgs {
     token_file: Option<PathBuf>,
 }
 
+#[derive(Args, Clone)]
+struct ControllerFlags {
+    /// CIDR that Nodes' pod ranges (one /24 each) are allocated from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ApiserverArgs,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+}
+
+#[derive(Args)]
+struct ControllersArgs {
+    /// Kubeconfig naming the API server and the credentials to use.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+}
+
 #[derive(Args)]
 struct CleanupArgs {
     #[arg(long, default_value = "/var/lib/berth")]
@@ -84,7 +111,13 @@ fn main() -> anyhow::Result<()> {
         logs.init();
     }
     match cli.command {
-        Command::Up(args) | Command::Apiserver(args) => serve(args),
+        Command::Up(args) => serve(args.server, Some(args.controllers)),
+        Command::Apiserver(args) => serve(args, None),
+        Command::Controllers(args) => berth_controllers::run_until_interrupted(
+            &args.kubeconfig,
+            &controller_config(&args.controllers),
+        )
+        .context("berth controllers"),
         Command::Cleanup(args) => cleanup(&args.data_dir),
         Command::Bench(BenchCommand::Apiserver(opts)) => {
             berth_bench::apiserver::run(&opts).context("berth bench apiserver")
@@ -92,7 +125,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(args: ApiserverArgs) -> anyhow::Result<()> {
+fn controller_config(flags: &ControllerFlags) -> berth_controllers::Config {
+    berth_controllers::Config {
+        cluster_cidr: flags.cluster_cidr.clone(),
+        ..berth_controllers::Config::default()
+    }
+}
+
+/// Runs the API server; with `controllers`, also the controllers, as its admin, once it is up.
+fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::Result<()> {
     let config = berth_apiserver::Config {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -103,6 +144,14 @@ fn serve(args: ApiserverArgs) -> anyhow::Result<()> {
         token_file: args.token_file,
     };
     let running = berth_apiserver::start(config).context("starting the API server")?;
+    // Kept alive for as long as the process runs.
+    let _controllers = match controllers {
+        Some(flags) => Some(
+            berth_controllers::spawn(&running.kubeconfig, controller_config(&flags))
+                .context("starting the controllers")?,
+        ),
+        None => None,
+    };
     tracing::info!(url = %running.url, io = running.driver, kubeconfig = %running.kubeconfig.display(), "berth is up");
     println!(
         "berth: API server on {} ({}); kubeconfig: {}",

@@ -1,3 +1,16 @@
-//! Berth's controllers (deployment, replicaset, job, endpointslice, garbage collector, namespace,
-//! node lifecycle, node IPAM), each an API client on informers and rate-limited work queues.
-//! Not yet built: see the scheduler-and-controllers issue.
+//! Berth's controllers, each an API client on informers (kube-rs watcher + reflector stores) and
+//! rate-limited work queues, never listing in a loop: namespace lifecycle, the default
+//! ServiceAccount per namespace, and node IPAM so far. They talk to the API server only through
+//! `kube` — never to its internals — so they run against any Kubernetes API server.
+
+#![forbid(unsafe_code)]
+
+pub mod ipam;
+pub mod namespace;
+pub mod runtime;
+pub mod serviceaccount;
+mod start;
+
+pub use start::{
+    client_from_kubeconfig, run, run_until_interrupted, spawn, Config, Running, StartError,
+};

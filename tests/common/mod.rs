@@ -394,3 +394,71 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// How long a test waits for the controllers to converge.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The controllers running inside the test process against a server. `stop` stops them cleanly;
+/// dropping the guard aborts them.
+pub struct InProcessControllers {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), berth_controllers::StartError>>>,
+}
+
+impl InProcessControllers {
+    pub fn start(client: kube::Client, config: berth_controllers::Config) -> InProcessControllers {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            berth_controllers::run(client, &config, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        InProcessControllers {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the controllers and asserts they stopped cleanly within 10 s.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("not yet stopped").send(());
+        let task = self.task.take().expect("not yet stopped");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the controllers stop within 10 s")
+            .expect("the controllers' task did not panic")
+            .expect("the controllers ran without error");
+    }
+}
+
+impl Drop for InProcessControllers {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Waits (by watching, up to `CONVERGE_TIMEOUT`) until object `name` satisfies `cond`; returns
+/// it as last seen (`None` if it is gone).
+pub async fn wait_for<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    what: &str,
+    cond: impl kube::runtime::wait::Condition<K>,
+) -> Option<K>
+where
+    K: Clone
+        + std::fmt::Debug
+        + Send
+        + k8s_openapi::serde::de::DeserializeOwned
+        + kube::Resource
+        + 'static,
+{
+    let waiting = kube::runtime::wait::await_condition(api.clone(), name, cond);
+    tokio::time::timeout(CONVERGE_TIMEOUT, waiting)
+        .await
+        .unwrap_or_else(|_| panic!("{name}: {what} within {CONVERGE_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("{name}: watching for {what}: {e}"))
+}

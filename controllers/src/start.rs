@@ -1,0 +1,202 @@
+//! Wiring: which controllers run, on which informers and queues, and how they are started from
+//! a kubeconfig (`berth controllers`) or inside another process (`berth up`).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::runtime::watcher;
+use kube::Client;
+
+use crate::ipam::{CidrAllocator, CidrError, Ipv4Cidr, NodeIpam};
+use crate::namespace::{self, NamespaceLifecycle};
+use crate::runtime::{Informer, RateLimit, Runner, WorkQueue};
+use crate::serviceaccount::ServiceAccounts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--cluster-cidr")]
+    ClusterCidr(#[from] CidrError),
+    #[error("reading kubeconfig {path}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("building a client from kubeconfig {path}")]
+    Client {
+        path: PathBuf,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("starting the controllers' runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("the controllers' thread panicked")]
+    Panicked,
+}
+
+/// What the controllers are told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Pod addresses for the whole cluster; each Node gets one block of it.
+    pub cluster_cidr: String,
+    /// Prefix length of each Node's block.
+    pub node_cidr_mask_size: u8,
+    /// Namespaces emptied at once (Kubernetes' `--concurrent-namespace-syncs`).
+    pub namespace_workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_cidr_mask_size: 24,
+            namespace_workers: 10,
+        }
+    }
+}
+
+impl Config {
+    fn allocator(&self) -> Result<CidrAllocator, CidrError> {
+        let cluster: Ipv4Cidr = self.cluster_cidr.parse()?;
+        CidrAllocator::new(cluster, self.node_cidr_mask_size)
+    }
+}
+
+/// Runs every controller against `client` until `shutdown` completes, then stops them cleanly.
+pub async fn run(
+    client: Client,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    let alloc = config.allocator()?;
+    let mut runner = Runner::new();
+    // One Namespace watch feeds both controllers that care about namespaces.
+    let mut namespaces = Informer::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    NamespaceLifecycle::register(
+        &mut runner,
+        client.clone(),
+        &mut namespaces,
+        WorkQueue::new(namespace::rate_limit()),
+        config.namespace_workers,
+    );
+    ServiceAccounts::register(
+        &mut runner,
+        client.clone(),
+        &mut namespaces,
+        WorkQueue::new(RateLimit::default()),
+    );
+    runner.informer(namespaces);
+    NodeIpam::register(
+        &mut runner,
+        client,
+        alloc,
+        WorkQueue::new(RateLimit::default()),
+    );
+    tracing::info!(cluster_cidr = %config.cluster_cidr, "controllers starting");
+    runner.run(shutdown).await;
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// A client authenticated as the kubeconfig's current context says.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, StartError> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).map_err(|source| StartError::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|source| StartError::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Client::try_from(config).map_err(|source| StartError::Client {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Controllers running on their own thread and tokio runtime.
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), StartError>>>,
+}
+
+impl Running {
+    /// Stops the controllers and waits for them.
+    pub fn stop(mut self) -> Result<(), StartError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), StartError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| StartError::Panicked)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("berth-controllers")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)
+}
+
+/// Runs the controllers against the server `kubeconfig` names until SIGINT (`berth controllers`).
+pub fn run_until_interrupted(kubeconfig: &Path, config: &Config) -> Result<(), StartError> {
+    config.allocator()?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = client_from_kubeconfig(kubeconfig).await?;
+        let interrupted = async {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!(error = %e, "no SIGINT handler; running until killed");
+                std::future::pending::<()>().await;
+            }
+        };
+        run(client, config, interrupted).await
+    })
+}
+
+/// Starts the controllers against the server `kubeconfig` names on a thread of their own, until
+/// `Running::stop` or drop (`berth up`). Configuration and kubeconfig errors are reported here.
+pub fn spawn(kubeconfig: &Path, config: Config) -> Result<Running, StartError> {
+    config.allocator()?;
+    let rt = runtime()?;
+    let client = rt.block_on(client_from_kubeconfig(kubeconfig))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("berth-controllers".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                // A dropped sender stops the controllers too.
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                run(client, &config, shutdown).await
+            })
+        })
+        .map_err(StartError::Runtime)?;
+    Ok(Running {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
