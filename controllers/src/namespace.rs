@@ -2,14 +2,11 @@
 //! (whatever resources the server serves, found through discovery), then loses its `kubernetes`
 //! finalizer so the server removes it (kube-controller-manager's namespace controller).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{verbs, ApiResource, Discovery, Scope};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
-use serde_json::json;
 
 use crate::runtime::{
     Action, Informer, NotSynced, RateLimit, Reconciler, Runner, Synced, WorkQueue,
@@ -61,9 +58,6 @@ pub struct NamespaceLifecycle {
     client: Client,
     namespaces: Store<Namespace>,
     synced: Synced,
-    /// Cleared once the server answers 404 to `namespaces/<name>/finalize`; the finalizer is
-    /// then removed with a patch of the namespace.
-    finalize_served: AtomicBool,
 }
 
 impl NamespaceLifecycle {
@@ -81,7 +75,6 @@ impl NamespaceLifecycle {
             client,
             namespaces: namespaces.store(),
             synced: namespaces.synced(),
-            finalize_served: AtomicBool::new(true),
         };
         runner.controller(controller, queue, workers);
     }
@@ -177,41 +170,18 @@ impl NamespaceLifecycle {
             namespace: name.clone(),
             source,
         };
-        if self.finalize_served.load(Ordering::Relaxed) {
-            let mut finalized = ns.clone();
-            finalized
-                .spec
-                .get_or_insert_with(Default::default)
-                .finalizers = Some(finalizers.clone());
-            match api
-                .replace_subresource("finalize", &name, &PostParams::default(), &finalized)
-                .await
-            {
-                Ok(ns) => return Ok(Some(ns)),
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    // Either the namespace is gone or the server has no `finalize`; the patch
-                    // below tells which.
-                }
-                Err(e) => return Err(err("finalizing", e)),
-            }
-        }
-        // Pinned to the version read: finalizers someone added since are not dropped.
-        let patch = json!({
-            "metadata": {"resourceVersion": ns.metadata.resource_version},
-            "spec": {"finalizers": finalizers},
-        });
+        // `finalize` is the only way to change a namespace's spec.finalizers; the server deletes
+        // the namespace during this update once no finalizer is left.
+        let mut finalized = ns.clone();
+        finalized
+            .spec
+            .get_or_insert_with(Default::default)
+            .finalizers = Some(finalizers);
         match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .replace_subresource("finalize", &name, &PostParams::default(), &finalized)
             .await
         {
-            Ok(ns) => {
-                if self.finalize_served.swap(false, Ordering::Relaxed) {
-                    tracing::info!(
-                        "the API server does not serve namespaces/finalize; removing namespace finalizers by patch"
-                    );
-                }
-                Ok(Some(ns))
-            }
+            Ok(ns) => Ok(Some(ns)),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
             Err(e) => Err(err("finalizing", e)),
         }
@@ -308,7 +278,7 @@ mod tests {
     use super::*;
 
     fn ns(spec: &[&str], meta: &[&str]) -> Namespace {
-        serde_json::from_value(json!({
+        serde_json::from_value(serde_json::json!({
             "metadata": {"name": "a", "finalizers": meta},
             "spec": {"finalizers": spec},
         }))
