@@ -231,3 +231,335 @@ fn add_weighted(totals: &mut [i64], scores: &[i64], weight: i64) {
         *t += weight * s;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::tests::{node, pod};
+    use berth_api::k8s_openapi::api::core::v1 as core;
+    use berth_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    fn deterministic() -> Scheduler {
+        Scheduler::new(SchedulerConfig {
+            deterministic: true,
+            seed: Some(1),
+        })
+    }
+
+    fn info(p: &core::Pod) -> PodInfo {
+        PodInfo::from_pod(p).expect("pod parses")
+    }
+
+    fn cluster(nodes: &[(&str, &str, &str)]) -> Snapshot {
+        let mut s = Snapshot::new();
+        for (name, cpu, mem) in nodes {
+            s.add_node(&node(name, cpu, mem, "110")).expect("node");
+        }
+        s
+    }
+
+    fn with_zone(mut n: core::Node, zone: &str) -> core::Node {
+        n.metadata
+            .labels
+            .as_mut()
+            .expect("labels")
+            .insert("topology.kubernetes.io/zone".into(), zone.into());
+        n
+    }
+
+    fn web(name: &str) -> core::Pod {
+        let mut p = pod(name, None, "100m", "128Mi");
+        p.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        p
+    }
+
+    fn app_selector() -> Option<LabelSelector> {
+        Some(LabelSelector {
+            match_labels: Some([("app".to_string(), "web".to_string())].into()),
+            match_expressions: None,
+        })
+    }
+
+    /// Schedules and assumes, as the API client will between cycles.
+    fn place(s: &mut Snapshot, sched: &mut Scheduler, p: &core::Pod) -> String {
+        let pi = info(p);
+        let r = sched.schedule(&pi, s).expect("schedulable");
+        s.assume_pod(&pi, &r.node);
+        r.node
+    }
+
+    #[test]
+    fn insufficient_cpu_message() {
+        let s = cluster(&[("n1", "1", "4Gi"), ("n2", "1", "4Gi"), ("n3", "1", "4Gi")]);
+        let err = deterministic()
+            .schedule(&info(&pod("big", None, "2", "1Gi")), &s)
+            .expect_err("does not fit");
+        assert_eq!(
+            err.to_string(),
+            "0/3 nodes are available: 3 Insufficient cpu."
+        );
+        assert_eq!(err.reasons, vec![("Insufficient cpu".to_string(), 3)]);
+    }
+
+    #[test]
+    fn taint_and_memory_message_sorted_like_kube_scheduler() {
+        let mut s = cluster(&[("w1", "4", "1Gi"), ("w2", "4", "1Gi"), ("w3", "4", "1Gi")]);
+        for name in ["cp1", "cp2"] {
+            let mut n = node(name, "4", "64Gi", "110");
+            n.spec.as_mut().expect("spec").taints = Some(vec![core::Taint {
+                key: "node-role.kubernetes.io/control-plane".into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]);
+            s.add_node(&n).expect("node");
+        }
+        let err = deterministic()
+            .schedule(&info(&pod("p", None, "100m", "2Gi")), &s)
+            .expect_err("does not fit");
+        assert_eq!(
+            err.to_string(),
+            "0/5 nodes are available: 2 node(s) had untolerated taint \
+             {node-role.kubernetes.io/control-plane: }, 3 Insufficient memory."
+        );
+    }
+
+    #[test]
+    fn one_node_can_report_several_resources() {
+        let s = cluster(&[("n1", "1", "1Gi")]);
+        let err = deterministic()
+            .schedule(&info(&pod("p", None, "2", "2Gi")), &s)
+            .expect_err("does not fit");
+        assert_eq!(
+            err.to_string(),
+            "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory."
+        );
+        let err = deterministic()
+            .schedule(&info(&pod("p", None, "1", "1Gi")), &Snapshot::new())
+            .expect_err("no nodes");
+        assert_eq!(err.to_string(), "no nodes available to schedule pods");
+    }
+
+    #[test]
+    fn least_allocated_node_wins_and_assumed_pods_count() {
+        let mut s = cluster(&[("a", "4", "8Gi"), ("b", "4", "8Gi")]);
+        s.add_pod(&pod("busy", Some("a"), "2", "4Gi")).expect("pod");
+        let mut sched = deterministic();
+        let p = info(&pod("p", None, "1", "2Gi"));
+        let r = sched.schedule(&p, &s).expect("fits");
+        assert_eq!(r.node, "b");
+        // least: (75 + 75) / 2 = 75; balanced: 100; taints: 300; image: 0.
+        assert_eq!(r.score, 75 + 100 + 300);
+        assert_eq!(r.feasible_nodes, 2);
+        // Two 2-cpu pods in a row: the second must not land where the first was assumed.
+        let mut s = cluster(&[("a", "2", "8Gi"), ("b", "2", "8Gi")]);
+        let first = place(&mut s, &mut sched, &pod("p1", None, "2", "1Gi"));
+        let second = place(&mut s, &mut sched, &pod("p2", None, "2", "1Gi"));
+        assert_ne!(first, second);
+        let err = sched
+            .schedule(&info(&pod("p3", None, "2", "1Gi")), &s)
+            .expect_err("full");
+        assert_eq!(
+            err.to_string(),
+            "0/2 nodes are available: 2 Insufficient cpu."
+        );
+    }
+
+    #[test]
+    fn prefer_no_schedule_and_preferred_affinity_steer() {
+        let mut s = Snapshot::new();
+        let mut soft = node("a", "4", "8Gi", "110");
+        soft.spec.as_mut().expect("spec").taints = Some(vec![core::Taint {
+            key: "spot".into(),
+            effect: "PreferNoSchedule".into(),
+            ..Default::default()
+        }]);
+        s.add_node(&soft).expect("node");
+        s.add_node(&node("b", "4", "8Gi", "110")).expect("node");
+        let mut sched = deterministic();
+        assert_eq!(
+            sched
+                .schedule(&info(&pod("p", None, "1", "1Gi")), &s)
+                .expect("fits")
+                .node,
+            "b"
+        );
+
+        let prefer = |target: &str| {
+            let mut p = pod("q", None, "1", "1Gi");
+            p.spec.as_mut().expect("spec").affinity = Some(core::Affinity {
+                node_affinity: Some(core::NodeAffinity {
+                    preferred_during_scheduling_ignored_during_execution: Some(vec![
+                        core::PreferredSchedulingTerm {
+                            weight: 50,
+                            preference: core::NodeSelectorTerm {
+                                match_fields: Some(vec![core::NodeSelectorRequirement {
+                                    key: "metadata.name".into(),
+                                    operator: "In".into(),
+                                    values: Some(vec![target.into()]),
+                                }]),
+                                match_expressions: None,
+                            },
+                        },
+                    ]),
+                    required_during_scheduling_ignored_during_execution: None,
+                }),
+                ..Default::default()
+            });
+            p
+        };
+        // The soft taint (3 × 100) outweighs node affinity (2 × 100)...
+        assert_eq!(
+            sched.schedule(&info(&prefer("a")), &s).expect("fits").node,
+            "b"
+        );
+        // ...which decides between otherwise equal nodes.
+        s.add_node(&node("c", "4", "8Gi", "110")).expect("node");
+        assert_eq!(
+            sched.schedule(&info(&prefer("c")), &s).expect("fits").node,
+            "c"
+        );
+    }
+
+    #[test]
+    fn required_node_selector_and_cordon() {
+        let mut s = cluster(&[("a", "4", "8Gi"), ("b", "4", "8Gi"), ("c", "4", "8Gi")]);
+        let mut cordoned = node("c", "4", "8Gi", "110");
+        cordoned.spec.as_mut().expect("spec").unschedulable = Some(true);
+        s.update_node(&cordoned).expect("node");
+        let mut p = pod("p", None, "1", "1Gi");
+        p.spec.as_mut().expect("spec").node_selector =
+            Some([("kubernetes.io/hostname".to_string(), "b".to_string())].into());
+        let mut sched = deterministic();
+        assert_eq!(sched.schedule(&info(&p), &s).expect("fits").node, "b");
+        p.spec.as_mut().expect("spec").node_selector =
+            Some([("kubernetes.io/hostname".to_string(), "z".to_string())].into());
+        let err = sched.schedule(&info(&p), &s).expect_err("no match");
+        assert_eq!(
+            err.to_string(),
+            "0/3 nodes are available: 1 node(s) were unschedulable, \
+             2 node(s) didn't match Pod's node affinity/selector."
+        );
+    }
+
+    #[test]
+    fn anti_affinity_puts_replicas_on_distinct_hosts() {
+        let mut s = cluster(&[("a", "4", "8Gi"), ("b", "4", "8Gi"), ("c", "4", "8Gi")]);
+        let mut sched = deterministic();
+        let replica = |name: &str| {
+            let mut p = web(name);
+            p.spec.as_mut().expect("spec").affinity = Some(core::Affinity {
+                pod_anti_affinity: Some(core::PodAntiAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(vec![
+                        core::PodAffinityTerm {
+                            label_selector: app_selector(),
+                            topology_key: "kubernetes.io/hostname".into(),
+                            ..Default::default()
+                        },
+                    ]),
+                    preferred_during_scheduling_ignored_during_execution: None,
+                }),
+                ..Default::default()
+            });
+            p
+        };
+        let mut nodes: Vec<String> = (0..3)
+            .map(|i| place(&mut s, &mut sched, &replica(&format!("web-{i}"))))
+            .collect();
+        nodes.sort();
+        assert_eq!(nodes, vec!["a", "b", "c"]);
+        // The replicas' anti-affinity is checked first, as kube-scheduler does.
+        let err = sched
+            .schedule(&info(&replica("web-3")), &s)
+            .expect_err("no host left");
+        assert_eq!(
+            err.to_string(),
+            "0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules."
+        );
+        // The incoming pod's own anti-affinity against plain web pods.
+        let mut s2 = cluster(&[("a", "4", "8Gi"), ("b", "4", "8Gi")]);
+        s2.add_pod(&{
+            let mut p = web("plain-a");
+            p.spec.as_mut().expect("spec").node_name = Some("a".into());
+            p
+        })
+        .expect("pod");
+        assert_eq!(place(&mut s2, &mut sched, &replica("web-x")), "b");
+        let err = sched
+            .schedule(&info(&replica("web-y")), &s2)
+            .expect_err("no host left");
+        assert_eq!(
+            err.to_string(),
+            "0/2 nodes are available: 1 node(s) didn't match pod anti-affinity rules, \
+             1 node(s) didn't satisfy existing pods anti-affinity rules."
+        );
+        // A plain web pod is kept out by the existing pods' anti-affinity.
+        let err = sched
+            .schedule(&info(&web("plain")), &s)
+            .expect_err("repelled");
+        assert_eq!(
+            err.to_string(),
+            "0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules."
+        );
+    }
+
+    #[test]
+    fn topology_spread_balances_zones() {
+        let mut s = Snapshot::new();
+        for (name, zone) in [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b")] {
+            s.add_node(&with_zone(node(name, "8", "16Gi", "110"), zone))
+                .expect("node");
+        }
+        let mut sched = deterministic();
+        let spread = |name: &str, when: &str| {
+            let mut p = web(name);
+            p.spec.as_mut().expect("spec").topology_spread_constraints =
+                Some(vec![core::TopologySpreadConstraint {
+                    max_skew: 1,
+                    topology_key: "topology.kubernetes.io/zone".into(),
+                    when_unsatisfiable: when.into(),
+                    label_selector: app_selector(),
+                    ..Default::default()
+                }]);
+            p
+        };
+        let mut per_zone = [0, 0];
+        for i in 0..6 {
+            let n = place(
+                &mut s,
+                &mut sched,
+                &spread(&format!("w{i}"), "DoNotSchedule"),
+            );
+            per_zone[usize::from(n.starts_with('b'))] += 1;
+        }
+        assert_eq!(
+            per_zone,
+            [3, 3],
+            "three nodes in zone a must not draw more pods"
+        );
+        // Soft spreading also prefers the emptier zone.
+        s.add_node(&with_zone(node("c1", "8", "16Gi", "110"), "c"))
+            .expect("node");
+        let n = place(&mut s, &mut sched, &spread("soft", "ScheduleAnyway"));
+        assert_eq!(n, "c1");
+    }
+
+    #[test]
+    fn ties_are_deterministic_or_seeded() {
+        let names = ["n3", "n1", "n2", "n4"];
+        let s = cluster(&names.map(|n| (n, "4", "8Gi")));
+        let p = info(&pod("p", None, "1", "1Gi"));
+        assert_eq!(deterministic().schedule(&p, &s).expect("fits").node, "n1");
+        let pick = |seed| {
+            let mut sched = Scheduler::new(SchedulerConfig {
+                deterministic: false,
+                seed: Some(seed),
+            });
+            (0..8)
+                .map(|_| sched.schedule(&p, &s).expect("fits").node)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pick(7), pick(7));
+        let seen: std::collections::BTreeSet<String> = (0..16).flat_map(pick).collect();
+        assert_eq!(seen.len(), 4, "random ties reach every node: {seen:?}");
+    }
+}
