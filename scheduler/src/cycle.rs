@@ -14,21 +14,12 @@ use crate::pod_info::PodInfo;
 use crate::snapshot::{NodeHot, NodeInfo, Snapshot};
 use crate::unschedulable::Unschedulable;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SchedulerConfig {
     /// Break ties between equally scored nodes by the smallest node name instead of at random.
     pub deterministic: bool,
     /// Seed of the tie-breaking generator; `None` draws one from the process's hash seed.
     pub seed: Option<u64>,
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            deterministic: false,
-            seed: None,
-        }
-    }
 }
 
 /// Where a pod goes.
@@ -90,7 +81,7 @@ impl Scheduler {
                 snapshot.num_nodes(),
             ));
         }
-        self.score(pod, snapshot, hot, slots);
+        self.score(pod, snapshot, slots);
         let best = self.select(slots);
         Ok(ScheduleResult {
             node: slots[self.feasible[best] as usize].name.clone(),
@@ -106,6 +97,7 @@ impl Scheduler {
         self.feasible.clear();
         self.totals.clear();
         self.failures.clear();
+        self.raw.clear();
         let inter = InterPodFilter::prepare(pod, snapshot);
         let spread = SpreadFilter::prepare(pod, snapshot);
         let balanced = resources::balanced_applies(pod);
@@ -132,31 +124,26 @@ impl Scheduler {
                     }
                     self.feasible.push(i as u32);
                     self.totals.push(total);
+                    self.raw.push(taints::raw_score(pod, h, node));
                 }
             }
         }
     }
 
-    fn score(&mut self, pod: &PodInfo, snapshot: &Snapshot, hot: &[NodeHot], slots: &[NodeInfo]) {
+    fn score(&mut self, pod: &PodInfo, snapshot: &Snapshot, slots: &[NodeInfo]) {
         let feasible = &self.feasible;
         let node = |k: usize| &slots[feasible[k] as usize];
 
-        // TaintToleration (reverse-normalized: no untolerated PreferNoSchedule taint = 100).
-        if feasible
-            .iter()
-            .any(|&i| hot[i as usize].prefer_no_schedule_taints > 0)
-        {
-            self.raw.clear();
-            self.raw.extend(
-                feasible
-                    .iter()
-                    .map(|&i| taints::raw_score(pod, &hot[i as usize], &slots[i as usize])),
-            );
-            default_normalize(&mut self.raw, true);
-            add_weighted(&mut self.totals, &self.raw, weights::TAINT_TOLERATION);
-        } else {
-            let all = weights::TAINT_TOLERATION * MAX_NODE_SCORE;
-            self.totals.iter_mut().for_each(|t| *t += all);
+        // TaintToleration, counted by the filter loop into `raw`; reverse-normalized, so a
+        // node without untolerated PreferNoSchedule taints gets 100.
+        let max = self.raw.iter().copied().max().unwrap_or(0);
+        for (t, &count) in self.totals.iter_mut().zip(&self.raw) {
+            let score = if count == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE - MAX_NODE_SCORE * count / max
+            };
+            *t += weights::TAINT_TOLERATION * score;
         }
 
         if !pod.preferred_node_affinity.is_empty() {
@@ -206,7 +193,7 @@ impl Scheduler {
                 let replace = if self.config.deterministic {
                     slots[self.feasible[k] as usize].name < slots[self.feasible[best] as usize].name
                 } else {
-                    self.next_random() % ties == 0
+                    self.next_random().is_multiple_of(ties)
                 };
                 if replace {
                     best = k;

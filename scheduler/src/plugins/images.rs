@@ -34,6 +34,9 @@ pub(crate) fn accumulate(pod: &PodInfo, snapshot: &Snapshot, acc: &mut Vec<i64>)
 
 /// Maps a summed size to 0–100 between 23 MB and 1000 MB per container.
 pub(crate) fn score(sum: i64, containers: usize) -> i64 {
+    if sum <= MIN_THRESHOLD {
+        return 0;
+    }
     let max = MAX_CONTAINER_THRESHOLD * containers.max(1) as i64;
     let sum = sum.clamp(MIN_THRESHOLD, max);
     MAX_NODE_SCORE * (sum - MIN_THRESHOLD) / (max - MIN_THRESHOLD)

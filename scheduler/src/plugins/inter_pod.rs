@@ -135,7 +135,8 @@ impl<'a> InterPodFilter<'a> {
                     None => return Some(Reason::Affinity),
                 }
             }
-            if !pods_exist && !(self.affinity.is_empty() && self.self_affine) {
+            let first_of_group = self.affinity.is_empty() && self.self_affine;
+            if !pods_exist && !first_of_group {
                 return Some(Reason::Affinity);
             }
         }

@@ -44,12 +44,22 @@ fn scalar_misfits(pod: &PodInfo, node: &NodeInfo) -> u64 {
     mask
 }
 
+/// Below this capacity `floor(free × 100 / capacity)` computed in f64 equals the integer
+/// result: the exact quotient is at least 1/capacity away from the next integer, far more than
+/// f64's rounding error, and f64 division is much cheaper than 64-bit integer division.
+const EXACT_F64_CAPACITY: i64 = 1 << 44;
+
 #[inline]
 fn least_requested(requested: i64, capacity: i64) -> i64 {
-    if capacity == 0 || requested > capacity {
+    if capacity <= 0 || requested > capacity {
         return 0;
     }
-    (capacity - requested) * MAX_NODE_SCORE / capacity
+    let free = capacity - requested;
+    if capacity < EXACT_F64_CAPACITY {
+        ((free * MAX_NODE_SCORE) as f64 / capacity as f64) as i64
+    } else {
+        free * MAX_NODE_SCORE / capacity
+    }
 }
 
 /// LeastAllocated: the mean over cpu and memory of the free share after placing the pod,
@@ -180,5 +190,29 @@ mod tests {
         assert_eq!(balanced_allocation(&pod(1000, 0), &h), 87);
         // Over-committed: least allocated gives 0, balanced caps fractions at 1.
         assert_eq!(least_allocated(&pod(8000, 0), &h), 37);
+    }
+
+    #[test]
+    fn float_division_matches_integer_division() {
+        for capacity in [
+            1,
+            3,
+            7,
+            4000,
+            32_000,
+            137_438_953_472,
+            (1 << 44) - 1,
+            1 << 44,
+            1 << 50,
+        ] {
+            for requested in [0, 1, capacity / 3, capacity / 2, capacity - 1, capacity] {
+                let exact = (capacity - requested) * MAX_NODE_SCORE / capacity;
+                assert_eq!(
+                    least_requested(requested, capacity),
+                    exact,
+                    "{requested}/{capacity}"
+                );
+            }
+        }
     }
 }
