@@ -1,0 +1,309 @@
+//! PodTopologySpread: DoNotSchedule constraints filter on skew (matching pods in the node's
+//! domain + the pod itself − the global minimum ≤ maxSkew); ScheduleAnyway constraints score
+//! fewer matching pods higher, weighted by log(number of domains + 2).
+
+use std::collections::HashMap;
+
+use berth_api::well_known::labels::HOSTNAME;
+
+use crate::pod_info::{PodInfo, SpreadConstraint};
+use crate::selectors::tolerated;
+use crate::snapshot::{NodeInfo, Snapshot};
+
+use super::{Reason, MAX_NODE_SCORE};
+
+/// Score of a node the scoring ignores (it lacks a constraint's topology label).
+pub(crate) const IGNORED: i64 = -1;
+
+/// Matching pods on a node: same namespace as the pod, not terminating.
+fn count_matching(pod: &PodInfo, c: &SpreadConstraint, node: &NodeInfo) -> i64 {
+    node.pods
+        .iter()
+        .filter(|p| !p.terminating && p.namespace == pod.namespace && c.selector.matches(&p.labels))
+        .count() as i64
+}
+
+fn has_all_keys(constraints: &[&SpreadConstraint], node: &NodeInfo) -> bool {
+    constraints
+        .iter()
+        .all(|c| node.labels.contains_key(&c.topology_key))
+}
+
+/// Whether the node counts for the constraint under its nodeAffinityPolicy and
+/// nodeTaintsPolicy.
+fn included(pod: &PodInfo, c: &SpreadConstraint, node: &NodeInfo) -> bool {
+    if c.honor_node_affinity && !pod.required_node_affinity.matches(&node.name, &node.labels) {
+        return false;
+    }
+    !c.honor_taints
+        || node
+            .taints
+            .iter()
+            .filter(|t| t.effect.is_hard())
+            .all(|t| tolerated(&pod.tolerations, t))
+}
+
+#[derive(Debug)]
+struct HardConstraint<'a> {
+    c: &'a SpreadConstraint,
+    counts: HashMap<&'a str, i64>,
+    min: i64,
+    self_match: i64,
+}
+
+/// The filter's pre-computed domain counts for one pod.
+#[derive(Debug)]
+pub(crate) struct SpreadFilter<'a> {
+    constraints: Vec<HardConstraint<'a>>,
+}
+
+impl<'a> SpreadFilter<'a> {
+    /// `None` when the pod has no DoNotSchedule constraint.
+    pub(crate) fn prepare(pod: &'a PodInfo, snapshot: &'a Snapshot) -> Option<Self> {
+        let hard: Vec<&SpreadConstraint> = pod.spread.iter().filter(|c| c.hard).collect();
+        if hard.is_empty() {
+            return None;
+        }
+        let mut constraints: Vec<HardConstraint> = hard
+            .iter()
+            .map(|c| HardConstraint {
+                c,
+                counts: HashMap::new(),
+                min: 0,
+                self_match: i64::from(c.selector.matches(&pod.labels)),
+            })
+            .collect();
+        for node in snapshot.slots().iter().filter(|n| n.exists) {
+            if !has_all_keys(&hard, node) {
+                continue;
+            }
+            for hc in &mut constraints {
+                if !included(pod, hc.c, node) {
+                    continue;
+                }
+                let value = node.labels[&hc.c.topology_key].as_str();
+                *hc.counts.entry(value).or_insert(0) += count_matching(pod, hc.c, node);
+            }
+        }
+        for hc in &mut constraints {
+            hc.min = hc
+                .counts
+                .values()
+                .copied()
+                .min()
+                .unwrap_or(i64::from(i32::MAX));
+            if hc
+                .c
+                .min_domains
+                .is_some_and(|m| (hc.counts.len() as i64) < i64::from(m))
+            {
+                hc.min = 0;
+            }
+        }
+        Some(SpreadFilter { constraints })
+    }
+
+    pub(crate) fn filter(&self, node: &NodeInfo) -> Option<Reason> {
+        for hc in &self.constraints {
+            let Some(value) = node.labels.get(&hc.c.topology_key) else {
+                return Some(Reason::SpreadMissingLabel);
+            };
+            let matching = hc.counts.get(value.as_str()).copied().unwrap_or(0);
+            if matching + hc.self_match - hc.min > i64::from(hc.c.max_skew) {
+                return Some(Reason::Spread);
+            }
+        }
+        None
+    }
+}
+
+/// The score's state: per ScheduleAnyway constraint, matching pods per domain of the feasible
+/// nodes and the constraint's normalizing weight.
+#[derive(Debug)]
+pub(crate) struct SpreadScore<'a> {
+    soft: Vec<&'a SpreadConstraint>,
+    counts: Vec<HashMap<&'a str, i64>>,
+    weights: Vec<f64>,
+}
+
+impl<'a> SpreadScore<'a> {
+    /// `None` when the pod has no ScheduleAnyway constraint (the plugin then scores 0).
+    pub(crate) fn prepare(
+        pod: &'a PodInfo,
+        snapshot: &'a Snapshot,
+        feasible: &[u32],
+    ) -> Option<Self> {
+        let soft: Vec<&SpreadConstraint> = pod.spread.iter().filter(|c| !c.hard).collect();
+        if soft.is_empty() || feasible.is_empty() {
+            return None;
+        }
+        let slots = snapshot.slots();
+        let mut counts: Vec<HashMap<&str, i64>> = vec![HashMap::new(); soft.len()];
+        let mut considered = 0usize;
+        for &i in feasible {
+            let node = &slots[i as usize];
+            if !has_all_keys(&soft, node) {
+                continue;
+            }
+            considered += 1;
+            for (k, c) in soft.iter().enumerate() {
+                if c.topology_key != HOSTNAME {
+                    counts[k]
+                        .entry(node.labels[&c.topology_key].as_str())
+                        .or_insert(0);
+                }
+            }
+        }
+        let weights = soft
+            .iter()
+            .zip(&counts)
+            .map(|(c, m)| {
+                let size = if c.topology_key == HOSTNAME {
+                    considered
+                } else {
+                    m.len()
+                };
+                ((size + 2) as f64).ln()
+            })
+            .collect();
+        for node in slots.iter().filter(|n| n.exists) {
+            if !has_all_keys(&soft, node) {
+                continue;
+            }
+            for (k, c) in soft.iter().enumerate() {
+                if c.topology_key == HOSTNAME || !included(pod, c, node) {
+                    continue;
+                }
+                if let Some(n) = counts[k].get_mut(node.labels[&c.topology_key].as_str()) {
+                    *n += count_matching(pod, c, node);
+                }
+            }
+        }
+        Some(SpreadScore {
+            soft,
+            counts,
+            weights,
+        })
+    }
+
+    /// The node's raw score, or [`IGNORED`].
+    pub(crate) fn raw_score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        if !has_all_keys(&self.soft, node) {
+            return IGNORED;
+        }
+        let mut score = 0.0;
+        for (k, c) in self.soft.iter().enumerate() {
+            let value = node.labels[&c.topology_key].as_str();
+            let count = if c.topology_key == HOSTNAME {
+                count_matching(pod, c, node)
+            } else {
+                self.counts[k].get(value).copied().unwrap_or(0)
+            };
+            score += count as f64 * self.weights[k] + f64::from(c.max_skew - 1);
+        }
+        score.round() as i64
+    }
+}
+
+/// Fewer matching pods score higher: `100 × (max + min − s) / max`; ignored nodes get 0.
+pub(crate) fn normalize(scores: &mut [i64]) {
+    let valid = scores.iter().copied().filter(|&s| s != IGNORED);
+    let min = valid.clone().min().unwrap_or(0);
+    let max = valid.max().unwrap_or(0);
+    for s in scores {
+        *s = if *s == IGNORED {
+            0
+        } else if max == 0 {
+            MAX_NODE_SCORE
+        } else {
+            MAX_NODE_SCORE * (max + min - *s) / max
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::LabelSelector;
+
+    fn constraint(key: &str, max_skew: i32, hard: bool) -> SpreadConstraint {
+        SpreadConstraint {
+            max_skew,
+            topology_key: key.into(),
+            hard,
+            selector: LabelSelector::parse("app=web").expect("selector"),
+            min_domains: None,
+            honor_node_affinity: true,
+            honor_taints: false,
+        }
+    }
+
+    fn web(name: &str) -> PodInfo {
+        PodInfo {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    /// n1, n2 in zone a; n3 in zone b; n4 without a zone.
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot::new();
+        for (name, zone) in [
+            ("n1", Some("a")),
+            ("n2", Some("a")),
+            ("n3", Some("b")),
+            ("n4", None),
+        ] {
+            let mut n = crate::snapshot::tests::node(name, "4", "8Gi", "110");
+            if let Some(zone) = zone {
+                n.metadata
+                    .labels
+                    .as_mut()
+                    .expect("labels")
+                    .insert("zone".into(), zone.into());
+            }
+            s.add_node(&n).expect("node");
+        }
+        s
+    }
+
+    #[test]
+    fn skew_filter() {
+        let mut s = snapshot();
+        s.assume_pod(&web("w1"), "n1");
+        let mut pod = web("w2");
+        pod.spread = vec![constraint("zone", 1, true)];
+        let state = SpreadFilter::prepare(&pod, &s).expect("state");
+        let node = |n: &str| s.node(n).expect("node");
+        // zone a has 1, zone b 0: a would reach skew 2.
+        assert_eq!(state.filter(node("n2")), Some(Reason::Spread));
+        assert_eq!(state.filter(node("n3")), None);
+        assert_eq!(state.filter(node("n4")), Some(Reason::SpreadMissingLabel));
+        // minDomains 3 with two domains: the global minimum counts as 0.
+        pod.spread[0].min_domains = Some(3);
+        pod.spread[0].max_skew = 2;
+        let state = SpreadFilter::prepare(&pod, &s).expect("state");
+        assert_eq!(state.filter(node("n2")), None);
+    }
+
+    #[test]
+    fn soft_constraint_scores() {
+        let mut s = snapshot();
+        s.assume_pod(&web("w1"), "n1");
+        s.assume_pod(&web("w2"), "n2");
+        let mut pod = web("w3");
+        pod.spread = vec![constraint("zone", 1, false)];
+        let feasible = [0u32, 1, 2, 3];
+        let state = SpreadScore::prepare(&pod, &s, &feasible).expect("state");
+        let mut raw: Vec<i64> = feasible
+            .iter()
+            .map(|&i| state.raw_score(&pod, &s.slots()[i as usize]))
+            .collect();
+        // Two zones: weight ln(4); zone a has 2 pods → round(2 × 1.386) = 3; zone b 0.
+        assert_eq!(raw, vec![3, 3, 0, IGNORED]);
+        normalize(&mut raw);
+        assert_eq!(raw, vec![0, 0, 100, 0]);
+    }
+}

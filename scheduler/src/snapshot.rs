@@ -1,0 +1,535 @@
+//! The cluster as the scheduler sees it: one [`NodeInfo`] per node with the pods on it, kept
+//! up to date by incremental calls (never rebuilt), plus a compact copy of each node's numbers
+//! ([`NodeHot`]) so the per-node filter and score loop reads one small array.
+
+use std::collections::{BTreeMap, HashMap};
+
+use berth_api::k8s_openapi::api::core::v1 as core;
+use berth_api::QuantityError;
+
+use crate::pod_info::{HostPort, PodInfo, PodInfoError, Resources};
+use crate::selectors::Taint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("node {node}: invalid {resource} quantity in status.allocatable")]
+    NodeQuantity {
+        node: String,
+        resource: String,
+        #[source]
+        source: QuantityError,
+    },
+    #[error("node without a name")]
+    NodeWithoutName,
+    #[error("pod {pod} is not bound to a node")]
+    PodNotBound { pod: String },
+    #[error("parsing pod")]
+    Pod(#[from] PodInfoError),
+}
+
+/// One node and the pods on it (bound or assumed).
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub unschedulable: bool,
+    pub allocatable: Resources,
+    pub allowed_pods: i64,
+    /// Sum of the pods' requests (what NodeResourcesFit compares with allocatable).
+    pub requested: Resources,
+    /// Sum of the pods' cpu and memory with missing requests taken as the defaults.
+    pub non_zero_cpu: i64,
+    pub non_zero_memory: i64,
+    pub used_ports: Vec<HostPort>,
+    /// `status.images`: every name of every image, with its size in bytes.
+    pub images: Vec<(String, i64)>,
+    pub pods: Vec<PodInfo>,
+    /// Pods with any inter-pod affinity or anti-affinity term.
+    pub pods_with_affinity: u32,
+    pub pods_with_required_anti_affinity: u32,
+    /// False for a slot that only holds pods whose node is not (or no longer) known.
+    pub exists: bool,
+}
+
+/// The numbers of one node the hot loop reads, copied out of its [`NodeInfo`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct NodeHot {
+    pub alloc_cpu: i64,
+    pub alloc_memory: i64,
+    pub alloc_ephemeral: i64,
+    pub alloc_pods: i64,
+    pub req_cpu: i64,
+    pub req_memory: i64,
+    pub req_ephemeral: i64,
+    pub pod_count: i64,
+    pub nz_cpu: i64,
+    pub nz_memory: i64,
+    /// NoSchedule and NoExecute taints.
+    pub hard_taints: u16,
+    pub prefer_no_schedule_taints: u16,
+    pub unschedulable: bool,
+    pub exists: bool,
+    pub has_ports: bool,
+}
+
+impl NodeHot {
+    fn of(n: &NodeInfo) -> NodeHot {
+        let count = |pred: fn(&Taint) -> bool| n.taints.iter().filter(|t| pred(t)).count() as u16;
+        NodeHot {
+            alloc_cpu: n.allocatable.milli_cpu,
+            alloc_memory: n.allocatable.memory,
+            alloc_ephemeral: n.allocatable.ephemeral_storage,
+            alloc_pods: n.allowed_pods,
+            req_cpu: n.requested.milli_cpu,
+            req_memory: n.requested.memory,
+            req_ephemeral: n.requested.ephemeral_storage,
+            pod_count: n.pods.len() as i64,
+            nz_cpu: n.non_zero_cpu,
+            nz_memory: n.non_zero_memory,
+            hard_taints: count(|t| t.effect.is_hard()),
+            prefer_no_schedule_taints: count(|t| {
+                t.effect == crate::selectors::TaintEffect::PreferNoSchedule
+            }),
+            unschedulable: n.unschedulable,
+            exists: n.exists,
+            has_ports: !n.used_ports.is_empty(),
+        }
+    }
+}
+
+/// The scheduler's view of the cluster. Every update costs O(1) or O(pods on the node).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    slots: Vec<NodeInfo>,
+    hot: Vec<NodeHot>,
+    free: Vec<u32>,
+    by_name: HashMap<String, u32>,
+    /// `namespace/name` → slot of its node.
+    pod_slots: HashMap<String, u32>,
+    /// Image name → (slot → size) of the nodes that have it.
+    images: HashMap<String, HashMap<u32, i64>>,
+    namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    nodes: usize,
+    pods_with_affinity: usize,
+    pods_with_required_anti_affinity: usize,
+}
+
+fn pod_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl Snapshot {
+    pub fn new() -> Snapshot {
+        Snapshot::default()
+    }
+
+    /// Number of nodes (slots holding only pods of unknown nodes do not count).
+    pub fn num_nodes(&self) -> usize {
+        self.nodes
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        let slot = *self.by_name.get(name)?;
+        let n = &self.slots[slot as usize];
+        n.exists.then_some(n)
+    }
+
+    /// Adds or replaces a node, keeping the pods already on it.
+    pub fn add_node(&mut self, node: &core::Node) -> Result<(), SnapshotError> {
+        let name = node
+            .metadata
+            .name
+            .clone()
+            .ok_or(SnapshotError::NodeWithoutName)?;
+        let status = node.status.as_ref();
+        let (allocatable, allowed_pods) = Resources::from_map(
+            status.and_then(|s| s.allocatable.as_ref()),
+        )
+        .map_err(|(resource, source)| SnapshotError::NodeQuantity {
+            node: name.clone(),
+            resource,
+            source,
+        })?;
+        let spec = node.spec.as_ref();
+        let taints = spec
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .map(Taint::from_api)
+            .collect();
+        let images: Vec<(String, i64)> = status
+            .and_then(|s| s.images.as_ref())
+            .into_iter()
+            .flatten()
+            .flat_map(|i| {
+                let size = i.size_bytes.unwrap_or(0);
+                i.names.iter().flatten().map(move |n| (n.clone(), size))
+            })
+            .collect();
+        let slot = self.slot_for(&name);
+        let info = &mut self.slots[slot as usize];
+        if !info.exists {
+            self.nodes += 1;
+        }
+        info.exists = true;
+        info.labels = node.metadata.labels.clone().unwrap_or_default();
+        info.taints = taints;
+        info.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        info.allocatable = allocatable;
+        info.allowed_pods = allowed_pods;
+        let old_images = std::mem::replace(&mut info.images, images);
+        for (image, _) in &old_images {
+            if let Some(nodes) = self.images.get_mut(image) {
+                nodes.remove(&slot);
+                if nodes.is_empty() {
+                    self.images.remove(image);
+                }
+            }
+        }
+        for (image, size) in &self.slots[slot as usize].images {
+            self.images
+                .entry(image.clone())
+                .or_default()
+                .insert(slot, *size);
+        }
+        self.refresh(slot);
+        Ok(())
+    }
+
+    /// Same as [`Snapshot::add_node`].
+    pub fn update_node(&mut self, node: &core::Node) -> Result<(), SnapshotError> {
+        self.add_node(node)
+    }
+
+    /// Removes a node; pods still bound to it stay accounted until they are removed.
+    pub fn remove_node(&mut self, name: &str) -> bool {
+        let Some(&slot) = self.by_name.get(name) else {
+            return false;
+        };
+        let info = &mut self.slots[slot as usize];
+        if !info.exists {
+            return false;
+        }
+        info.exists = false;
+        self.nodes -= 1;
+        for (image, _) in std::mem::take(&mut info.images) {
+            if let Some(nodes) = self.images.get_mut(&image) {
+                nodes.remove(&slot);
+                if nodes.is_empty() {
+                    self.images.remove(&image);
+                }
+            }
+        }
+        self.release_if_empty(slot);
+        true
+    }
+
+    /// Adds or replaces a bound pod. A pod that has finished (Succeeded or Failed) uses no
+    /// resources, so it is removed instead.
+    pub fn add_pod(&mut self, pod: &core::Pod) -> Result<(), SnapshotError> {
+        let info = PodInfo::from_pod(pod)?;
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            self.remove_pod(&info.namespace, &info.name);
+            return Ok(());
+        }
+        let Some(node) = info.node_name.clone() else {
+            return Err(SnapshotError::PodNotBound {
+                pod: pod_key(&info.namespace, &info.name),
+            });
+        };
+        self.place(info, &node);
+        Ok(())
+    }
+
+    /// Same as [`Snapshot::add_pod`].
+    pub fn update_pod(&mut self, pod: &core::Pod) -> Result<(), SnapshotError> {
+        self.add_pod(pod)
+    }
+
+    /// Accounts a pod on `node` before its binding is observed, so the next cycles see the
+    /// node's capacity taken. The observed pod later replaces it ([`Snapshot::add_pod`]), or
+    /// [`Snapshot::forget_pod`] drops it when the bind failed.
+    pub fn assume_pod(&mut self, pod: &PodInfo, node: &str) {
+        let mut info = pod.clone();
+        info.node_name = Some(node.to_string());
+        self.place(info, node);
+    }
+
+    /// Drops an assumed pod.
+    pub fn forget_pod(&mut self, namespace: &str, name: &str) -> bool {
+        self.remove_pod(namespace, name)
+    }
+
+    pub fn remove_pod(&mut self, namespace: &str, name: &str) -> bool {
+        let Some(slot) = self.pod_slots.remove(&pod_key(namespace, name)) else {
+            return false;
+        };
+        let info = &mut self.slots[slot as usize];
+        let Some(i) = info
+            .pods
+            .iter()
+            .position(|p| p.name == name && p.namespace == namespace)
+        else {
+            return false;
+        };
+        let pod = info.pods.swap_remove(i);
+        info.requested.add(&pod.requests, -1);
+        info.non_zero_cpu -= pod.non_zero_cpu;
+        info.non_zero_memory -= pod.non_zero_memory;
+        for port in &pod.host_ports {
+            if let Some(j) = info.used_ports.iter().position(|p| p == port) {
+                info.used_ports.swap_remove(j);
+            }
+        }
+        if pod.has_pod_affinity() {
+            info.pods_with_affinity -= 1;
+            self.pods_with_affinity -= 1;
+        }
+        if !pod.required_anti_affinity.is_empty() {
+            info.pods_with_required_anti_affinity -= 1;
+            self.pods_with_required_anti_affinity -= 1;
+        }
+        self.refresh(slot);
+        self.release_if_empty(slot);
+        true
+    }
+
+    /// Labels of a namespace, for affinity terms with a `namespaceSelector`.
+    pub fn set_namespace_labels(&mut self, namespace: &str, labels: BTreeMap<String, String>) {
+        self.namespace_labels.insert(namespace.to_string(), labels);
+    }
+
+    pub fn remove_namespace(&mut self, namespace: &str) {
+        self.namespace_labels.remove(namespace);
+    }
+
+    pub(crate) fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespace_labels.get(namespace)
+    }
+
+    pub(crate) fn slots(&self) -> &[NodeInfo] {
+        &self.slots
+    }
+
+    pub(crate) fn hot(&self) -> &[NodeHot] {
+        &self.hot
+    }
+
+    pub(crate) fn image_nodes(&self, image: &str) -> Option<&HashMap<u32, i64>> {
+        self.images.get(image)
+    }
+
+    pub(crate) fn any_pod_with_affinity(&self) -> bool {
+        self.pods_with_affinity > 0
+    }
+
+    pub(crate) fn any_pod_with_required_anti_affinity(&self) -> bool {
+        self.pods_with_required_anti_affinity > 0
+    }
+
+    fn place(&mut self, info: PodInfo, node: &str) {
+        self.remove_pod(&info.namespace, &info.name);
+        let slot = self.slot_for(node);
+        self.pod_slots
+            .insert(pod_key(&info.namespace, &info.name), slot);
+        let n = &mut self.slots[slot as usize];
+        n.requested.add(&info.requests, 1);
+        n.non_zero_cpu += info.non_zero_cpu;
+        n.non_zero_memory += info.non_zero_memory;
+        n.used_ports.extend(info.host_ports.iter().cloned());
+        if info.has_pod_affinity() {
+            n.pods_with_affinity += 1;
+            self.pods_with_affinity += 1;
+        }
+        if !info.required_anti_affinity.is_empty() {
+            n.pods_with_required_anti_affinity += 1;
+            self.pods_with_required_anti_affinity += 1;
+        }
+        n.pods.push(info);
+        self.refresh(slot);
+    }
+
+    fn slot_for(&mut self, name: &str) -> u32 {
+        if let Some(&slot) = self.by_name.get(name) {
+            return slot;
+        }
+        let info = NodeInfo {
+            name: name.to_string(),
+            ..NodeInfo::default()
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = info;
+                slot
+            }
+            None => {
+                self.slots.push(info);
+                self.hot.push(NodeHot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_name.insert(name.to_string(), slot);
+        slot
+    }
+
+    fn release_if_empty(&mut self, slot: u32) {
+        let info = &mut self.slots[slot as usize];
+        if info.exists || !info.pods.is_empty() {
+            return;
+        }
+        self.by_name.remove(&info.name);
+        *info = NodeInfo::default();
+        self.hot[slot as usize] = NodeHot::default();
+        self.free.push(slot);
+    }
+
+    fn refresh(&mut self, slot: u32) {
+        self.hot[slot as usize] = NodeHot::of(&self.slots[slot as usize]);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use berth_api::k8s_openapi::api::core::v1::{ContainerImage, NodeSpec, NodeStatus};
+    use berth_api::k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
+    use berth_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    pub(crate) fn node(name: &str, cpu: &str, memory: &str, pods: &str) -> core::Node {
+        core::Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("kubernetes.io/hostname".to_string(), name.to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                allocatable: Some(
+                    [
+                        ("cpu".to_string(), Q(cpu.into())),
+                        ("memory".to_string(), Q(memory.into())),
+                        ("pods".to_string(), Q(pods.into())),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub(crate) fn pod(name: &str, node: Option<&str>, cpu: &str, memory: &str) -> core::Pod {
+        core::Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(core::PodSpec {
+                node_name: node.map(Into::into),
+                containers: vec![core::Container {
+                    name: "c".into(),
+                    image: Some("nginx:1.27".into()),
+                    resources: Some(core::ResourceRequirements {
+                        requests: Some(
+                            [
+                                ("cpu".to_string(), Q(cpu.into())),
+                                ("memory".to_string(), Q(memory.into())),
+                            ]
+                            .into(),
+                        ),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn pods_accumulate_and_leave() {
+        let mut s = Snapshot::new();
+        s.add_node(&node("n1", "4", "8Gi", "110")).expect("node");
+        s.add_pod(&pod("a", Some("n1"), "500m", "1Gi"))
+            .expect("pod");
+        s.add_pod(&pod("b", Some("n1"), "250m", "1Gi"))
+            .expect("pod");
+        // Re-adding a pod replaces it rather than counting it twice.
+        s.add_pod(&pod("b", Some("n1"), "250m", "1Gi"))
+            .expect("pod");
+        let n = s.node("n1").expect("n1");
+        assert_eq!(n.requested.milli_cpu, 750);
+        assert_eq!(n.requested.memory, 2 << 30);
+        assert_eq!(n.pods.len(), 2);
+        assert!(s.remove_pod("default", "a"));
+        assert!(!s.remove_pod("default", "a"));
+        assert_eq!(s.node("n1").expect("n1").requested.milli_cpu, 250);
+        assert_eq!(s.hot()[0].req_cpu, 250);
+        assert_eq!(s.hot()[0].pod_count, 1);
+    }
+
+    #[test]
+    fn assumed_pod_counts_until_forgotten() {
+        let mut s = Snapshot::new();
+        s.add_node(&node("n1", "4", "8Gi", "110")).expect("node");
+        let p = PodInfo::from_pod(&pod("a", None, "1", "1Gi")).expect("pod");
+        s.assume_pod(&p, "n1");
+        assert_eq!(s.node("n1").expect("n1").requested.milli_cpu, 1000);
+        assert!(s.forget_pod("default", "a"));
+        assert_eq!(s.node("n1").expect("n1").requested.milli_cpu, 0);
+    }
+
+    #[test]
+    fn pods_of_unknown_node_wait_for_it_and_slots_are_reused() {
+        let mut s = Snapshot::new();
+        s.add_pod(&pod("a", Some("n9"), "1", "1Gi")).expect("pod");
+        assert_eq!(s.num_nodes(), 0);
+        assert!(s.node("n9").is_none());
+        s.add_node(&node("n9", "4", "8Gi", "110")).expect("node");
+        assert_eq!(s.num_nodes(), 1);
+        assert_eq!(s.node("n9").expect("n9").requested.milli_cpu, 1000);
+        assert!(s.remove_node("n9"));
+        assert!(s.remove_pod("default", "a"));
+        s.add_node(&node("n2", "4", "8Gi", "110")).expect("node");
+        assert_eq!(s.slots().len(), 1, "freed slot reused");
+        assert!(s.pod_slots.is_empty());
+    }
+
+    #[test]
+    fn images_index_follows_node_updates() {
+        let mut s = Snapshot::new();
+        let mut n = node("n1", "4", "8Gi", "110");
+        n.status.as_mut().expect("status").images = Some(vec![ContainerImage {
+            names: Some(vec![
+                "nginx:1.27".into(),
+                "docker.io/library/nginx:1.27".into(),
+            ]),
+            size_bytes: Some(100),
+        }]);
+        s.add_node(&n).expect("node");
+        assert_eq!(
+            s.image_nodes("nginx:1.27").expect("indexed").get(&0),
+            Some(&100)
+        );
+        n.status.as_mut().expect("status").images = None;
+        s.update_node(&n).expect("node");
+        assert!(s.image_nodes("nginx:1.27").is_none());
+    }
+
+    #[test]
+    fn bad_allocatable_is_an_error() {
+        let mut s = Snapshot::new();
+        let err = s
+            .add_node(&node("n1", "x", "8Gi", "110"))
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "node n1: invalid cpu quantity in status.allocatable"
+        );
+        let err = s.add_pod(&pod("a", None, "1", "1Gi")).expect_err("refused");
+        assert_eq!(err.to_string(), "pod default/a is not bound to a node");
+    }
+}
