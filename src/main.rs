@@ -35,6 +35,15 @@ enum Command {
     /// Run a scenario benchmark.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Simulate cluster members for tests and benchmarks.
+    #[command(subcommand)]
+    Simulate(SimulateCommand),
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// Register N nodes, renew their Leases and run the pods bound to them (like kwok).
+    Nodes(berth_bench::nodesim::Options),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +130,9 @@ fn main() -> anyhow::Result<()> {
         Command::Cleanup(args) => cleanup(&args.data_dir),
         Command::Bench(BenchCommand::Apiserver(opts)) => {
             berth_bench::apiserver::run(&opts).context("berth bench apiserver")
+        }
+        Command::Simulate(SimulateCommand::Nodes(opts)) => {
+            berth_bench::nodesim::run(&opts).context("berth simulate nodes")
         }
     }
 }
