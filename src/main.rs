@@ -176,25 +176,10 @@ fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::R
     }
 }
 
-/// Removes the files Berth made under `data_dir`, then the directory if nothing else is there.
+/// Removes what Berth made under `data_dir`.
 fn cleanup(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    for name in ["store.redb", "admin.kubeconfig"] {
-        let path = data_dir.join(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => println!("removed {}", path.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
-    }
-    let pki = data_dir.join("pki");
-    match std::fs::remove_dir_all(&pki) {
-        Ok(()) => println!("removed {}", pki.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", pki.display())),
-    }
-    // Only an empty directory goes: whatever else is in it is not ours.
-    if std::fs::remove_dir(data_dir).is_ok() {
-        println!("removed {}", data_dir.display());
+    for path in berth_apiserver::cleanup(data_dir).context("berth cleanup")? {
+        println!("removed {}", path.display());
     }
     Ok(())
 }

@@ -24,4 +24,4 @@ pub mod storage;
 pub mod tls;
 
 pub use http::IoMode;
-pub use start::{start, Config, Running, StartError, MAX_BODY, SYSTEM_NAMESPACES};
+pub use start::{cleanup, start, Config, Running, StartError, MAX_BODY, SYSTEM_NAMESPACES};

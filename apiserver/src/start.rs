@@ -1,7 +1,7 @@
 //! Assembles a running API server from its configuration: PKI, store, caches, HTTPS.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -202,6 +202,35 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// Removes the files the API server made under `data_dir` (store, PKI, kubeconfig), then the
+/// directory itself if nothing else is in it. Returns what was removed.
+pub fn cleanup(data_dir: &Path) -> Result<Vec<PathBuf>, StartError> {
+    let mut removed = Vec::new();
+    let failed = |path: &Path, source| StartError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    for name in ["store.redb", "admin.kubeconfig"] {
+        let path = data_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(&path, e)),
+        }
+    }
+    let pki = data_dir.join("pki");
+    match std::fs::remove_dir_all(&pki) {
+        Ok(()) => removed.push(pki),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(&pki, e)),
+    }
+    // Only an empty directory goes: whatever else is in it is not ours.
+    if std::fs::remove_dir(data_dir).is_ok() {
+        removed.push(data_dir.to_path_buf());
+    }
+    Ok(removed)
+}
+
 /// Creates the system namespaces and the `default/kubernetes` Service when they do not exist yet.
 fn bootstrap(api: &Api, port: u16) -> Result<(), StartError> {
     let create = |resource: &str, ns: &str, obj: serde_json::Value| {
@@ -246,4 +275,28 @@ fn bootstrap(api: &Api, port: u16) -> Result<(), StartError> {
         },
     });
     create("services", "default", kubernetes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_removes_only_what_berth_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("pki")).unwrap();
+        std::fs::write(data.join("pki/ca.crt"), "x").unwrap();
+        std::fs::write(data.join("store.redb"), "x").unwrap();
+        std::fs::write(data.join("admin.kubeconfig"), "x").unwrap();
+        std::fs::write(data.join("notes.txt"), "not ours").unwrap();
+        let removed = cleanup(&data).expect("cleanup");
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(data.join("notes.txt").exists());
+        assert!(!data.join("pki").exists() && !data.join("store.redb").exists());
+        std::fs::remove_file(data.join("notes.txt")).unwrap();
+        // Nothing of ours left: the directory itself goes.
+        assert_eq!(cleanup(&data).expect("cleanup"), vec![data.clone()]);
+        assert!(!data.exists());
+    }
 }
