@@ -11,6 +11,7 @@ mod labels;
 pub mod names;
 mod quantity;
 mod quantity_parse;
+pub mod time;
 pub mod well_known;
 
 pub use fields::{escape_value, FieldRequirement, FieldSelector, FieldSelectorError};

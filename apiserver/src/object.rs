@@ -80,9 +80,7 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    berth_api::time::format_time(t)
 }
 
 /// Everything but `metadata` and `status`: what a spec change means for `generation`.

@@ -27,20 +27,11 @@ pub(super) fn time(buf: &[u8], micro: bool) -> Result<Value, ProtobufError> {
     if !(0..=9999).contains(&t.year()) {
         return Err(ProtobufError::BadTime { seconds });
     }
-    let mut s = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    if micro {
-        s.push_str(&format!(".{:06}", t.microsecond()));
-    }
-    s.push('Z');
-    Ok(Value::String(s))
+    Ok(Value::String(if micro {
+        berth_api::time::format_micro_time(t)
+    } else {
+        berth_api::time::format_time(t)
+    }))
 }
 
 /// meta/v1 Duration {1: nanoseconds}, written as Go's `time.Duration.String()`.

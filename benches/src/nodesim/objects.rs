@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use berth_api::well_known::labels;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 /// Namespace that node heartbeat Leases live in.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -43,34 +42,7 @@ pub fn pod_ip(index: usize, host: u8) -> String {
     format!("10.{}.{}.{host}", 64 + index / 256, index % 256)
 }
 
-/// `metav1.Time`: RFC 3339 to the second.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
-/// `metav1.MicroTime`: RFC 3339 with six fractional digits.
-pub fn micro_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
-}
+pub use berth_api::time::{format_micro_time as micro_time, format_time as rfc3339};
 
 /// The Node object to create (status follows through the status subresource).
 pub fn node(name: &str, index: usize, shape: &NodeShape) -> Value {
