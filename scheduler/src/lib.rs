@@ -7,11 +7,15 @@
 //! lock and keeps no global state; the API client (watch, queues, bind) wraps it.
 #![forbid(unsafe_code)]
 
+mod binder;
 mod cycle;
 mod plugins;
 mod pod_info;
+mod queue;
+mod run;
 mod selectors;
 mod snapshot;
+mod start;
 mod unschedulable;
 
 pub use cycle::{ScheduleResult, Scheduler, SchedulerConfig};
@@ -25,3 +29,7 @@ pub use selectors::{
 };
 pub use snapshot::{NodeInfo, Snapshot, SnapshotError};
 pub use unschedulable::Unschedulable;
+pub use binder::{bind, report_unschedulable, unschedulable_message, WriteError, COMPONENT};
+pub use queue::{pod_key, Failure, Popped, QueueConfig, SchedulingQueue};
+pub use run::{run, RunConfig, SCHEDULER_NAMES};
+pub use start::{client_from_kubeconfig, run_until_interrupted, spawn, Running, StartError};
