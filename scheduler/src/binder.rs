@@ -104,17 +104,13 @@ pub async fn report_unschedulable(
         "lastTransitionTime": transition,
     }]}});
     let pods: Api<core::Pod> = Api::namespaced(client.clone(), &namespace);
-    pods.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Strategic(&patch),
-    )
-    .await
-    .map_err(|source| WriteError::Condition {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        source,
-    })?;
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .map_err(|source| WriteError::Condition {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
     let nanos = Timestamp::now().as_nanosecond();
     let event = json!({
         "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": namespace},

@@ -123,7 +123,11 @@ impl SchedulingQueue {
 
     /// Sizes of the active, back-off and unschedulable queues.
     pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.active.len(), self.backoff.len(), self.unschedulable.len())
+        (
+            self.active.len(),
+            self.backoff.len(),
+            self.unschedulable.len(),
+        )
     }
 
     /// kube-scheduler's back-off: `initial · 2^(attempts−1)`, at most `max`.
@@ -160,7 +164,8 @@ impl SchedulingQueue {
             );
             return;
         };
-        let changed = entry.pod.spec != pod.spec || entry.pod.metadata.labels != pod.metadata.labels;
+        let changed =
+            entry.pod.spec != pod.spec || entry.pod.metadata.labels != pod.metadata.labels;
         entry.pod = pod;
         if changed && matches!(entry.place, Place::Unschedulable(..)) {
             self.requeue(&key, now);
@@ -193,7 +198,10 @@ impl SchedulingQueue {
 
     /// A popped pod was placed (assumed and bound): it leaves the queue.
     pub fn finish(&mut self, key: &str) {
-        if matches!(self.entries.get(key).map(|e| &e.place), Some(Place::InFlight)) {
+        if matches!(
+            self.entries.get(key).map(|e| &e.place),
+            Some(Place::InFlight)
+        ) {
             self.entries.remove(key);
         }
     }
@@ -216,7 +224,7 @@ impl SchedulingQueue {
                 }
                 self.unschedulable.insert((now, seq, key.to_string()));
             }
-            Failure::Error => self.to_backoff(key),
+            Failure::Error => self.move_to_backoff(key),
         }
     }
 
@@ -317,12 +325,12 @@ impl SchedulingQueue {
             .map(|t| t + self.backoff_for(entry.attempts));
         self.unlink(key, &place);
         match until {
-            Some(t) if t > now => self.to_backoff(key),
-            _ => self.to_active(key),
+            Some(t) if t > now => self.move_to_backoff(key),
+            _ => self.move_to_active(key),
         }
     }
 
-    fn to_backoff(&mut self, key: &str) {
+    fn move_to_backoff(&mut self, key: &str) {
         let seq = self.next_seq();
         let Some(attempts) = self.entries.get(key).map(|e| e.attempts) else {
             return;
@@ -336,7 +344,7 @@ impl SchedulingQueue {
         self.backoff.insert((until, seq, key.to_string()));
     }
 
-    fn to_active(&mut self, key: &str) {
+    fn move_to_active(&mut self, key: &str) {
         let seq = self.next_seq();
         let Some(entry) = self.entries.get_mut(key) else {
             return;
@@ -354,7 +362,7 @@ impl SchedulingQueue {
             let Some((_, _, key)) = self.backoff.pop_first() else {
                 break;
             };
-            self.to_active(&key);
+            self.move_to_active(&key);
         }
     }
 }

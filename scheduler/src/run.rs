@@ -49,10 +49,11 @@ impl Default for RunConfig {
     }
 }
 
+/// Boxed: a Pod event is over 2 KB and most events are pods.
 enum Change {
-    Node(Event<core::Node>),
-    Pod(Event<core::Pod>),
-    Namespace(Event<core::Namespace>),
+    Node(Box<Event<core::Node>>),
+    Pod(Box<Event<core::Pod>>),
+    Namespace(Box<Event<core::Namespace>>),
 }
 
 /// The node fields scheduling decisions read; a heartbeat that changes none of them is no
@@ -129,7 +130,7 @@ impl State {
     fn apply(&mut self, change: Change) {
         let now = Instant::now();
         match change {
-            Change::Node(event) => match event {
+            Change::Node(event) => match *event {
                 Event::Init => self.relist.nodes = Some(HashSet::new()),
                 Event::InitApply(node) => {
                     if let (Some(seen), Some(name)) =
@@ -141,8 +142,12 @@ impl State {
                 }
                 Event::InitDone => {
                     let seen = self.relist.nodes.take().unwrap_or_default();
-                    let gone: Vec<String> =
-                        self.nodes.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+                    let gone: Vec<String> = self
+                        .nodes
+                        .keys()
+                        .filter(|n| !seen.contains(*n))
+                        .cloned()
+                        .collect();
                     for name in gone {
                         self.node_deleted(&name);
                     }
@@ -155,7 +160,7 @@ impl State {
                     }
                 }
             },
-            Change::Pod(event) => match event {
+            Change::Pod(event) => match *event {
                 Event::Init => self.relist.pods = Some(HashSet::new()),
                 Event::InitApply(pod) => {
                     if let Some(seen) = self.relist.pods.as_mut() {
@@ -180,7 +185,7 @@ impl State {
                 Event::Apply(pod) => self.pod_applied(pod, now),
                 Event::Delete(pod) => self.pod_deleted(&pod_key(&pod), now),
             },
-            Change::Namespace(event) => match event {
+            Change::Namespace(event) => match *event {
                 Event::Init => self.relist.namespaces = Some(HashSet::new()),
                 Event::InitApply(ns) => {
                     if let (Some(seen), Some(name)) =
@@ -251,7 +256,9 @@ impl State {
                 Ok(()) => {
                     self.bound.insert(key);
                 }
-                Err(e) => tracing::warn!(error = %e, pod = %key, "bound pod left out of the snapshot"),
+                Err(e) => {
+                    tracing::warn!(error = %e, pod = %key, "bound pod left out of the snapshot")
+                }
             }
             return;
         }
@@ -328,8 +335,7 @@ impl State {
             }
             Err(unschedulable) => {
                 tracing::debug!(pod = %popped.key, reason = %unschedulable, "pod unschedulable");
-                self.queue
-                    .fail(&popped.key, Failure::Unschedulable, now);
+                self.queue.fail(&popped.key, Failure::Unschedulable, now);
                 while self.reports.try_join_next().is_some() {}
                 if self.reports.len() < self.config.report_concurrency
                     && self.queue.set_reported(&popped.key, &unschedulable.message)
@@ -384,13 +390,13 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
     let mut changes: SelectAll<BoxStream<'static, Result<Change, watcher::Error>>> =
         futures::stream::select_all([
             watch(Api::<core::Node>::all(client.clone()))
-                .map(|r| r.map(Change::Node))
+                .map(|r| r.map(|e| Change::Node(Box::new(e))))
                 .boxed(),
             watch(Api::<core::Pod>::all(client.clone()))
-                .map(|r| r.map(Change::Pod))
+                .map(|r| r.map(|e| Change::Pod(Box::new(e))))
                 .boxed(),
             watch(Api::<core::Namespace>::all(client.clone()))
-                .map(|r| r.map(Change::Namespace))
+                .map(|r| r.map(|e| Change::Namespace(Box::new(e))))
                 .boxed(),
         ]);
     let mut state = State {
