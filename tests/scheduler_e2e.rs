@@ -271,3 +271,42 @@ async fn taints_and_node_selectors_are_honoured() {
     );
     scheduler.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_scheduler_process_binds_and_stops_on_sigint() {
+    let server = Server::start();
+    let client = server.client().await;
+    create_node(&client, "only", "2", json!({})).await;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("scheduler")
+        .arg("--kubeconfig")
+        .arg(&server.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning berth scheduler");
+    let mut guard = common::ChildGuard(child);
+    create_pod(&client, "p", "1", json!({})).await;
+    assert_eq!(bound_node(&client, "p").await, "only");
+
+    let pid = guard.0.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("running kill");
+    assert!(sent.success(), "SIGINT sent");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(guard.0.wait());
+    });
+    let status = match rx.recv_timeout(CONVERGE_TIMEOUT) {
+        Ok(status) => status.expect("reaping berth scheduler"),
+        Err(e) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+            panic!("berth scheduler did not exit within {CONVERGE_TIMEOUT:?} of SIGINT ({e})");
+        }
+    };
+    assert!(status.success(), "clean exit: {status}");
+}

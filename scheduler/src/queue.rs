@@ -121,6 +121,11 @@ impl SchedulingQueue {
         self.entries.contains_key(key)
     }
 
+    /// Every queued pod's key.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.entries.keys()
+    }
+
     /// Sizes of the active, back-off and unschedulable queues.
     pub fn sizes(&self) -> (usize, usize, usize) {
         (

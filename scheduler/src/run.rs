@@ -174,6 +174,7 @@ impl State {
                         .bound
                         .iter()
                         .chain(self.assumed.keys())
+                        .chain(self.queue.keys())
                         .filter(|k| !seen.contains(*k))
                         .cloned()
                         .collect();
