@@ -23,13 +23,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a whole single-node cluster in one process on the embedded store (for now: the API
-    /// server and the controllers; later issues add the scheduler, kubelet and data plane).
+    /// server, the controllers and the scheduler; later issues add the kubelet and data plane).
     Up(UpArgs),
     /// Run the Kubernetes API server alone.
     Apiserver(ApiserverArgs),
     /// Run the controllers (namespace lifecycle, default ServiceAccounts, node IPAM) against an
     /// API server.
     Controllers(ControllersArgs),
+    /// Run the scheduler against an API server.
+    Scheduler(SchedulerArgs),
     /// Remove everything Berth created under a data directory.
     Cleanup(CleanupArgs),
     /// Run a scenario benchmark.
@@ -102,6 +104,13 @@ struct ControllersArgs {
 }
 
 #[derive(Args)]
+struct SchedulerArgs {
+    /// Kubeconfig naming the API server and the credentials to use.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+}
+
+#[derive(Args)]
 struct CleanupArgs {
     #[arg(long, default_value = "/var/lib/berth")]
     data_dir: PathBuf,
@@ -127,6 +136,11 @@ fn main() -> anyhow::Result<()> {
             &controller_config(&args.controllers),
         )
         .context("berth controllers"),
+        Command::Scheduler(args) => berth_scheduler::run_until_interrupted(
+            &args.kubeconfig,
+            berth_scheduler::RunConfig::default(),
+        )
+        .context("berth scheduler"),
         Command::Cleanup(args) => cleanup(&args.data_dir),
         Command::Bench(BenchCommand::Apiserver(opts)) => {
             berth_bench::apiserver::run(&opts).context("berth bench apiserver")
@@ -144,7 +158,8 @@ fn controller_config(flags: &ControllerFlags) -> berth_controllers::Config {
     }
 }
 
-/// Runs the API server; with `controllers`, also the controllers, as its admin, once it is up.
+/// Runs the API server; with `controllers`, also the controllers and the scheduler, as its
+/// admin, once it is up.
 fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::Result<()> {
     let config = berth_apiserver::Config {
         data_dir: args.data_dir,
@@ -161,6 +176,14 @@ fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::R
         Some(flags) => Some(
             berth_controllers::spawn(&running.kubeconfig, controller_config(&flags))
                 .context("starting the controllers")?,
+        ),
+        None => None,
+    };
+    // `berth up` schedules too; `berth apiserver` serves alone.
+    let _scheduler = match _controllers {
+        Some(_) => Some(
+            berth_scheduler::spawn(&running.kubeconfig, berth_scheduler::RunConfig::default())
+                .context("starting the scheduler")?,
         ),
         None => None,
     };

@@ -7,21 +7,29 @@
 //! lock and keeps no global state; the API client (watch, queues, bind) wraps it.
 #![forbid(unsafe_code)]
 
+mod binder;
 mod cycle;
 mod plugins;
 mod pod_info;
+mod queue;
+mod run;
 mod selectors;
 mod snapshot;
+mod start;
 mod unschedulable;
 
+pub use binder::{bind, report_unschedulable, unschedulable_message, WriteError, COMPONENT};
 pub use cycle::{ScheduleResult, Scheduler, SchedulerConfig};
 pub use plugins::{weights, MAX_NODE_SCORE};
 pub use pod_info::{
     normalized_image, HostPort, PodInfo, PodInfoError, Resources, SpreadConstraint, WeightedTerm,
     DEFAULT_MEMORY_REQUEST, DEFAULT_MILLI_CPU_REQUEST,
 };
+pub use queue::{pod_key, Failure, Popped, QueueConfig, SchedulingQueue};
+pub use run::{run, RunConfig, SCHEDULER_NAMES};
 pub use selectors::{
     AffinityTerm, NodeSelectorTerm, RequiredNodeAffinity, Taint, TaintEffect, Toleration,
 };
 pub use snapshot::{NodeInfo, Snapshot, SnapshotError};
+pub use start::{client_from_kubeconfig, run_until_interrupted, spawn, Running, StartError};
 pub use unschedulable::Unschedulable;

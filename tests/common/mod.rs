@@ -462,3 +462,41 @@ where
         .unwrap_or_else(|_| panic!("{name}: {what} within {CONVERGE_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("{name}: watching for {what}: {e}"))
 }
+
+/// The scheduler running inside the test process against a server. `stop` stops it cleanly;
+/// dropping the guard aborts it.
+pub struct InProcessScheduler {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcessScheduler {
+    pub fn start(client: kube::Client, config: berth_scheduler::RunConfig) -> InProcessScheduler {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(berth_scheduler::run(client, config, async {
+            let _ = stopped.await;
+        }));
+        InProcessScheduler {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the scheduler and asserts it stopped cleanly within 15 s.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("not yet stopped").send(());
+        let task = self.task.take().expect("not yet stopped");
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("the scheduler stops within 15 s")
+            .expect("the scheduler's task did not panic");
+    }
+}
+
+impl Drop for InProcessScheduler {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
