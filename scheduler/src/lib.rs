@@ -1,10 +1,12 @@
 //! Berth's scheduler: queue → snapshot → filter/score → bind, an API client like any other.
 //!
-//! This crate is its hot path as a pure library: a [`Snapshot`] of the cluster updated
-//! incrementally, a [`PodInfo`] parsed once per pod, and [`Scheduler::schedule`], which runs
-//! kube-scheduler's default filters over every node, scores every feasible node with its
-//! default score plugins and weights, and picks the best. It does no I/O, no async, takes no
-//! lock and keeps no global state; the API client (watch, queues, bind) wraps it.
+//! The hot path is a pure library: a [`Snapshot`] of the cluster updated incrementally, a
+//! [`PodInfo`] parsed once per pod, and [`Scheduler::schedule`], which runs kube-scheduler's
+//! default filters over every node, scores every feasible node with its default score plugins and
+//! weights, and picks the best. Those modules do no I/O, no async, take no lock and keep no global
+//! state. Around them, `run` (watches, the scheduling queue, the loop), `queue` and `binder`
+//! (pods/binding, PodScheduled=False and FailedScheduling events) make it an API client like any
+//! other; it never reaches into the API server's internals.
 #![forbid(unsafe_code)]
 
 mod binder;
