@@ -112,8 +112,8 @@ impl Scheduler {
                 .or_else(|| node_affinity::filter(pod, node))
                 .or_else(|| basic::node_ports(pod, h, node))
                 .or_else(|| resources::fit(pod, h, node))
-                .or_else(|| spread.as_ref().and_then(|s| s.filter(node)))
-                .or_else(|| inter.as_ref().and_then(|s| s.filter(node)));
+                .or_else(|| spread.as_ref().and_then(|s| s.filter(i)))
+                .or_else(|| inter.as_ref().and_then(|s| s.filter(i)));
             match reason {
                 Some(r) => self.failures.push((i as u32, r)),
                 None => {
@@ -157,7 +157,7 @@ impl Scheduler {
         if let Some(scores) = inter_pod::prepare_score(pod, snapshot) {
             self.raw.clear();
             self.raw
-                .extend((0..feasible.len()).map(|k| inter_pod::raw_score(&scores, node(k))));
+                .extend(feasible.iter().map(|&i| inter_pod::raw_score(&scores, i as usize)));
             inter_pod::normalize(&mut self.raw);
             add_weighted(&mut self.totals, &self.raw, weights::INTER_POD_AFFINITY);
         }

@@ -12,6 +12,7 @@ mod plugins;
 mod pod_info;
 mod selectors;
 mod snapshot;
+mod topology;
 mod unschedulable;
 
 pub use cycle::{ScheduleResult, Scheduler, SchedulerConfig};

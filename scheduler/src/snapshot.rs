@@ -9,6 +9,7 @@ use berth_api::QuantityError;
 
 use crate::pod_info::{HostPort, PodInfo, PodInfoError, Resources};
 use crate::selectors::Taint;
+use crate::topology::{Column, IdMap, LabelColumns, PodGroups};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -105,10 +106,12 @@ pub struct Snapshot {
     hot: Vec<NodeHot>,
     free: Vec<u32>,
     by_name: HashMap<String, u32>,
-    /// `namespace/name` → slot of its node.
-    pod_slots: HashMap<String, u32>,
+    /// `namespace/name` → slot of its node and its group in `groups`.
+    pod_slots: HashMap<String, (u32, u32)>,
     /// Image name → (slot → size) of the nodes that have it.
-    images: HashMap<String, HashMap<u32, i64>>,
+    images: HashMap<String, IdMap<u32, i64>>,
+    columns: LabelColumns,
+    groups: PodGroups,
     namespace_labels: HashMap<String, BTreeMap<String, String>>,
     nodes: usize,
     pods_with_affinity: usize,
@@ -174,6 +177,7 @@ impl Snapshot {
         }
         info.exists = true;
         info.labels = node.metadata.labels.clone().unwrap_or_default();
+        self.columns.set(slot as usize, Some(&info.labels));
         info.taints = taints;
         info.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
         info.allocatable = allocatable;
@@ -213,6 +217,7 @@ impl Snapshot {
         }
         info.exists = false;
         self.nodes -= 1;
+        self.columns.set(slot as usize, None);
         for (image, _) in std::mem::take(&mut info.images) {
             if let Some(nodes) = self.images.get_mut(&image) {
                 nodes.remove(&slot);
@@ -263,7 +268,7 @@ impl Snapshot {
     }
 
     pub fn remove_pod(&mut self, namespace: &str, name: &str) -> bool {
-        let Some(slot) = self.pod_slots.remove(&pod_key(namespace, name)) else {
+        let Some((slot, group)) = self.pod_slots.remove(&pod_key(namespace, name)) else {
             return false;
         };
         let info = &mut self.slots[slot as usize];
@@ -275,6 +280,7 @@ impl Snapshot {
             return false;
         };
         let pod = info.pods.swap_remove(i);
+        self.groups.remove(group, slot, pod.terminating);
         info.requested.add(&pod.requests, -1);
         info.non_zero_cpu -= pod.non_zero_cpu;
         info.non_zero_memory -= pod.non_zero_memory;
@@ -317,8 +323,17 @@ impl Snapshot {
         &self.hot
     }
 
-    pub(crate) fn image_nodes(&self, image: &str) -> Option<&HashMap<u32, i64>> {
+    pub(crate) fn image_nodes(&self, image: &str) -> Option<&IdMap<u32, i64>> {
         self.images.get(image)
+    }
+
+    /// Each slot's value of the node label `key`; `None` when no node has that label.
+    pub(crate) fn column(&self, key: &str) -> Option<&Column> {
+        self.columns.column(key)
+    }
+
+    pub(crate) fn groups(&self) -> &PodGroups {
+        &self.groups
     }
 
     pub(crate) fn any_pod_with_affinity(&self) -> bool {
@@ -332,8 +347,9 @@ impl Snapshot {
     fn place(&mut self, info: PodInfo, node: &str) {
         self.remove_pod(&info.namespace, &info.name);
         let slot = self.slot_for(node);
+        let group = self.groups.add(&info, slot);
         self.pod_slots
-            .insert(pod_key(&info.namespace, &info.name), slot);
+            .insert(pod_key(&info.namespace, &info.name), (slot, group));
         let n = &mut self.slots[slot as usize];
         n.requested.add(&info.requests, 1);
         n.non_zero_cpu += info.non_zero_cpu;
@@ -367,6 +383,7 @@ impl Snapshot {
             None => {
                 self.slots.push(info);
                 self.hot.push(NodeHot::default());
+                self.columns.grow(self.slots.len());
                 (self.slots.len() - 1) as u32
             }
         };

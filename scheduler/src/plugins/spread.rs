@@ -9,6 +9,7 @@ use berth_api::well_known::labels::HOSTNAME;
 use crate::pod_info::{PodInfo, SpreadConstraint};
 use crate::selectors::tolerated;
 use crate::snapshot::{NodeInfo, Snapshot};
+use crate::topology::{Column, NO_VALUE};
 
 use super::{Reason, MAX_NODE_SCORE};
 
@@ -29,6 +30,11 @@ fn has_all_keys(constraints: &[&SpreadConstraint], node: &NodeInfo) -> bool {
         .all(|c| node.labels.contains_key(&c.topology_key))
 }
 
+/// Whether [`included`] holds for every node, so the per-node check can be skipped.
+fn includes_every_node(pod: &PodInfo, c: &SpreadConstraint) -> bool {
+    (!c.honor_node_affinity || pod.required_node_affinity.is_empty()) && !c.honor_taints
+}
+
 /// Whether the node counts for the constraint under its nodeAffinityPolicy and
 /// nodeTaintsPolicy.
 fn included(pod: &PodInfo, c: &SpreadConstraint, node: &NodeInfo) -> bool {
@@ -46,7 +52,9 @@ fn included(pod: &PodInfo, c: &SpreadConstraint, node: &NodeInfo) -> bool {
 #[derive(Debug)]
 struct HardConstraint<'a> {
     c: &'a SpreadConstraint,
-    counts: HashMap<&'a str, i64>,
+    column: Option<&'a Column>,
+    /// Matching pods per domain (by value id of the constraint's key).
+    counts: Vec<i64>,
     min: i64,
     self_match: i64,
 }
@@ -59,43 +67,85 @@ pub(crate) struct SpreadFilter<'a> {
 
 impl<'a> SpreadFilter<'a> {
     /// `None` when the pod has no DoNotSchedule constraint.
+    ///
+    /// One pass over the nodes finds the domains the constraints count (nodes with every key
+    /// that the policies include); the matching pods are then summed from the snapshot's pod
+    /// groups, so the cost grows with nodes and with matching pods, not with all pods.
     pub(crate) fn prepare(pod: &'a PodInfo, snapshot: &'a Snapshot) -> Option<Self> {
         let hard: Vec<&SpreadConstraint> = pod.spread.iter().filter(|c| c.hard).collect();
         if hard.is_empty() {
             return None;
         }
+        let slots = snapshot.slots();
         let mut constraints: Vec<HardConstraint> = hard
             .iter()
-            .map(|c| HardConstraint {
-                c,
-                counts: HashMap::new(),
-                min: 0,
-                self_match: i64::from(c.selector.matches(&pod.labels)),
+            .map(|c| {
+                let column = snapshot.column(&c.topology_key);
+                HardConstraint {
+                    c,
+                    column,
+                    counts: vec![0; column.map_or(0, Column::num_values)],
+                    min: 0,
+                    self_match: i64::from(c.selector.matches(&pod.labels)),
+                }
             })
             .collect();
-        for node in snapshot.slots().iter().filter(|n| n.exists) {
-            if !has_all_keys(&hard, node) {
-                continue;
-            }
-            for hc in &mut constraints {
-                if !included(pod, hc.c, node) {
+        // Per constraint, each slot's domain when the slot counts, else NO_VALUE.
+        let mut eligible: Vec<Vec<u32>> = vec![vec![NO_VALUE; slots.len()]; hard.len()];
+        let mut present: Vec<Vec<bool>> = constraints
+            .iter()
+            .map(|hc| vec![false; hc.counts.len()])
+            .collect();
+        if constraints.iter().all(|hc| hc.column.is_some()) {
+            let trivial: Vec<bool> = hard.iter().map(|c| includes_every_node(pod, c)).collect();
+            for (i, node) in slots.iter().enumerate() {
+                if !node.exists {
                     continue;
                 }
-                let value = node.labels[&hc.c.topology_key].as_str();
-                *hc.counts.entry(value).or_insert(0) += count_matching(pod, hc.c, node);
+                let all_keys = constraints
+                    .iter()
+                    .all(|hc| hc.column.is_some_and(|col| col.value(i) != NO_VALUE));
+                if !all_keys {
+                    continue;
+                }
+                for (k, hc) in constraints.iter().enumerate() {
+                    if !trivial[k] && !included(pod, hc.c, node) {
+                        continue;
+                    }
+                    let v = hc.column.map_or(NO_VALUE, |col| col.value(i));
+                    eligible[k][i] = v;
+                    present[k][v as usize] = true;
+                }
+            }
+            for g in snapshot.groups().iter() {
+                if g.namespace != pod.namespace {
+                    continue;
+                }
+                for (k, hc) in constraints.iter_mut().enumerate() {
+                    if !hc.c.selector.matches(&g.labels) {
+                        continue;
+                    }
+                    for (&slot, n) in &g.on {
+                        let v = eligible[k][slot as usize];
+                        if v != NO_VALUE {
+                            hc.counts[v as usize] += i64::from(n.live);
+                        }
+                    }
+                }
             }
         }
-        for hc in &mut constraints {
-            hc.min = hc
+        for (hc, present) in constraints.iter_mut().zip(&present) {
+            let domains = hc
                 .counts
-                .values()
-                .copied()
-                .min()
-                .unwrap_or(i64::from(i32::MAX));
+                .iter()
+                .zip(present)
+                .filter(|(_, p)| **p)
+                .map(|(c, _)| *c);
+            hc.min = domains.clone().min().unwrap_or(i64::from(i32::MAX));
             if hc
                 .c
                 .min_domains
-                .is_some_and(|m| (hc.counts.len() as i64) < i64::from(m))
+                .is_some_and(|m| (domains.count() as i64) < i64::from(m))
             {
                 hc.min = 0;
             }
@@ -103,12 +153,13 @@ impl<'a> SpreadFilter<'a> {
         Some(SpreadFilter { constraints })
     }
 
-    pub(crate) fn filter(&self, node: &NodeInfo) -> Option<Reason> {
+    pub(crate) fn filter(&self, slot: usize) -> Option<Reason> {
         for hc in &self.constraints {
-            let Some(value) = node.labels.get(&hc.c.topology_key) else {
+            let v = hc.column.map_or(NO_VALUE, |col| col.value(slot));
+            if v == NO_VALUE {
                 return Some(Reason::SpreadMissingLabel);
-            };
-            let matching = hc.counts.get(value.as_str()).copied().unwrap_or(0);
+            }
+            let matching = hc.counts[v as usize];
             if matching + hc.self_match - hc.min > i64::from(hc.c.max_skew) {
                 return Some(Reason::Spread);
             }
@@ -269,6 +320,13 @@ mod tests {
         s
     }
 
+    fn slot_of(s: &Snapshot, name: &str) -> usize {
+        s.slots()
+            .iter()
+            .position(|n| n.name == name)
+            .expect("node")
+    }
+
     #[test]
     fn skew_filter() {
         let mut s = snapshot();
@@ -276,7 +334,7 @@ mod tests {
         let mut pod = web("w2");
         pod.spread = vec![constraint("zone", 1, true)];
         let state = SpreadFilter::prepare(&pod, &s).expect("state");
-        let node = |n: &str| s.node(n).expect("node");
+        let node = |n: &str| slot_of(&s, n);
         // zone a has 1, zone b 0: a would reach skew 2.
         assert_eq!(state.filter(node("n2")), Some(Reason::Spread));
         assert_eq!(state.filter(node("n3")), None);
