@@ -148,16 +148,23 @@ impl Scheduler {
 
         if !pod.preferred_node_affinity.is_empty() {
             self.raw.clear();
-            self.raw
-                .extend((0..feasible.len()).map(|k| node_affinity::raw_score(pod, node(k))));
+            let scorer = node_affinity::PreferredScorer::prepare(pod, snapshot);
+            self.raw.extend(
+                feasible
+                    .iter()
+                    .map(|&i| scorer.raw_score(i as usize, &slots[i as usize])),
+            );
             default_normalize(&mut self.raw, false);
             add_weighted(&mut self.totals, &self.raw, weights::NODE_AFFINITY);
         }
 
         if let Some(scores) = inter_pod::prepare_score(pod, snapshot) {
             self.raw.clear();
-            self.raw
-                .extend(feasible.iter().map(|&i| inter_pod::raw_score(&scores, i as usize)));
+            self.raw.extend(
+                feasible
+                    .iter()
+                    .map(|&i| inter_pod::raw_score(&scores, i as usize)),
+            );
             inter_pod::normalize(&mut self.raw);
             add_weighted(&mut self.totals, &self.raw, weights::INTER_POD_AFFINITY);
         }

@@ -61,7 +61,6 @@ impl Column {
     }
 
     /// The value an id stands for (empty for a freed id).
-    #[cfg(test)]
     pub(crate) fn name(&self, id: u32) -> &str {
         self.names.get(id as usize).map_or("", String::as_str)
     }

@@ -351,10 +351,7 @@ mod tests {
     }
 
     fn slot_of(s: &Snapshot, name: &str) -> usize {
-        s.slots()
-            .iter()
-            .position(|n| n.name == name)
-            .expect("node")
+        s.slots().iter().position(|n| n.name == name).expect("node")
     }
 
     #[test]

@@ -98,8 +98,9 @@ impl<'a> SpreadFilter<'a> {
             .collect();
         if constraints.iter().all(|hc| hc.column.is_some()) {
             let trivial: Vec<bool> = hard.iter().map(|c| includes_every_node(pod, c)).collect();
-            for (i, node) in slots.iter().enumerate() {
-                if !node.exists {
+            let hot = snapshot.hot();
+            for (i, h) in hot.iter().enumerate() {
+                if !h.exists {
                     continue;
                 }
                 let all_keys = constraints
@@ -109,7 +110,7 @@ impl<'a> SpreadFilter<'a> {
                     continue;
                 }
                 for (k, hc) in constraints.iter().enumerate() {
-                    if !trivial[k] && !included(pod, hc.c, node) {
+                    if !trivial[k] && !included(pod, hc.c, &slots[i]) {
                         continue;
                     }
                     let v = hc.column.map_or(NO_VALUE, |col| col.value(i));
@@ -321,10 +322,7 @@ mod tests {
     }
 
     fn slot_of(s: &Snapshot, name: &str) -> usize {
-        s.slots()
-            .iter()
-            .position(|n| n.name == name)
-            .expect("node")
+        s.slots().iter().position(|n| n.name == name).expect("node")
     }
 
     #[test]
