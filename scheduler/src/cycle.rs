@@ -14,6 +14,8 @@ use crate::pod_info::PodInfo;
 use crate::snapshot::{NodeHot, NodeInfo, Snapshot};
 use crate::unschedulable::Unschedulable;
 
+const NOT_FEASIBLE: u32 = u32::MAX;
+
 #[derive(Clone, Debug, Default)]
 pub struct SchedulerConfig {
     /// Break ties between equally scored nodes by the smallest node name instead of at random.
@@ -41,6 +43,8 @@ pub struct Scheduler {
     raw: Vec<i64>,
     image_sums: Vec<i64>,
     image_slots: Vec<u32>,
+    /// Per slot, its index in `feasible` or [`NOT_FEASIBLE`] (valid for existing nodes).
+    candidate: Vec<u32>,
     /// Feasible nodes (index into `feasible`) with untolerated PreferNoSchedule taints, and
     /// how many.
     soft_taints: Vec<(u32, i64)>,
@@ -62,6 +66,7 @@ impl Scheduler {
             raw: Vec::new(),
             image_sums: Vec::new(),
             image_slots: Vec::new(),
+            candidate: Vec::new(),
             soft_taints: Vec::new(),
             failures: Vec::new(),
         }
@@ -105,6 +110,8 @@ impl Scheduler {
         self.totals.clear();
         self.failures.clear();
         self.soft_taints.clear();
+        // Slots of nodes that do not exist keep stale entries; no image maps to them.
+        self.candidate.resize(hot.len(), NOT_FEASIBLE);
         let inter = InterPodFilter::prepare(pod, snapshot);
         let spread = SpreadFilter::prepare(pod, snapshot);
         let balanced = resources::balanced_applies(pod);
@@ -138,8 +145,10 @@ impl Scheduler {
             };
             if let Some(r) = reason {
                 self.failures.push((i as u32, r));
+                self.candidate[i] = NOT_FEASIBLE;
                 continue;
             }
+            self.candidate[i] = self.feasible.len() as u32;
             let mut total =
                 full_taint_score + weights::LEAST_ALLOCATED * resources::least_allocated(pod, h);
             if balanced {
@@ -202,6 +211,7 @@ impl Scheduler {
 
         if !pod.images.is_empty() {
             let totals = &mut self.totals;
+            let candidate = &self.candidate;
             let containers = pod.images.len();
             images::for_each_sum(
                 pod,
@@ -209,9 +219,10 @@ impl Scheduler {
                 &mut self.image_sums,
                 &mut self.image_slots,
                 |slot, sum| {
-                    // `feasible` is in slot order.
-                    if let Ok(k) = feasible.binary_search(&slot) {
-                        totals[k] += weights::IMAGE_LOCALITY * images::score(sum, containers);
+                    let k = candidate[slot as usize];
+                    if k != NOT_FEASIBLE {
+                        totals[k as usize] +=
+                            weights::IMAGE_LOCALITY * images::score(sum, containers);
                     }
                 },
             );
