@@ -493,6 +493,101 @@ pub(crate) mod tests {
         assert_eq!(s.hot()[0].pod_count, 1);
     }
 
+    /// Recomputes the pod groups and label columns from the slots and compares them with the
+    /// incrementally kept ones.
+    fn check_indexes(s: &Snapshot) {
+        type Key = (String, Vec<(String, String)>, u32);
+        let mut want: BTreeMap<Key, (u32, u32)> = BTreeMap::new();
+        for (i, n) in s.slots().iter().enumerate() {
+            for p in &n.pods {
+                let labels = p.labels.clone().into_iter().collect();
+                let e = want
+                    .entry((p.namespace.clone(), labels, i as u32))
+                    .or_default();
+                e.0 += 1;
+                e.1 += u32::from(!p.terminating);
+            }
+        }
+        let mut have: BTreeMap<Key, (u32, u32)> = BTreeMap::new();
+        for g in s.groups().iter() {
+            for (&slot, c) in &g.on {
+                let labels = g.labels.clone().into_iter().collect();
+                let old = have.insert((g.namespace.clone(), labels, slot), (c.all, c.live));
+                assert!(old.is_none(), "one group per namespace and labels");
+            }
+        }
+        assert_eq!(have, want);
+        for key in ["kubernetes.io/hostname", "zone"] {
+            let Some(column) = s.column(key) else {
+                continue;
+            };
+            for (i, n) in s.slots().iter().enumerate() {
+                let want = n.labels.get(key).filter(|_| n.exists).map(String::as_str);
+                let v = column.value(i);
+                let have = (v != crate::topology::NO_VALUE).then(|| column.name(v));
+                assert_eq!(have, want, "slot {i} key {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn indexes_follow_every_update() {
+        let mut s = Snapshot::new();
+        let zoned = |name: &str, zone: &str| {
+            let mut n = node(name, "4", "8Gi", "110");
+            let labels = n.metadata.labels.as_mut().expect("labels");
+            labels.insert("zone".into(), zone.into());
+            n
+        };
+        let labelled = |name: &str, node: Option<&str>, app: &str| {
+            let mut p = pod(name, node, "100m", "128Mi");
+            p.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+            p
+        };
+        s.add_node(&zoned("n1", "a")).expect("node");
+        s.add_node(&zoned("n2", "b")).expect("node");
+        check_indexes(&s);
+        s.add_pod(&labelled("w1", Some("n1"), "web")).expect("pod");
+        s.add_pod(&labelled("w2", Some("n1"), "web")).expect("pod");
+        s.add_pod(&labelled("d1", Some("n2"), "db")).expect("pod");
+        check_indexes(&s);
+        // Relabelled: moves to another group; rebound: moves to another slot.
+        s.update_pod(&labelled("w2", Some("n1"), "db"))
+            .expect("pod");
+        s.update_pod(&labelled("w1", Some("n2"), "web"))
+            .expect("pod");
+        check_indexes(&s);
+        let mut t = PodInfo::from_pod(&labelled("t1", None, "web")).expect("pod");
+        t.terminating = true;
+        s.assume_pod(&t, "n2");
+        let web = s.groups().iter().find(|g| g.labels["app"] == "web");
+        let on_n2 = web.expect("web group").on[&1];
+        assert_eq!((on_n2.all, on_n2.live), (2, 1));
+        check_indexes(&s);
+        assert!(s.forget_pod("default", "t1"));
+        check_indexes(&s);
+        // A node changes zone, is removed with its pods still bound, comes back.
+        s.update_node(&zoned("n2", "c")).expect("node");
+        check_indexes(&s);
+        assert!(s.remove_node("n2"));
+        check_indexes(&s);
+        s.add_node(&zoned("n2", "a")).expect("node");
+        check_indexes(&s);
+        // Emptied slots are released and reused with fresh labels and no pods.
+        assert!(s.remove_node("n2"));
+        for name in ["w1", "d1"] {
+            assert!(s.remove_pod("default", name));
+        }
+        check_indexes(&s);
+        s.add_node(&zoned("n3", "b")).expect("node");
+        s.add_pod(&labelled("x", Some("n3"), "web")).expect("pod");
+        check_indexes(&s);
+        assert_eq!(s.slots().len(), 2, "n3 reuses n2's slot");
+        assert_eq!(s.groups().iter().count(), 2);
+        let a = s.column("zone").expect("zone").value(0);
+        assert_eq!(s.column("zone").expect("zone").name(a), "a");
+    }
+
     #[test]
     fn assumed_pod_counts_until_forgotten() {
         let mut s = Snapshot::new();
