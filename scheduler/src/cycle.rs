@@ -200,11 +200,8 @@ impl Scheduler {
 
         if let Some(state) = SpreadScore::prepare(pod, snapshot, feasible) {
             self.raw.clear();
-            self.raw.extend(
-                feasible
-                    .iter()
-                    .map(|&i| state.raw_score(pod, &slots[i as usize])),
-            );
+            self.raw
+                .extend(feasible.iter().map(|&i| state.raw_score(i as usize)));
             spread::normalize(&mut self.raw);
             add_weighted(&mut self.totals, &self.raw, weights::POD_TOPOLOGY_SPREAD);
         }
