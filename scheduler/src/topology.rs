@@ -20,6 +20,9 @@ pub(crate) const NO_VALUE: u32 = u32::MAX;
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 
+/// FxHash's multiplier.
+const SEED: u64 = 0x517c_c1b7_2722_0a95;
+
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
@@ -27,12 +30,12 @@ impl Hasher for IdHasher {
 
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7cc1_b727_220a_95);
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(SEED);
         }
     }
 
     fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0.rotate_left(5) ^ u64::from(n)).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ u64::from(n)).wrapping_mul(SEED);
     }
 }
 
