@@ -1,6 +1,8 @@
 //! The cluster as the scheduler sees it: one [`NodeInfo`] per node with the pods on it, kept
 //! up to date by incremental calls (never rebuilt), plus a compact copy of each node's numbers
-//! ([`NodeHot`]) so the per-node filter and score loop reads one small array.
+//! ([`NodeHot`]) so the per-node filter and score loop reads one small array, and the
+//! [`crate::topology`] indexes (node labels as dense per-key columns, placed pods grouped by
+//! namespace and labels) so topology plugins count per domain without visiting every pod.
 
 use std::collections::{BTreeMap, HashMap};
 
