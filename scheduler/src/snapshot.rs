@@ -11,7 +11,7 @@ use berth_api::QuantityError;
 
 use crate::pod_info::{HostPort, PodInfo, PodInfoError, Resources};
 use crate::selectors::Taint;
-use crate::topology::{Column, IdMap, LabelColumns, PodGroups};
+use crate::topology::{AntiGroups, Column, IdMap, LabelColumns, PodGroups};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -113,16 +113,25 @@ pub struct Snapshot {
     hot: Vec<NodeHot>,
     free: Vec<u32>,
     by_name: HashMap<String, u32>,
-    /// `namespace/name` → slot of its node and its group in `groups`.
-    pod_slots: HashMap<String, (u32, u32)>,
+    /// `namespace/name` → where its pod is accounted.
+    pod_slots: HashMap<String, PodSlot>,
     /// Image name → (slot → size) of the nodes that have it.
     images: HashMap<String, IdMap<u32, i64>>,
     columns: LabelColumns,
     groups: PodGroups,
+    anti_groups: AntiGroups,
     namespace_labels: HashMap<String, BTreeMap<String, String>>,
     nodes: usize,
     pods_with_affinity: usize,
     pods_with_required_anti_affinity: usize,
+}
+
+/// A placed pod's slot, its group in `groups` and in `anti_groups` (if it has anti-affinity).
+#[derive(Clone, Copy, Debug)]
+struct PodSlot {
+    slot: u32,
+    group: u32,
+    anti_group: Option<u32>,
 }
 
 fn pod_key(namespace: &str, name: &str) -> String {
@@ -275,7 +284,12 @@ impl Snapshot {
     }
 
     pub fn remove_pod(&mut self, namespace: &str, name: &str) -> bool {
-        let Some((slot, group)) = self.pod_slots.remove(&pod_key(namespace, name)) else {
+        let Some(PodSlot {
+            slot,
+            group,
+            anti_group,
+        }) = self.pod_slots.remove(&pod_key(namespace, name))
+        else {
             return false;
         };
         let info = &mut self.slots[slot as usize];
@@ -288,6 +302,9 @@ impl Snapshot {
         };
         let pod = info.pods.swap_remove(i);
         self.groups.remove(group, slot, pod.terminating);
+        if let Some(id) = anti_group {
+            self.anti_groups.remove(id, slot);
+        }
         info.requested.add(&pod.requests, -1);
         info.non_zero_cpu -= pod.non_zero_cpu;
         info.non_zero_memory -= pod.non_zero_memory;
@@ -343,6 +360,10 @@ impl Snapshot {
         &self.groups
     }
 
+    pub(crate) fn anti_groups(&self) -> &AntiGroups {
+        &self.anti_groups
+    }
+
     pub(crate) fn any_pod_with_affinity(&self) -> bool {
         self.pods_with_affinity > 0
     }
@@ -355,8 +376,16 @@ impl Snapshot {
         self.remove_pod(&info.namespace, &info.name);
         let slot = self.slot_for(node);
         let group = self.groups.add(&info, slot);
-        self.pod_slots
-            .insert(pod_key(&info.namespace, &info.name), (slot, group));
+        let anti_group = (!info.required_anti_affinity.is_empty())
+            .then(|| self.anti_groups.add(&info.required_anti_affinity, slot));
+        self.pod_slots.insert(
+            pod_key(&info.namespace, &info.name),
+            PodSlot {
+                slot,
+                group,
+                anti_group,
+            },
+        );
         let n = &mut self.slots[slot as usize];
         n.requested.add(&info.requests, 1);
         n.non_zero_cpu += info.non_zero_cpu;
@@ -519,6 +548,25 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(have, want);
+        let mut want: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        for (i, n) in s.slots().iter().enumerate() {
+            for p in n
+                .pods
+                .iter()
+                .filter(|p| !p.required_anti_affinity.is_empty())
+            {
+                let terms = format!("{:?}", p.required_anti_affinity);
+                *want.entry((terms, i as u32)).or_default() += 1;
+            }
+        }
+        let mut have: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        for g in s.anti_groups().iter() {
+            for (&slot, &n) in &g.on {
+                let old = have.insert((format!("{:?}", g.terms), slot), n);
+                assert!(old.is_none(), "one group per set of terms");
+            }
+        }
+        assert_eq!(have, want);
         for key in ["kubernetes.io/hostname", "zone"] {
             let Some(column) = s.column(key) else {
                 continue;
@@ -549,8 +597,32 @@ pub(crate) mod tests {
         s.add_node(&zoned("n1", "a")).expect("node");
         s.add_node(&zoned("n2", "b")).expect("node");
         check_indexes(&s);
-        s.add_pod(&labelled("w1", Some("n1"), "web")).expect("pod");
-        s.add_pod(&labelled("w2", Some("n1"), "web")).expect("pod");
+        let spread_out = |mut p: core::Pod| {
+            p.spec.as_mut().expect("spec").affinity = Some(core::Affinity {
+                pod_anti_affinity: Some(core::PodAntiAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(vec![
+                        core::PodAffinityTerm {
+                            topology_key: "kubernetes.io/hostname".into(),
+                            label_selector: Some(
+                                berth_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                                    match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                                    match_expressions: None,
+                                },
+                            ),
+                            ..Default::default()
+                        },
+                    ]),
+                    preferred_during_scheduling_ignored_during_execution: None,
+                }),
+                ..Default::default()
+            });
+            p
+        };
+        s.add_pod(&spread_out(labelled("w1", Some("n1"), "web")))
+            .expect("pod");
+        s.add_pod(&spread_out(labelled("w2", Some("n1"), "web")))
+            .expect("pod");
+        assert_eq!(s.anti_groups().iter().count(), 1);
         s.add_pod(&labelled("d1", Some("n2"), "db")).expect("pod");
         check_indexes(&s);
         // Relabelled: moves to another group; rebound: moves to another slot.

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::pod_info::PodInfo;
+use crate::selectors::AffinityTerm;
 
 /// A slot's value id when it has no label of the column's key.
 pub(crate) const NO_VALUE: u32 = u32::MAX;
@@ -240,6 +241,90 @@ impl PodGroups {
     }
 }
 
+/// Placed pods with the same required anti-affinity terms (replicas of one workload), and
+/// how many sit on each slot: a cycle matches each distinct set of terms against the incoming
+/// pod once.
+#[derive(Debug, Default)]
+pub(crate) struct AntiGroup {
+    pub terms: Vec<AffinityTerm>,
+    pods: u32,
+    pub on: IdMap<u32, u32>,
+}
+
+/// Pods with required anti-affinity, grouped by their terms.
+#[derive(Debug, Default)]
+pub(crate) struct AntiGroups {
+    /// The terms' `Debug` rendering (AffinityTerm has no `Hash`) → candidate ids.
+    ids: HashMap<String, Vec<u32>>,
+    groups: Vec<AntiGroup>,
+    free: Vec<u32>,
+}
+
+impl AntiGroups {
+    /// Counts a pod with these (non-empty) terms on `slot`; returns the group id.
+    pub(crate) fn add(&mut self, terms: &[AffinityTerm], slot: u32) -> u32 {
+        let key = format!("{terms:?}");
+        let candidates = self.ids.entry(key).or_default();
+        let found = candidates
+            .iter()
+            .copied()
+            .find(|&id| self.groups[id as usize].terms == terms);
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let group = AntiGroup {
+                    terms: terms.to_vec(),
+                    ..AntiGroup::default()
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.groups[id as usize] = group;
+                        id
+                    }
+                    None => {
+                        self.groups.push(group);
+                        (self.groups.len() - 1) as u32
+                    }
+                };
+                candidates.push(id);
+                id
+            }
+        };
+        let g = &mut self.groups[id as usize];
+        g.pods += 1;
+        *g.on.entry(slot).or_default() += 1;
+        id
+    }
+
+    pub(crate) fn remove(&mut self, id: u32, slot: u32) {
+        let Some(g) = self.groups.get_mut(id as usize) else {
+            return;
+        };
+        if let Some(n) = g.on.get_mut(&slot) {
+            *n -= 1;
+            if *n == 0 {
+                g.on.remove(&slot);
+            }
+        }
+        g.pods -= 1;
+        if g.pods == 0 {
+            let g = std::mem::take(g);
+            let key = format!("{:?}", g.terms);
+            if let Some(ids) = self.ids.get_mut(&key) {
+                ids.retain(|&x| x != id);
+                if ids.is_empty() {
+                    self.ids.remove(&key);
+                }
+            }
+            self.free.push(id);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &AntiGroup> {
+        self.groups.iter().filter(|g| g.pods > 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +360,32 @@ mod tests {
         assert_eq!(zone.num_values(), 2);
         c.grow(5);
         assert_eq!(c.column("zone").expect("zone").value(4), NO_VALUE);
+    }
+
+    #[test]
+    fn anti_groups_share_equal_terms() {
+        let term = |app: &str| AffinityTerm {
+            namespaces: vec!["default".into()],
+            namespace_selector: None,
+            selector: berth_api::LabelSelector::parse(&format!("app={app}")).expect("selector"),
+            topology_key: "kubernetes.io/hostname".into(),
+        };
+        let mut g = AntiGroups::default();
+        let a = g.add(&[term("web")], 0);
+        assert_eq!(g.add(&[term("web")], 0), a);
+        assert_eq!(g.add(&[term("web")], 3), a);
+        let b = g.add(&[term("db")], 3);
+        assert_ne!(a, b);
+        let web = g.iter().find(|x| x.terms == [term("web")]).expect("web");
+        assert_eq!((web.on[&0], web.on[&3]), (2, 1));
+        g.remove(a, 0);
+        g.remove(a, 3);
+        let web = g.iter().find(|x| x.terms == [term("web")]).expect("web");
+        assert_eq!(web.on.len(), 1);
+        g.remove(a, 0);
+        assert_eq!(g.iter().count(), 1);
+        assert_eq!(g.add(&[term("cache")], 1), a, "freed id reused");
+        assert_eq!(g.ids.len(), 2, "the emptied key is dropped");
     }
 
     #[test]

@@ -125,8 +125,8 @@ impl<'a> InterPodFilter<'a> {
     /// `None` when neither the pod nor any existing pod has required terms.
     ///
     /// The incoming pod's terms are matched once per pod group (namespace and labels) and only
-    /// the matching groups' nodes are visited; existing pods' anti-affinity is read from the
-    /// nodes that have such pods.
+    /// the matching groups' nodes are visited; existing pods' anti-affinity terms are matched
+    /// once per distinct set of terms.
     pub(crate) fn prepare(pod: &'a PodInfo, snapshot: &'a Snapshot) -> Option<Self> {
         let existing = snapshot.any_pod_with_required_anti_affinity();
         let own = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
@@ -154,18 +154,15 @@ impl<'a> InterPodFilter<'a> {
                 .all(|t| t.matches(&pod.namespace, &pod.labels, ns_labels)),
         };
         if existing {
-            for (i, node) in slots.iter().enumerate() {
-                if !node.exists || node.pods_with_required_anti_affinity == 0 {
-                    continue;
-                }
-                for ep in node
-                    .pods
-                    .iter()
-                    .filter(|p| !p.required_anti_affinity.is_empty())
-                {
-                    for t in &ep.required_anti_affinity {
-                        if t.matches(&pod.namespace, &pod.labels, ns_labels) {
-                            state.existing_anti.add(snapshot, &t.topology_key, i, 1);
+            for g in snapshot.anti_groups().iter() {
+                for t in &g.terms {
+                    if !t.matches(&pod.namespace, &pod.labels, ns_labels) {
+                        continue;
+                    }
+                    for (&slot, &n) in &g.on {
+                        if slots[slot as usize].exists {
+                            let (slot, n) = (slot as usize, i64::from(n));
+                            state.existing_anti.add(snapshot, &t.topology_key, slot, n);
                         }
                     }
                 }
