@@ -14,6 +14,8 @@ use crate::pod_info::PodInfo;
 use crate::snapshot::{NodeHot, NodeInfo, Snapshot};
 use crate::unschedulable::Unschedulable;
 
+const NOT_FEASIBLE: u32 = u32::MAX;
+
 #[derive(Clone, Debug, Default)]
 pub struct SchedulerConfig {
     /// Break ties between equally scored nodes by the smallest node name instead of at random.
@@ -40,6 +42,12 @@ pub struct Scheduler {
     totals: Vec<i64>,
     raw: Vec<i64>,
     image_sums: Vec<i64>,
+    image_slots: Vec<u32>,
+    /// Per slot, its index in `feasible` or [`NOT_FEASIBLE`] (valid for existing nodes).
+    candidate: Vec<u32>,
+    /// Feasible nodes (index into `feasible`) with untolerated PreferNoSchedule taints, and
+    /// how many.
+    soft_taints: Vec<(u32, i64)>,
     failures: Vec<(u32, Reason)>,
 }
 
@@ -57,6 +65,9 @@ impl Scheduler {
             totals: Vec::new(),
             raw: Vec::new(),
             image_sums: Vec::new(),
+            image_slots: Vec::new(),
+            candidate: Vec::new(),
+            soft_taints: Vec::new(),
             failures: Vec::new(),
         }
     }
@@ -92,72 +103,97 @@ impl Scheduler {
 
     /// Runs the filters in kube-scheduler's order, stopping at a node's first failure, and
     /// starts each feasible node's total with the two resource scores (which need no
-    /// normalization) while its numbers are in cache.
+    /// normalization) and a provisional full TaintToleration score while its numbers are in
+    /// cache; nodes with PreferNoSchedule taints are noted in `soft_taints` for correction.
     fn filter(&mut self, pod: &PodInfo, snapshot: &Snapshot, hot: &[NodeHot], slots: &[NodeInfo]) {
         self.feasible.clear();
         self.totals.clear();
         self.failures.clear();
-        self.raw.clear();
+        self.soft_taints.clear();
+        // Slots of nodes that do not exist keep stale entries; no image maps to them.
+        self.candidate.resize(hot.len(), NOT_FEASIBLE);
         let inter = InterPodFilter::prepare(pod, snapshot);
         let spread = SpreadFilter::prepare(pod, snapshot);
         let balanced = resources::balanced_applies(pod);
+        // Without these, a node that is schedulable, untainted and has room passes every
+        // filter, so the full chain runs only for nodes that may fail.
+        let simple = pod.node_name.is_none()
+            && pod.required_node_affinity.is_empty()
+            && pod.host_ports.is_empty()
+            && pod.requests.scalar.is_empty()
+            && spread.is_none()
+            && inter.is_none();
+        let full_taint_score = weights::TAINT_TOLERATION * MAX_NODE_SCORE;
         for (i, h) in hot.iter().enumerate() {
             if !h.exists {
                 continue;
             }
             let node = &slots[i];
-            let reason = basic::unschedulable(pod, h)
-                .or_else(|| basic::node_name(pod, node))
-                .or_else(|| taints::filter(pod, h, node))
-                .or_else(|| node_affinity::filter(pod, node))
-                .or_else(|| basic::node_ports(pod, h, node))
-                .or_else(|| resources::fit(pod, h, node))
-                .or_else(|| spread.as_ref().and_then(|s| s.filter(node)))
-                .or_else(|| inter.as_ref().and_then(|s| s.filter(node)));
-            match reason {
-                Some(r) => self.failures.push((i as u32, r)),
-                None => {
-                    let mut total = weights::LEAST_ALLOCATED * resources::least_allocated(pod, h);
-                    if balanced {
-                        total +=
-                            weights::BALANCED_ALLOCATION * resources::balanced_allocation(pod, h);
-                    }
-                    self.feasible.push(i as u32);
-                    self.totals.push(total);
-                    self.raw.push(taints::raw_score(pod, h, node));
+            let clean =
+                simple && (!h.unschedulable || pod.tolerates_unschedulable) && h.hard_taints == 0;
+            let reason = if clean {
+                resources::fit(pod, h, node)
+            } else {
+                basic::unschedulable(pod, h)
+                    .or_else(|| basic::node_name(pod, node))
+                    .or_else(|| taints::filter(pod, h, node))
+                    .or_else(|| node_affinity::filter(pod, node))
+                    .or_else(|| basic::node_ports(pod, h, node))
+                    .or_else(|| resources::fit(pod, h, node))
+                    .or_else(|| spread.as_ref().and_then(|s| s.filter(i)))
+                    .or_else(|| inter.as_ref().and_then(|s| s.filter(i)))
+            };
+            if let Some(r) = reason {
+                self.failures.push((i as u32, r));
+                self.candidate[i] = NOT_FEASIBLE;
+                continue;
+            }
+            self.candidate[i] = self.feasible.len() as u32;
+            let mut total =
+                full_taint_score + weights::LEAST_ALLOCATED * resources::least_allocated(pod, h);
+            if balanced {
+                total += weights::BALANCED_ALLOCATION * resources::balanced_allocation(pod, h);
+            }
+            if h.prefer_no_schedule_taints != 0 {
+                let count = taints::raw_score(pod, h, node);
+                if count != 0 {
+                    self.soft_taints.push((self.feasible.len() as u32, count));
                 }
             }
+            self.feasible.push(i as u32);
+            self.totals.push(total);
         }
     }
 
     fn score(&mut self, pod: &PodInfo, snapshot: &Snapshot, slots: &[NodeInfo]) {
         let feasible = &self.feasible;
-        let node = |k: usize| &slots[feasible[k] as usize];
 
-        // TaintToleration, counted by the filter loop into `raw`; reverse-normalized, so a
-        // node without untolerated PreferNoSchedule taints gets 100.
-        let max = self.raw.iter().copied().max().unwrap_or(0);
-        for (t, &count) in self.totals.iter_mut().zip(&self.raw) {
-            let score = if count == 0 {
-                MAX_NODE_SCORE
-            } else {
-                MAX_NODE_SCORE - MAX_NODE_SCORE * count / max
-            };
-            *t += weights::TAINT_TOLERATION * score;
+        // TaintToleration, reverse-normalized: the filter gave every node the full 100; a node
+        // with untolerated PreferNoSchedule taints gets 100 − 100 × count / max instead.
+        let max = self.soft_taints.iter().map(|&(_, c)| c).max().unwrap_or(0);
+        for &(k, count) in &self.soft_taints {
+            self.totals[k as usize] -= weights::TAINT_TOLERATION * (MAX_NODE_SCORE * count / max);
         }
 
         if !pod.preferred_node_affinity.is_empty() {
             self.raw.clear();
-            self.raw
-                .extend((0..feasible.len()).map(|k| node_affinity::raw_score(pod, node(k))));
+            let scorer = node_affinity::PreferredScorer::prepare(pod, snapshot);
+            self.raw.extend(
+                feasible
+                    .iter()
+                    .map(|&i| scorer.raw_score(i as usize, &slots[i as usize])),
+            );
             default_normalize(&mut self.raw, false);
             add_weighted(&mut self.totals, &self.raw, weights::NODE_AFFINITY);
         }
 
         if let Some(scores) = inter_pod::prepare_score(pod, snapshot) {
             self.raw.clear();
-            self.raw
-                .extend((0..feasible.len()).map(|k| inter_pod::raw_score(&scores, node(k))));
+            self.raw.extend(
+                feasible
+                    .iter()
+                    .map(|&i| inter_pod::raw_score(&scores, i as usize)),
+            );
             inter_pod::normalize(&mut self.raw);
             add_weighted(&mut self.totals, &self.raw, weights::INTER_POD_AFFINITY);
         }
@@ -165,16 +201,28 @@ impl Scheduler {
         if let Some(state) = SpreadScore::prepare(pod, snapshot, feasible) {
             self.raw.clear();
             self.raw
-                .extend((0..feasible.len()).map(|k| state.raw_score(pod, node(k))));
+                .extend(feasible.iter().map(|&i| state.raw_score(i as usize)));
             spread::normalize(&mut self.raw);
             add_weighted(&mut self.totals, &self.raw, weights::POD_TOPOLOGY_SPREAD);
         }
 
-        if images::accumulate(pod, snapshot, &mut self.image_sums) {
-            for (t, &i) in self.totals.iter_mut().zip(feasible) {
-                let sum = self.image_sums[i as usize];
-                *t += weights::IMAGE_LOCALITY * images::score(sum, pod.images.len());
-            }
+        if !pod.images.is_empty() {
+            let totals = &mut self.totals;
+            let candidate = &self.candidate;
+            let containers = pod.images.len();
+            images::for_each_sum(
+                pod,
+                snapshot,
+                &mut self.image_sums,
+                &mut self.image_slots,
+                |slot, sum| {
+                    let k = candidate[slot as usize];
+                    if k != NOT_FEASIBLE {
+                        totals[k as usize] +=
+                            weights::IMAGE_LOCALITY * images::score(sum, containers);
+                    }
+                },
+            );
         }
     }
 

@@ -18,6 +18,7 @@ mod run;
 mod selectors;
 mod snapshot;
 mod start;
+mod topology;
 mod unschedulable;
 
 pub use binder::{bind, report_unschedulable, unschedulable_message, WriteError, COMPONENT};

@@ -74,6 +74,16 @@ impl NodeSelectorTerm {
         }
     }
 
+    /// The term's label selector when that alone decides it (valid, no `matchFields`); `None`
+    /// when the caller must use [`NodeSelectorTerm::matches`].
+    pub(crate) fn labels_only(&self) -> Option<&LabelSelector> {
+        if self.valid && self.fields.is_empty() {
+            self.labels.as_ref()
+        } else {
+            None
+        }
+    }
+
     pub fn matches(&self, node_name: &str, labels: &BTreeMap<String, String>) -> bool {
         if !self.valid {
             return false;

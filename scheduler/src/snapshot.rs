@@ -1,6 +1,8 @@
 //! The cluster as the scheduler sees it: one [`NodeInfo`] per node with the pods on it, kept
 //! up to date by incremental calls (never rebuilt), plus a compact copy of each node's numbers
-//! ([`NodeHot`]) so the per-node filter and score loop reads one small array.
+//! ([`NodeHot`]) so the per-node filter and score loop reads one small array, and the
+//! [`crate::topology`] indexes (node labels as dense per-key columns, placed pods grouped by
+//! namespace and labels) so topology plugins count per domain without visiting every pod.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,6 +11,7 @@ use berth_api::QuantityError;
 
 use crate::pod_info::{HostPort, PodInfo, PodInfoError, Resources};
 use crate::selectors::Taint;
+use crate::topology::{AntiGroups, Column, IdMap, LabelColumns, PodGroups};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -58,13 +61,16 @@ pub(crate) struct NodeHot {
     pub alloc_cpu: i64,
     pub alloc_memory: i64,
     pub alloc_ephemeral: i64,
-    pub alloc_pods: i64,
+    pub alloc_pods: i32,
     pub req_cpu: i64,
     pub req_memory: i64,
     pub req_ephemeral: i64,
-    pub pod_count: i64,
+    pub pod_count: i32,
     pub nz_cpu: i64,
     pub nz_memory: i64,
+    /// `1 / alloc_cpu` and `1 / alloc_memory` (see `resources::reciprocal`).
+    pub inv_cpu: f64,
+    pub inv_memory: f64,
     /// NoSchedule and NoExecute taints.
     pub hard_taints: u16,
     pub prefer_no_schedule_taints: u16,
@@ -80,13 +86,15 @@ impl NodeHot {
             alloc_cpu: n.allocatable.milli_cpu,
             alloc_memory: n.allocatable.memory,
             alloc_ephemeral: n.allocatable.ephemeral_storage,
-            alloc_pods: n.allowed_pods,
+            alloc_pods: n.allowed_pods.clamp(0, i64::from(i32::MAX)) as i32,
             req_cpu: n.requested.milli_cpu,
             req_memory: n.requested.memory,
             req_ephemeral: n.requested.ephemeral_storage,
-            pod_count: n.pods.len() as i64,
+            pod_count: n.pods.len().min(i32::MAX as usize) as i32,
             nz_cpu: n.non_zero_cpu,
             nz_memory: n.non_zero_memory,
+            inv_cpu: crate::plugins::resources::reciprocal(n.allocatable.milli_cpu),
+            inv_memory: crate::plugins::resources::reciprocal(n.allocatable.memory),
             hard_taints: count(|t| t.effect.is_hard()),
             prefer_no_schedule_taints: count(|t| {
                 t.effect == crate::selectors::TaintEffect::PreferNoSchedule
@@ -105,14 +113,25 @@ pub struct Snapshot {
     hot: Vec<NodeHot>,
     free: Vec<u32>,
     by_name: HashMap<String, u32>,
-    /// `namespace/name` → slot of its node.
-    pod_slots: HashMap<String, u32>,
+    /// `namespace/name` → where its pod is accounted.
+    pod_slots: HashMap<String, PodSlot>,
     /// Image name → (slot → size) of the nodes that have it.
-    images: HashMap<String, HashMap<u32, i64>>,
+    images: HashMap<String, IdMap<u32, i64>>,
+    columns: LabelColumns,
+    groups: PodGroups,
+    anti_groups: AntiGroups,
     namespace_labels: HashMap<String, BTreeMap<String, String>>,
     nodes: usize,
     pods_with_affinity: usize,
     pods_with_required_anti_affinity: usize,
+}
+
+/// A placed pod's slot, its group in `groups` and in `anti_groups` (if it has anti-affinity).
+#[derive(Clone, Copy, Debug)]
+struct PodSlot {
+    slot: u32,
+    group: u32,
+    anti_group: Option<u32>,
 }
 
 fn pod_key(namespace: &str, name: &str) -> String {
@@ -174,6 +193,7 @@ impl Snapshot {
         }
         info.exists = true;
         info.labels = node.metadata.labels.clone().unwrap_or_default();
+        self.columns.set(slot as usize, Some(&info.labels));
         info.taints = taints;
         info.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
         info.allocatable = allocatable;
@@ -213,6 +233,7 @@ impl Snapshot {
         }
         info.exists = false;
         self.nodes -= 1;
+        self.columns.set(slot as usize, None);
         for (image, _) in std::mem::take(&mut info.images) {
             if let Some(nodes) = self.images.get_mut(&image) {
                 nodes.remove(&slot);
@@ -263,7 +284,12 @@ impl Snapshot {
     }
 
     pub fn remove_pod(&mut self, namespace: &str, name: &str) -> bool {
-        let Some(slot) = self.pod_slots.remove(&pod_key(namespace, name)) else {
+        let Some(PodSlot {
+            slot,
+            group,
+            anti_group,
+        }) = self.pod_slots.remove(&pod_key(namespace, name))
+        else {
             return false;
         };
         let info = &mut self.slots[slot as usize];
@@ -275,6 +301,10 @@ impl Snapshot {
             return false;
         };
         let pod = info.pods.swap_remove(i);
+        self.groups.remove(group, slot, pod.terminating);
+        if let Some(id) = anti_group {
+            self.anti_groups.remove(id, slot);
+        }
         info.requested.add(&pod.requests, -1);
         info.non_zero_cpu -= pod.non_zero_cpu;
         info.non_zero_memory -= pod.non_zero_memory;
@@ -317,8 +347,21 @@ impl Snapshot {
         &self.hot
     }
 
-    pub(crate) fn image_nodes(&self, image: &str) -> Option<&HashMap<u32, i64>> {
+    pub(crate) fn image_nodes(&self, image: &str) -> Option<&IdMap<u32, i64>> {
         self.images.get(image)
+    }
+
+    /// Each slot's value of the node label `key`; `None` when no node has that label.
+    pub(crate) fn column(&self, key: &str) -> Option<&Column> {
+        self.columns.column(key)
+    }
+
+    pub(crate) fn groups(&self) -> &PodGroups {
+        &self.groups
+    }
+
+    pub(crate) fn anti_groups(&self) -> &AntiGroups {
+        &self.anti_groups
     }
 
     pub(crate) fn any_pod_with_affinity(&self) -> bool {
@@ -332,8 +375,17 @@ impl Snapshot {
     fn place(&mut self, info: PodInfo, node: &str) {
         self.remove_pod(&info.namespace, &info.name);
         let slot = self.slot_for(node);
-        self.pod_slots
-            .insert(pod_key(&info.namespace, &info.name), slot);
+        let group = self.groups.add(&info, slot);
+        let anti_group = (!info.required_anti_affinity.is_empty())
+            .then(|| self.anti_groups.add(&info.required_anti_affinity, slot));
+        self.pod_slots.insert(
+            pod_key(&info.namespace, &info.name),
+            PodSlot {
+                slot,
+                group,
+                anti_group,
+            },
+        );
         let n = &mut self.slots[slot as usize];
         n.requested.add(&info.requests, 1);
         n.non_zero_cpu += info.non_zero_cpu;
@@ -367,6 +419,7 @@ impl Snapshot {
             None => {
                 self.slots.push(info);
                 self.hot.push(NodeHot::default());
+                self.columns.grow(self.slots.len());
                 (self.slots.len() - 1) as u32
             }
         };
@@ -469,6 +522,144 @@ pub(crate) mod tests {
         assert_eq!(s.node("n1").expect("n1").requested.milli_cpu, 250);
         assert_eq!(s.hot()[0].req_cpu, 250);
         assert_eq!(s.hot()[0].pod_count, 1);
+    }
+
+    /// Recomputes the pod groups and label columns from the slots and compares them with the
+    /// incrementally kept ones.
+    fn check_indexes(s: &Snapshot) {
+        type Key = (String, Vec<(String, String)>, u32);
+        let mut want: BTreeMap<Key, (u32, u32)> = BTreeMap::new();
+        for (i, n) in s.slots().iter().enumerate() {
+            for p in &n.pods {
+                let labels = p.labels.clone().into_iter().collect();
+                let e = want
+                    .entry((p.namespace.clone(), labels, i as u32))
+                    .or_default();
+                e.0 += 1;
+                e.1 += u32::from(!p.terminating);
+            }
+        }
+        let mut have: BTreeMap<Key, (u32, u32)> = BTreeMap::new();
+        for g in s.groups().iter() {
+            for (&slot, c) in &g.on {
+                let labels = g.labels.clone().into_iter().collect();
+                let old = have.insert((g.namespace.clone(), labels, slot), (c.all, c.live));
+                assert!(old.is_none(), "one group per namespace and labels");
+            }
+        }
+        assert_eq!(have, want);
+        let mut want: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        for (i, n) in s.slots().iter().enumerate() {
+            for p in n
+                .pods
+                .iter()
+                .filter(|p| !p.required_anti_affinity.is_empty())
+            {
+                let terms = format!("{:?}", p.required_anti_affinity);
+                *want.entry((terms, i as u32)).or_default() += 1;
+            }
+        }
+        let mut have: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        for g in s.anti_groups().iter() {
+            for (&slot, &n) in &g.on {
+                let old = have.insert((format!("{:?}", g.terms), slot), n);
+                assert!(old.is_none(), "one group per set of terms");
+            }
+        }
+        assert_eq!(have, want);
+        for key in ["kubernetes.io/hostname", "zone"] {
+            let Some(column) = s.column(key) else {
+                continue;
+            };
+            for (i, n) in s.slots().iter().enumerate() {
+                let want = n.labels.get(key).filter(|_| n.exists).map(String::as_str);
+                let v = column.value(i);
+                let have = (v != crate::topology::NO_VALUE).then(|| column.name(v));
+                assert_eq!(have, want, "slot {i} key {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn indexes_follow_every_update() {
+        let mut s = Snapshot::new();
+        let zoned = |name: &str, zone: &str| {
+            let mut n = node(name, "4", "8Gi", "110");
+            let labels = n.metadata.labels.as_mut().expect("labels");
+            labels.insert("zone".into(), zone.into());
+            n
+        };
+        let labelled = |name: &str, node: Option<&str>, app: &str| {
+            let mut p = pod(name, node, "100m", "128Mi");
+            p.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+            p
+        };
+        s.add_node(&zoned("n1", "a")).expect("node");
+        s.add_node(&zoned("n2", "b")).expect("node");
+        check_indexes(&s);
+        let spread_out = |mut p: core::Pod| {
+            p.spec.as_mut().expect("spec").affinity = Some(core::Affinity {
+                pod_anti_affinity: Some(core::PodAntiAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(vec![
+                        core::PodAffinityTerm {
+                            topology_key: "kubernetes.io/hostname".into(),
+                            label_selector: Some(
+                                berth_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                                    match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                                    match_expressions: None,
+                                },
+                            ),
+                            ..Default::default()
+                        },
+                    ]),
+                    preferred_during_scheduling_ignored_during_execution: None,
+                }),
+                ..Default::default()
+            });
+            p
+        };
+        s.add_pod(&spread_out(labelled("w1", Some("n1"), "web")))
+            .expect("pod");
+        s.add_pod(&spread_out(labelled("w2", Some("n1"), "web")))
+            .expect("pod");
+        assert_eq!(s.anti_groups().iter().count(), 1);
+        s.add_pod(&labelled("d1", Some("n2"), "db")).expect("pod");
+        check_indexes(&s);
+        // Relabelled: moves to another group; rebound: moves to another slot.
+        s.update_pod(&labelled("w2", Some("n1"), "db"))
+            .expect("pod");
+        s.update_pod(&labelled("w1", Some("n2"), "web"))
+            .expect("pod");
+        check_indexes(&s);
+        let mut t = PodInfo::from_pod(&labelled("t1", None, "web")).expect("pod");
+        t.terminating = true;
+        s.assume_pod(&t, "n2");
+        let web = s.groups().iter().find(|g| g.labels["app"] == "web");
+        let on_n2 = web.expect("web group").on[&1];
+        assert_eq!((on_n2.all, on_n2.live), (2, 1));
+        check_indexes(&s);
+        assert!(s.forget_pod("default", "t1"));
+        check_indexes(&s);
+        // A node changes zone, is removed with its pods still bound, comes back.
+        s.update_node(&zoned("n2", "c")).expect("node");
+        check_indexes(&s);
+        assert!(s.remove_node("n2"));
+        check_indexes(&s);
+        s.add_node(&zoned("n2", "a")).expect("node");
+        check_indexes(&s);
+        // Emptied slots are released and reused with fresh labels and no pods.
+        assert!(s.remove_node("n2"));
+        for name in ["w1", "d1"] {
+            assert!(s.remove_pod("default", name));
+        }
+        check_indexes(&s);
+        s.add_node(&zoned("n3", "b")).expect("node");
+        s.add_pod(&labelled("x", Some("n3"), "web")).expect("pod");
+        check_indexes(&s);
+        assert_eq!(s.slots().len(), 2, "n3 reuses n2's slot");
+        assert_eq!(s.groups().iter().count(), 2);
+        let a = s.column("zone").expect("zone").value(0);
+        assert_eq!(s.column("zone").expect("zone").name(a), "a");
     }
 
     #[test]

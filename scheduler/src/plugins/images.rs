@@ -10,26 +10,41 @@ const MB: i64 = 1024 * 1024;
 const MIN_THRESHOLD: i64 = 23 * MB;
 const MAX_CONTAINER_THRESHOLD: i64 = 1000 * MB;
 
-/// Sums, per node slot, the scaled sizes of the pod's images the node has. Returns false (and
-/// leaves `acc` untouched) when no node has any of them.
-pub(crate) fn accumulate(pod: &PodInfo, snapshot: &Snapshot, acc: &mut Vec<i64>) -> bool {
+/// Sums, per node slot, the scaled sizes of the pod's images the node has, and calls `f` with
+/// each slot whose sum is positive. Only the nodes having an image are visited: `sums` (indexed
+/// by slot) and `touched` are scratch buffers, left zeroed and empty.
+pub(crate) fn for_each_sum(
+    pod: &PodInfo,
+    snapshot: &Snapshot,
+    sums: &mut Vec<i64>,
+    touched: &mut Vec<u32>,
+    mut f: impl FnMut(u32, i64),
+) {
     let total = snapshot.num_nodes() as f64;
-    let mut any = false;
+    if sums.len() < snapshot.slots().len() {
+        sums.resize(snapshot.slots().len(), 0);
+    }
+    touched.clear();
     for image in &pod.images {
         let Some(nodes) = snapshot.image_nodes(image) else {
             continue;
         };
-        if !any {
-            acc.clear();
-            acc.resize(snapshot.slots().len(), 0);
-            any = true;
-        }
         let spread = nodes.len() as f64 / total;
         for (&slot, &size) in nodes {
-            acc[slot as usize] += (size as f64 * spread) as i64;
+            let sum = &mut sums[slot as usize];
+            if *sum == 0 {
+                touched.push(slot);
+            }
+            *sum += (size as f64 * spread) as i64;
         }
     }
-    any
+    for &slot in touched.iter() {
+        // A slot appears twice only if its first sum was 0; take() makes the repeat see 0.
+        let sum = std::mem::take(&mut sums[slot as usize]);
+        if sum > 0 {
+            f(slot, sum);
+        }
+    }
 }
 
 /// Maps a summed size to 0–100 between 23 MB and 1000 MB per container.
@@ -65,17 +80,24 @@ mod tests {
             images: vec!["app:1".into()],
             ..Default::default()
         };
-        let mut acc = Vec::new();
-        assert!(accumulate(&pod, &snapshot, &mut acc));
+        let (mut sums, mut touched) = (Vec::new(), Vec::new());
+        let collect = |pod: &PodInfo, sums: &mut Vec<i64>, touched: &mut Vec<u32>| {
+            let mut out = Vec::new();
+            for_each_sum(pod, &snapshot, sums, touched, |slot, sum| {
+                out.push((slot, sum))
+            });
+            out
+        };
         // One node of two has it: 500 MB × 1/2.
-        assert_eq!(acc, vec![250 * MB, 0]);
-        assert_eq!(score(acc[0], 1), 100 * (250 - 23) / (1000 - 23));
-        assert_eq!(score(acc[1], 1), 0);
+        assert_eq!(collect(&pod, &mut sums, &mut touched), vec![(0, 250 * MB)]);
+        assert_eq!(sums, vec![0, 0], "scratch left zeroed");
+        assert_eq!(score(250 * MB, 1), 100 * (250 - 23) / (1000 - 23));
+        assert_eq!(score(0, 1), 0);
         assert_eq!(score(5000 * MB, 2), 100);
         let other = PodInfo {
             images: vec!["other:1".into()],
             ..Default::default()
         };
-        assert!(!accumulate(&other, &snapshot, &mut acc));
+        assert!(collect(&other, &mut sums, &mut touched).is_empty());
     }
 }

@@ -3,71 +3,130 @@
 //! existing pods' required affinity (score, min–max normalized). Counts are per topology pair
 //! (label key, value), computed once a cycle from the snapshot.
 
-use std::collections::{BTreeMap, HashMap};
-
 use crate::pod_info::PodInfo;
-use crate::snapshot::{NodeInfo, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::topology::{Column, NO_VALUE};
 
 use super::{Reason, MAX_NODE_SCORE};
 
 /// kube-scheduler's default `hardPodAffinityWeight`.
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
-/// Sums per topology pair, borrowing keys and values from the snapshot for one cycle.
+/// Sums per topology pair (label key, value), dense by the value ids of each key's column.
 #[derive(Debug, Default)]
 pub(crate) struct TopologyCounts<'a> {
-    keys: Vec<&'a str>,
-    counts: HashMap<(&'a str, &'a str), i64>,
+    keys: Vec<(&'a str, &'a Column, Vec<i64>)>,
+    /// Some pair was added to (kube-scheduler's map is non-empty).
+    any: bool,
 }
 
 impl<'a> TopologyCounts<'a> {
-    fn add(&mut self, key: &'a str, labels: &'a BTreeMap<String, String>, value: i64) {
-        let Some(v) = labels.get(key) else {
-            return;
+    fn add(&mut self, snapshot: &'a Snapshot, key: &'a str, slot: usize, value: i64) {
+        let k = match self.keys.iter().position(|(k, ..)| *k == key) {
+            Some(k) => k,
+            None => {
+                let Some(column) = snapshot.column(key) else {
+                    return;
+                };
+                self.keys.push((key, column, vec![0; column.num_values()]));
+                self.keys.len() - 1
+            }
         };
-        if !self.keys.contains(&key) {
-            self.keys.push(key);
+        let (_, column, counts) = &mut self.keys[k];
+        let v = column.value(slot);
+        if v != NO_VALUE {
+            counts[v as usize] += value;
+            self.any = true;
         }
-        *self.counts.entry((key, v.as_str())).or_insert(0) += value;
-    }
-
-    fn get(&self, key: &str, value: &str) -> i64 {
-        self.counts.get(&(key, value)).copied().unwrap_or(0)
     }
 
     fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+        !self.any
     }
 
     /// Whether any pair the node's labels form has a positive count.
-    fn positive_on(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.keys
-            .iter()
-            .any(|k| labels.get(*k).is_some_and(|v| self.get(k, v) > 0))
+    fn positive_on(&self, slot: usize) -> bool {
+        self.keys.iter().any(|(_, column, counts)| {
+            let v = column.value(slot);
+            v != NO_VALUE && counts[v as usize] > 0
+        })
     }
 
     /// Sum over the keys of the count of the node's pair.
-    fn sum_on(&self, labels: &BTreeMap<String, String>) -> i64 {
+    fn sum_on(&self, slot: usize) -> i64 {
         self.keys
             .iter()
-            .filter_map(|k| labels.get(*k).map(|v| self.get(k, v)))
+            .map(|(_, column, counts)| {
+                let v = column.value(slot);
+                if v == NO_VALUE {
+                    0
+                } else {
+                    counts[v as usize]
+                }
+            })
             .sum()
+    }
+}
+
+/// Counts per domain of one term's topology key.
+#[derive(Debug)]
+struct TermCounts<'a> {
+    column: Option<&'a Column>,
+    counts: Vec<i64>,
+}
+
+impl<'a> TermCounts<'a> {
+    fn new(snapshot: &'a Snapshot, key: &str) -> Self {
+        let column = snapshot.column(key);
+        TermCounts {
+            column,
+            counts: vec![0; column.map_or(0, Column::num_values)],
+        }
+    }
+
+    /// Adds to the slot's domain; false when the node lacks the key.
+    fn add(&mut self, slot: usize, value: i64) -> bool {
+        match self.at(slot) {
+            Some(v) => {
+                self.counts[v] += value;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The slot's value id, `None` without the label.
+    #[inline]
+    fn at(&self, slot: usize) -> Option<usize> {
+        let v = self.column?.value(slot);
+        (v != NO_VALUE).then_some(v as usize)
+    }
+
+    #[inline]
+    fn positive_on(&self, slot: usize) -> bool {
+        self.at(slot).is_some_and(|v| self.counts[v] > 0)
     }
 }
 
 /// The filter's pre-computed state for one pod.
 #[derive(Debug)]
 pub(crate) struct InterPodFilter<'a> {
-    pod: &'a PodInfo,
     existing_anti: TopologyCounts<'a>,
-    affinity: TopologyCounts<'a>,
-    anti: TopologyCounts<'a>,
+    /// Per required affinity term: pods matching all the terms, per domain of its key.
+    affinity: Vec<TermCounts<'a>>,
+    affinity_any: bool,
+    /// Per required anti-affinity term: pods it matches, per domain of its key.
+    anti: Vec<TermCounts<'a>>,
     /// The pod matches all its own affinity terms, so the first pod of a group may go anywhere.
     self_affine: bool,
 }
 
 impl<'a> InterPodFilter<'a> {
     /// `None` when neither the pod nor any existing pod has required terms.
+    ///
+    /// The incoming pod's terms are matched once per pod group (namespace and labels) and only
+    /// the matching groups' nodes are visited; existing pods' anti-affinity terms are matched
+    /// once per distinct set of terms.
     pub(crate) fn prepare(pod: &'a PodInfo, snapshot: &'a Snapshot) -> Option<Self> {
         let existing = snapshot.any_pod_with_required_anti_affinity();
         let own = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
@@ -75,47 +134,67 @@ impl<'a> InterPodFilter<'a> {
             return None;
         }
         let ns_labels = |ns: &str| snapshot.namespace_labels(ns);
+        let slots = snapshot.slots();
         let mut state = InterPodFilter {
-            pod,
             existing_anti: TopologyCounts::default(),
-            affinity: TopologyCounts::default(),
-            anti: TopologyCounts::default(),
+            affinity: pod
+                .required_affinity
+                .iter()
+                .map(|t| TermCounts::new(snapshot, &t.topology_key))
+                .collect(),
+            affinity_any: false,
+            anti: pod
+                .required_anti_affinity
+                .iter()
+                .map(|t| TermCounts::new(snapshot, &t.topology_key))
+                .collect(),
             self_affine: pod
                 .required_affinity
                 .iter()
                 .all(|t| t.matches(&pod.namespace, &pod.labels, ns_labels)),
         };
-        for node in snapshot.slots().iter().filter(|n| n.exists) {
-            if existing && node.pods_with_required_anti_affinity > 0 {
-                for ep in node
-                    .pods
-                    .iter()
-                    .filter(|p| !p.required_anti_affinity.is_empty())
-                {
-                    for t in &ep.required_anti_affinity {
-                        if t.matches(&pod.namespace, &pod.labels, ns_labels) {
-                            state.existing_anti.add(&t.topology_key, &node.labels, 1);
+        if existing {
+            for g in snapshot.anti_groups().iter() {
+                for t in &g.terms {
+                    if !t.matches(&pod.namespace, &pod.labels, ns_labels) {
+                        continue;
+                    }
+                    for (&slot, &n) in &g.on {
+                        if slots[slot as usize].exists {
+                            let (slot, n) = (slot as usize, i64::from(n));
+                            state.existing_anti.add(snapshot, &t.topology_key, slot, n);
                         }
                     }
                 }
             }
-            if !own {
-                continue;
-            }
-            for ep in &node.pods {
+        }
+        if own {
+            let mut anti_match = vec![false; pod.required_anti_affinity.len()];
+            for g in snapshot.groups().iter() {
                 let matches_all = !pod.required_affinity.is_empty()
                     && pod
                         .required_affinity
                         .iter()
-                        .all(|t| t.matches(&ep.namespace, &ep.labels, ns_labels));
-                if matches_all {
-                    for t in &pod.required_affinity {
-                        state.affinity.add(&t.topology_key, &node.labels, 1);
-                    }
+                        .all(|t| t.matches(&g.namespace, &g.labels, ns_labels));
+                for (m, t) in anti_match.iter_mut().zip(&pod.required_anti_affinity) {
+                    *m = t.matches(&g.namespace, &g.labels, ns_labels);
                 }
-                for t in &pod.required_anti_affinity {
-                    if t.matches(&ep.namespace, &ep.labels, ns_labels) {
-                        state.anti.add(&t.topology_key, &node.labels, 1);
+                if !matches_all && !anti_match.contains(&true) {
+                    continue;
+                }
+                for (&slot, n) in &g.on {
+                    let slot = slot as usize;
+                    if !slots[slot].exists {
+                        continue;
+                    }
+                    let n = i64::from(n.all);
+                    if matches_all {
+                        for t in &mut state.affinity {
+                            state.affinity_any |= t.add(slot, n);
+                        }
+                    }
+                    for (t, _) in state.anti.iter_mut().zip(&anti_match).filter(|(_, m)| **m) {
+                        t.add(slot, n);
                     }
                 }
             }
@@ -123,28 +202,24 @@ impl<'a> InterPodFilter<'a> {
         Some(state)
     }
 
-    pub(crate) fn filter(&self, node: &NodeInfo) -> Option<Reason> {
-        if self.existing_anti.positive_on(&node.labels) {
+    pub(crate) fn filter(&self, slot: usize) -> Option<Reason> {
+        if self.existing_anti.positive_on(slot) {
             return Some(Reason::ExistingAntiAffinity);
         }
-        if !self.pod.required_affinity.is_empty() {
+        if !self.affinity.is_empty() {
             let mut pods_exist = true;
-            for t in &self.pod.required_affinity {
-                match node.labels.get(&t.topology_key) {
-                    Some(v) => pods_exist &= self.affinity.get(&t.topology_key, v) > 0,
+            for t in &self.affinity {
+                match t.at(slot) {
+                    Some(v) => pods_exist &= t.counts[v] > 0,
                     None => return Some(Reason::Affinity),
                 }
             }
-            let first_of_group = self.affinity.is_empty() && self.self_affine;
+            let first_of_group = !self.affinity_any && self.self_affine;
             if !pods_exist && !first_of_group {
                 return Some(Reason::Affinity);
             }
         }
-        let anti = self.pod.required_anti_affinity.iter().any(|t| {
-            node.labels
-                .get(&t.topology_key)
-                .is_some_and(|v| self.anti.get(&t.topology_key, v) > 0)
-        });
+        let anti = self.anti.iter().any(|t| t.positive_on(slot));
         anti.then_some(Reason::AntiAffinity)
     }
 }
@@ -160,40 +235,54 @@ pub(crate) fn prepare_score<'a>(
         return None;
     }
     let ns_labels = |ns: &str| snapshot.namespace_labels(ns);
+    let slots = snapshot.slots();
     let mut scores = TopologyCounts::default();
-    for node in snapshot
-        .slots()
-        .iter()
-        .filter(|n| n.exists && !n.labels.is_empty())
-    {
-        if !own && node.pods_with_affinity == 0 {
-            continue;
+    if own {
+        let terms = pod
+            .preferred_affinity
+            .iter()
+            .map(|w| (w, i64::from(w.weight)))
+            .chain(
+                pod.preferred_anti_affinity
+                    .iter()
+                    .map(|w| (w, -i64::from(w.weight))),
+            );
+        for (w, weight) in terms {
+            for g in snapshot.groups().iter() {
+                if !w.term.matches(&g.namespace, &g.labels, ns_labels) {
+                    continue;
+                }
+                for (&slot, n) in &g.on {
+                    if slots[slot as usize].exists {
+                        let value = weight * i64::from(n.all);
+                        scores.add(snapshot, &w.term.topology_key, slot as usize, value);
+                    }
+                }
+            }
         }
-        let labels = &node.labels;
-        for ep in node.pods.iter().filter(|p| own || p.has_pod_affinity()) {
-            for w in &pod.preferred_affinity {
-                if w.term.matches(&ep.namespace, &ep.labels, ns_labels) {
-                    scores.add(&w.term.topology_key, labels, i64::from(w.weight));
-                }
+    }
+    if snapshot.any_pod_with_affinity() {
+        for (i, node) in slots.iter().enumerate() {
+            if !node.exists || node.pods_with_affinity == 0 {
+                continue;
             }
-            for w in &pod.preferred_anti_affinity {
-                if w.term.matches(&ep.namespace, &ep.labels, ns_labels) {
-                    scores.add(&w.term.topology_key, labels, -i64::from(w.weight));
+            for ep in node.pods.iter().filter(|p| p.has_pod_affinity()) {
+                for t in &ep.required_affinity {
+                    if t.matches(&pod.namespace, &pod.labels, ns_labels) {
+                        scores.add(snapshot, &t.topology_key, i, HARD_POD_AFFINITY_WEIGHT);
+                    }
                 }
-            }
-            for t in &ep.required_affinity {
-                if t.matches(&pod.namespace, &pod.labels, ns_labels) {
-                    scores.add(&t.topology_key, labels, HARD_POD_AFFINITY_WEIGHT);
+                for w in &ep.preferred_affinity {
+                    if w.term.matches(&pod.namespace, &pod.labels, ns_labels) {
+                        let weight = i64::from(w.weight);
+                        scores.add(snapshot, &w.term.topology_key, i, weight);
+                    }
                 }
-            }
-            for w in &ep.preferred_affinity {
-                if w.term.matches(&pod.namespace, &pod.labels, ns_labels) {
-                    scores.add(&w.term.topology_key, labels, i64::from(w.weight));
-                }
-            }
-            for w in &ep.preferred_anti_affinity {
-                if w.term.matches(&pod.namespace, &pod.labels, ns_labels) {
-                    scores.add(&w.term.topology_key, labels, -i64::from(w.weight));
+                for w in &ep.preferred_anti_affinity {
+                    if w.term.matches(&pod.namespace, &pod.labels, ns_labels) {
+                        let weight = -i64::from(w.weight);
+                        scores.add(snapshot, &w.term.topology_key, i, weight);
+                    }
                 }
             }
         }
@@ -201,8 +290,8 @@ pub(crate) fn prepare_score<'a>(
     (!scores.is_empty()).then_some(scores)
 }
 
-pub(crate) fn raw_score(scores: &TopologyCounts<'_>, node: &NodeInfo) -> i64 {
-    scores.sum_on(&node.labels)
+pub(crate) fn raw_score(scores: &TopologyCounts<'_>, slot: usize) -> i64 {
+    scores.sum_on(slot)
 }
 
 /// Min–max normalization to 0–100 (all equal: all 0).
@@ -258,6 +347,10 @@ mod tests {
         s
     }
 
+    fn slot_of(s: &Snapshot, name: &str) -> usize {
+        s.slots().iter().position(|n| n.name == name).expect("node")
+    }
+
     #[test]
     fn required_anti_affinity_both_ways() {
         let mut s = snapshot();
@@ -267,7 +360,7 @@ mod tests {
         // An existing pod's anti-affinity keeps web pods out of its zone.
         let web = pod("web-0", "web");
         let state = InterPodFilter::prepare(&web, &s).expect("state");
-        let node = |n: &str| s.node(n).expect("node");
+        let node = |n: &str| slot_of(&s, n);
         assert_eq!(state.filter(node("n2")), Some(Reason::ExistingAntiAffinity));
         assert_eq!(state.filter(node("n3")), None);
         // The incoming pod's own anti-affinity against db pods, per hostname.
@@ -283,14 +376,14 @@ mod tests {
         let mut s = snapshot();
         let mut web = pod("web-0", "web");
         web.required_affinity = vec![term("web", "zone")];
-        let node = |s: &Snapshot, n: &str| s.node(n).expect("node").clone();
+        let node = |s: &Snapshot, n: &str| slot_of(s, n);
         // No web pod anywhere and the pod matches its own term: any node.
         let state = InterPodFilter::prepare(&web, &s).expect("state");
-        assert_eq!(state.filter(&node(&s, "n3")), None);
+        assert_eq!(state.filter(node(&s, "n3")), None);
         s.assume_pod(&pod("web-1", "web"), "n3");
         let state = InterPodFilter::prepare(&web, &s).expect("state");
-        assert_eq!(state.filter(&node(&s, "n1")), Some(Reason::Affinity));
-        assert_eq!(state.filter(&node(&s, "n3")), None);
+        assert_eq!(state.filter(node(&s, "n1")), Some(Reason::Affinity));
+        assert_eq!(state.filter(node(&s, "n3")), None);
     }
 
     #[test]
@@ -305,7 +398,7 @@ mod tests {
         let scores = prepare_score(&web, &s).expect("scores");
         let raw: Vec<i64> = ["n1", "n2", "n3"]
             .iter()
-            .map(|n| raw_score(&scores, s.node(n).expect("node")))
+            .map(|n| raw_score(&scores, slot_of(&s, n)))
             .collect();
         assert_eq!(raw, vec![0, 0, 10]);
         let mut norm = raw.clone();

@@ -15,7 +15,7 @@ use super::{
 pub(crate) fn fit(pod: &PodInfo, hot: &NodeHot, node: &NodeInfo) -> Option<Reason> {
     let r = &pod.requests;
     let mut mask = 0;
-    if hot.pod_count + 1 > hot.alloc_pods {
+    if i64::from(hot.pod_count) + 1 > i64::from(hot.alloc_pods) {
         mask |= RESOURCE_PODS;
     }
     if r.milli_cpu > 0 && r.milli_cpu > hot.alloc_cpu - hot.req_cpu {
@@ -44,21 +44,38 @@ fn scalar_misfits(pod: &PodInfo, node: &NodeInfo) -> u64 {
     mask
 }
 
-/// Below this capacity `floor(free × 100 / capacity)` computed in f64 equals the integer
-/// result: the exact quotient is at least 1/capacity away from the next integer, far more than
-/// f64's rounding error, and f64 division is much cheaper than 64-bit integer division.
+/// Below this capacity `floor(free × 100 / capacity)` fits comfortably in i64 arithmetic
+/// and the f64 estimate below is within one of it.
 const EXACT_F64_CAPACITY: i64 = 1 << 44;
 
+/// `1 / capacity` for [`least_requested`], or 0 when the exact integer path must be used.
+pub(crate) fn reciprocal(capacity: i64) -> f64 {
+    if capacity > 0 && capacity < EXACT_F64_CAPACITY {
+        1.0 / capacity as f64
+    } else {
+        0.0
+    }
+}
+
+/// `floor((capacity − requested) × 100 / capacity)`, 0 when over-committed. A division per
+/// resource per node is the loop's most expensive instruction, so the quotient is estimated
+/// with the node's precomputed reciprocal (off by at most one) and corrected exactly.
 #[inline]
-fn least_requested(requested: i64, capacity: i64) -> i64 {
+fn least_requested(requested: i64, capacity: i64, inverse: f64) -> i64 {
     if capacity <= 0 || requested > capacity {
         return 0;
     }
-    let free = capacity - requested;
-    if capacity < EXACT_F64_CAPACITY {
-        ((free * MAX_NODE_SCORE) as f64 / capacity as f64) as i64
+    let x = (capacity - requested) * MAX_NODE_SCORE;
+    if inverse == 0.0 {
+        return x / capacity;
+    }
+    let q = (x as f64 * inverse) as i64;
+    if (q + 1) * capacity <= x {
+        q + 1
+    } else if q * capacity > x {
+        q - 1
     } else {
-        free * MAX_NODE_SCORE / capacity
+        q
     }
 }
 
@@ -69,17 +86,22 @@ pub(crate) fn least_allocated(pod: &PodInfo, hot: &NodeHot) -> i64 {
     let mut score = 0;
     let mut weights = 0;
     if hot.alloc_cpu != 0 {
-        score += least_requested(hot.nz_cpu + pod.non_zero_cpu, hot.alloc_cpu);
+        score += least_requested(hot.nz_cpu + pod.non_zero_cpu, hot.alloc_cpu, hot.inv_cpu);
         weights += 1;
     }
     if hot.alloc_memory != 0 {
-        score += least_requested(hot.nz_memory + pod.non_zero_memory, hot.alloc_memory);
+        score += least_requested(
+            hot.nz_memory + pod.non_zero_memory,
+            hot.alloc_memory,
+            hot.inv_memory,
+        );
         weights += 1;
     }
-    if weights == 0 {
-        0
-    } else {
-        score / weights
+    // Spelled out so the compiler does not emit an integer division per node.
+    match weights {
+        2 => score / 2,
+        1 => score,
+        _ => 0,
     }
 }
 
@@ -120,6 +142,8 @@ mod tests {
             req_memory: req_mem,
             nz_cpu: req_cpu,
             nz_memory: req_mem,
+            inv_cpu: reciprocal(cpu),
+            inv_memory: reciprocal(mem),
             exists: true,
             ..Default::default()
         }
@@ -208,7 +232,7 @@ mod tests {
             for requested in [0, 1, capacity / 3, capacity / 2, capacity - 1, capacity] {
                 let exact = (capacity - requested) * MAX_NODE_SCORE / capacity;
                 assert_eq!(
-                    least_requested(requested, capacity),
+                    least_requested(requested, capacity, reciprocal(capacity)),
                     exact,
                     "{requested}/{capacity}"
                 );
