@@ -472,6 +472,21 @@ pub(crate) mod tests {
         }
     }
 
+    /// A 4-cpu node with a `zone` label when given one.
+    pub(crate) fn zoned_node(name: &str, zone: Option<&str>) -> core::Node {
+        let mut n = node(name, "4", "8Gi", "110");
+        if let Some(zone) = zone {
+            let labels = n.metadata.labels.as_mut().expect("labels");
+            labels.insert("zone".into(), zone.into());
+        }
+        n
+    }
+
+    /// The slot index of a node, for plugin tests that call per-slot functions.
+    pub(crate) fn slot_of(s: &Snapshot, name: &str) -> usize {
+        s.slots().iter().position(|n| n.name == name).expect("node")
+    }
+
     pub(crate) fn pod(name: &str, node: Option<&str>, cpu: &str, memory: &str) -> core::Pod {
         core::Pod {
             metadata: ObjectMeta {
@@ -583,12 +598,7 @@ pub(crate) mod tests {
     #[test]
     fn indexes_follow_every_update() {
         let mut s = Snapshot::new();
-        let zoned = |name: &str, zone: &str| {
-            let mut n = node(name, "4", "8Gi", "110");
-            let labels = n.metadata.labels.as_mut().expect("labels");
-            labels.insert("zone".into(), zone.into());
-            n
-        };
+        let zoned = |name: &str, zone: &str| zoned_node(name, Some(zone));
         let labelled = |name: &str, node: Option<&str>, app: &str| {
             let mut p = pod(name, node, "100m", "128Mi");
             p.metadata.labels = Some([("app".to_string(), app.to_string())].into());

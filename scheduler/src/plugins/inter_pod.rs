@@ -313,6 +313,7 @@ pub(crate) fn normalize(scores: &mut [i64]) {
 mod tests {
     use super::*;
     use crate::selectors::AffinityTerm;
+    use crate::snapshot::tests::{slot_of, zoned_node};
     use berth_api::LabelSelector;
 
     fn term(app: &str, key: &str) -> AffinityTerm {
@@ -336,19 +337,9 @@ mod tests {
     fn snapshot() -> Snapshot {
         let mut s = Snapshot::new();
         for (name, zone) in [("n1", "a"), ("n2", "a"), ("n3", "b")] {
-            let mut n = crate::snapshot::tests::node(name, "4", "8Gi", "110");
-            n.metadata
-                .labels
-                .as_mut()
-                .expect("labels")
-                .insert("zone".into(), zone.into());
-            s.add_node(&n).expect("node");
+            s.add_node(&zoned_node(name, Some(zone))).expect("node");
         }
         s
-    }
-
-    fn slot_of(s: &Snapshot, name: &str) -> usize {
-        s.slots().iter().position(|n| n.name == name).expect("node")
     }
 
     #[test]

@@ -187,11 +187,8 @@ mod tests {
             ("n2", Some("b"), "32"),
             ("n3", None, "x"),
         ] {
-            let mut n = crate::snapshot::tests::node(name, "4", "8Gi", "110");
+            let mut n = crate::snapshot::tests::zoned_node(name, zone);
             let labels = n.metadata.labels.as_mut().expect("labels");
-            if let Some(zone) = zone {
-                labels.insert("zone".into(), zone.into());
-            }
             labels.insert("cores".into(), cores.into());
             s.add_node(&n).expect("node");
         }

@@ -314,6 +314,7 @@ pub(crate) fn normalize(scores: &mut [i64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::tests::{slot_of, zoned_node};
     use berth_api::LabelSelector;
 
     fn constraint(key: &str, max_skew: i32, hard: bool) -> SpreadConstraint {
@@ -346,21 +347,9 @@ mod tests {
             ("n3", Some("b")),
             ("n4", None),
         ] {
-            let mut n = crate::snapshot::tests::node(name, "4", "8Gi", "110");
-            if let Some(zone) = zone {
-                n.metadata
-                    .labels
-                    .as_mut()
-                    .expect("labels")
-                    .insert("zone".into(), zone.into());
-            }
-            s.add_node(&n).expect("node");
+            s.add_node(&zoned_node(name, zone)).expect("node");
         }
         s
-    }
-
-    fn slot_of(s: &Snapshot, name: &str) -> usize {
-        s.slots().iter().position(|n| n.name == name).expect("node")
     }
 
     #[test]
