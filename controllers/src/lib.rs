@@ -7,6 +7,7 @@
 
 pub mod ipam;
 pub mod namespace;
+pub mod pods;
 pub mod runtime;
 pub mod serviceaccount;
 mod start;

@@ -17,6 +17,17 @@ use serde::de::DeserializeOwned;
 use super::queue::WorkQueue;
 
 type KeyFn<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
+type ObserveFn<K> = Arc<dyn Fn(Change, &K) + Send + Sync>;
+
+/// What happened to an object, for [`Informer::observe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Not in the store before (a create, or first seen at a (re)list).
+    Added,
+    Modified,
+    /// Deleted, or found gone at a re-list.
+    Deleted,
+}
 
 /// Resolves once an informer's first list is in its store. (kube-runtime's
 /// `Store::wait_until_ready` wakes only the last of several concurrent waiters, so controllers
@@ -50,6 +61,7 @@ where
     config: watcher::Config,
     writer: Writer<K>,
     handlers: Vec<(WorkQueue<String>, KeyFn<K>)>,
+    observers: Vec<ObserveFn<K>>,
     synced: tokio::sync::watch::Sender<bool>,
 }
 
@@ -63,6 +75,7 @@ where
             config,
             writer: Writer::default(),
             handlers: Vec::new(),
+            observers: Vec::new(),
             synced: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -87,6 +100,12 @@ where
         self.handlers.push((queue.clone(), Arc::new(keys)));
     }
 
+    /// Calls `f` for every change, before the change's keys are queued (controller
+    /// expectations count creations and deletions here).
+    pub fn observe(&mut self, f: impl Fn(Change, &K) + Send + Sync + 'static) {
+        self.observers.push(Arc::new(f));
+    }
+
     /// Watches until dropped. Errors are logged and the watch resumes after kube-rs' default
     /// back-off; a watch that is too old restarts with a fresh list.
     pub async fn run(self) {
@@ -95,6 +114,7 @@ where
             config,
             mut writer,
             handlers,
+            observers,
             synced,
         } = self;
         let store = writer.as_reader();
@@ -114,9 +134,25 @@ where
             if matches!(event, Event::Init) {
                 before_relist = store.state();
             }
+            let change = match &event {
+                Event::Apply(obj) | Event::InitApply(obj) => {
+                    if store.get(&ObjectRef::from_obj(obj)).is_some() {
+                        Some(Change::Modified)
+                    } else {
+                        Some(Change::Added)
+                    }
+                }
+                Event::Delete(_) => Some(Change::Deleted),
+                Event::Init | Event::InitDone => None,
+            };
             writer.apply_watcher_event(&event);
             match &event {
                 Event::Apply(obj) | Event::Delete(obj) | Event::InitApply(obj) => {
+                    if let Some(change) = change {
+                        for f in &observers {
+                            f(change, obj);
+                        }
+                    }
                     dispatch(&handlers, obj)
                 }
                 Event::InitDone => {
@@ -128,6 +164,9 @@ where
                         .collect();
                     for old in before_relist.drain(..) {
                         if !present.contains(&ObjectRef::from_obj(&*old)) {
+                            for f in &observers {
+                                f(Change::Deleted, &old);
+                            }
                             dispatch(&handlers, &old);
                         }
                     }

@@ -1,6 +1,7 @@
 //! The machinery every controller shares: informers (watch + store), rate-limited work queues,
 //! the `Reconciler` shape, and a runner that drives many controllers on one tokio runtime.
 
+mod expectations;
 mod informer;
 mod queue;
 mod ratelimit;
@@ -12,7 +13,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-pub use informer::{key_of, Informer, NotSynced, Synced};
+pub use expectations::{Expectations, EXPECTATIONS_TTL};
+pub use informer::{key_of, Change, Informer, NotSynced, Synced};
 pub use queue::WorkQueue;
 pub use ratelimit::{RateLimit, RateLimiter};
 
