@@ -84,6 +84,9 @@ struct ControllerFlags {
     /// CIDR that Nodes' pod ranges (one /24 each) are allocated from.
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
+    /// Most endpoints one EndpointSlice holds.
+    #[arg(long, default_value_t = 100)]
+    max_endpoints_per_slice: usize,
 }
 
 #[derive(Args)]
@@ -154,6 +157,7 @@ fn main() -> anyhow::Result<()> {
 fn controller_config(flags: &ControllerFlags) -> berth_controllers::Config {
     berth_controllers::Config {
         cluster_cidr: flags.cluster_cidr.clone(),
+        max_endpoints_per_slice: flags.max_endpoints_per_slice,
         ..berth_controllers::Config::default()
     }
 }

@@ -5,6 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod endpoints;
+pub mod endpointslice;
+pub mod gc;
 pub mod ipam;
 pub mod namespace;
 pub mod pods;

@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
 
+use crate::endpoints::EndpointsController;
+use crate::endpointslice::{self, EndpointSliceController};
+use crate::gc::GarbageCollector;
 use crate::ipam::{CidrAllocator, CidrError, Ipv4Cidr, NodeIpam};
 use crate::namespace::{self, NamespaceLifecycle};
 use crate::runtime::{Informer, RateLimit, Runner, WorkQueue};
@@ -45,6 +48,8 @@ pub struct Config {
     pub node_cidr_mask_size: u8,
     /// Namespaces emptied at once (Kubernetes' `--concurrent-namespace-syncs`).
     pub namespace_workers: usize,
+    /// Endpoints per EndpointSlice (Kubernetes' `--max-endpoints-per-slice`).
+    pub max_endpoints_per_slice: usize,
 }
 
 impl Default for Config {
@@ -53,6 +58,7 @@ impl Default for Config {
             cluster_cidr: "10.244.0.0/16".into(),
             node_cidr_mask_size: 24,
             namespace_workers: 10,
+            max_endpoints_per_slice: crate::endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
         }
     }
 }
@@ -91,6 +97,7 @@ pub async fn run(
         WorkQueue::new(RateLimit::default()),
     );
     runner.informer(namespaces);
+    register_endpoints_and_gc(&mut runner, &client, config);
     NodeIpam::register(
         &mut runner,
         client,
@@ -101,6 +108,46 @@ pub async fn run(
     runner.run(shutdown).await;
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// The EndpointSlice and Endpoints controllers (on one set of Service, Pod and Node informers,
+/// which a shared Pod informer can replace) and the garbage collector.
+fn register_endpoints_and_gc(runner: &mut Runner, client: &Client, config: &Config) {
+    let mut services = Informer::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let mut pods = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let mut nodes = Informer::new(Api::<Node>::all(client.clone()), watcher::Config::default());
+    EndpointSliceController::register(
+        runner,
+        client.clone(),
+        endpointslice::Informers {
+            services: &mut services,
+            pods: &mut pods,
+            nodes: &mut nodes,
+        },
+        WorkQueue::new(RateLimit::default()),
+        5,
+        config.max_endpoints_per_slice,
+    );
+    EndpointsController::register(
+        runner,
+        client.clone(),
+        &mut services,
+        &mut pods,
+        WorkQueue::new(RateLimit::default()),
+        5,
+    );
+    runner.informer(services);
+    runner.informer(pods);
+    runner.informer(nodes);
+    GarbageCollector::register(
+        runner,
+        client.clone(),
+        WorkQueue::new(RateLimit::default()),
+        20,
+    );
 }
 
 /// A client authenticated as the kubeconfig's current context says.
