@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod ipam;
+pub mod leader;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod runtime;
 pub mod serviceaccount;

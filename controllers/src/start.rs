@@ -3,14 +3,17 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
 
 use crate::ipam::{CidrAllocator, CidrError, Ipv4Cidr, NodeIpam};
+use crate::leader::{run_as_leader, LeaderConfig, LeaderError};
 use crate::namespace::{self, NamespaceLifecycle};
+use crate::nodelifecycle::{Grace, NodeLifecycle, PodsByNode, TaintEviction};
 use crate::runtime::{Informer, RateLimit, Runner, WorkQueue};
 use crate::serviceaccount::ServiceAccounts;
 
@@ -34,6 +37,8 @@ pub enum StartError {
     Runtime(#[source] std::io::Error),
     #[error("the controllers' thread panicked")]
     Panicked,
+    #[error("leader election")]
+    Leader(#[source] Box<LeaderError>),
 }
 
 /// What the controllers are told.
@@ -45,6 +50,12 @@ pub struct Config {
     pub node_cidr_mask_size: u8,
     /// Namespaces emptied at once (Kubernetes' `--concurrent-namespace-syncs`).
     pub namespace_workers: usize,
+    /// A node silent this long turns Unknown (`--node-monitor-grace-period`).
+    pub node_monitor_grace_period: Duration,
+    /// The same for a node that never reported Ready (`--node-startup-grace-period`).
+    pub node_startup_grace_period: Duration,
+    /// Run only while holding this Lease (`--leader-elect`); None runs unconditionally.
+    pub leader_election: Option<LeaderConfig>,
 }
 
 impl Default for Config {
@@ -53,6 +64,9 @@ impl Default for Config {
             cluster_cidr: "10.244.0.0/16".into(),
             node_cidr_mask_size: 24,
             namespace_workers: 10,
+            node_monitor_grace_period: crate::nodelifecycle::DEFAULT_MONITOR_GRACE,
+            node_startup_grace_period: crate::nodelifecycle::DEFAULT_STARTUP_GRACE,
+            leader_election: None,
         }
     }
 }
@@ -65,7 +79,29 @@ impl Config {
 }
 
 /// Runs every controller against `client` until `shutdown` completes, then stops them cleanly.
+/// With `config.leader_election`, only while holding that Lease: a lost Lease stops the
+/// controllers and returns [`StartError::Leader`].
 pub async fn run(
+    client: Client,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    let Some(election) = &config.leader_election else {
+        return run_controllers(client, config, shutdown).await;
+    };
+    let for_work = client.clone();
+    match run_as_leader(client, election, shutdown, |stop| {
+        run_controllers(for_work, config, stop)
+    })
+    .await
+    {
+        Ok(Some(ran)) => ran,
+        Ok(None) => Ok(()),
+        Err(e) => Err(StartError::Leader(Box::new(e))),
+    }
+}
+
+async fn run_controllers(
     client: Client,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send,
@@ -91,6 +127,33 @@ pub async fn run(
         WorkQueue::new(RateLimit::default()),
     );
     runner.informer(namespaces);
+    // Node lifecycle and taint eviction share one Node and one Pod watch.
+    let mut nodes = Informer::new(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let mut pods = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let pods_by_node = PodsByNode::default();
+    pods_by_node.attach(&mut pods);
+    NodeLifecycle::register(
+        &mut runner,
+        client.clone(),
+        Grace {
+            monitor: config.node_monitor_grace_period,
+            startup: config.node_startup_grace_period,
+        },
+        &mut nodes,
+        &mut pods,
+        pods_by_node.clone(),
+        WorkQueue::new(RateLimit::default()),
+    );
+    TaintEviction::register(
+        &mut runner,
+        client.clone(),
+        &mut nodes,
+        &mut pods,
+        pods_by_node,
+        WorkQueue::new(RateLimit::default()),
+    );
+    runner.informer(nodes);
+    runner.informer(pods);
     NodeIpam::register(
         &mut runner,
         client,
