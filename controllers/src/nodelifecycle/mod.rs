@@ -1,12 +1,12 @@
 //! Node lifecycle on Leases (kube-controller-manager's node lifecycle controller) and the
 //! NoExecute taint eviction that follows it:
 //!
-//! - [`monitor`]: a node whose Lease in `kube-node-lease` (or Ready heartbeat) has not been
+//! - [`NodeLifecycle`]: a node whose Lease in `kube-node-lease` (or Ready heartbeat) has not been
 //!   renewed for the grace period gets its kubelet conditions set Unknown; its taints follow its
 //!   conditions (`unreachable`/`not-ready` NoExecute and NoSchedule, pressure taints,
 //!   `unschedulable`), and its pods' Ready condition turns False. Each node waits on a timer
 //!   derived from its last renewal — nothing is listed periodically.
-//! - [`eviction`]: pods on a node with NoExecute taints they do not tolerate are deleted at once;
+//! - [`TaintEviction`]: pods on a node with NoExecute taints they do not tolerate are deleted at once;
 //!   tolerated with `tolerationSeconds`, when that runs out; tolerated forever, never.
 
 mod eviction;
@@ -165,7 +165,7 @@ fn record_event(
 }
 
 /// How long ago `at` was (zero if in the future).
-fn until_from(at: Timestamp) -> Duration {
+fn elapsed_since(at: Timestamp) -> Duration {
     Duration::try_from(Timestamp::now().duration_since(at)).unwrap_or(Duration::ZERO)
 }
 

@@ -124,9 +124,9 @@ impl NodeLifecycle {
         let entry = health.entry(name).or_insert_with(|| {
             // A node that never reported Ready counts from its creation (the startup grace).
             let probe = match (ready, &node.metadata.creation_timestamp) {
-                (None, Some(created)) => {
-                    now.checked_sub(super::until_from(created.0)).unwrap_or(now)
-                }
+                (None, Some(created)) => now
+                    .checked_sub(super::elapsed_since(created.0))
+                    .unwrap_or(now),
                 _ => now,
             };
             Health {

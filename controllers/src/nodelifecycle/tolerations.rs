@@ -122,35 +122,27 @@ mod tests {
 
     #[test]
     fn deadlines() {
-        let unreachable = taint("u", None, "NoExecute", Some(100));
-        let no_schedule = taint("x", None, "NoSchedule", None);
+        let unreachable = [taint("u", None, "NoExecute", Some(100))];
+        let no_schedule = [taint("x", None, "NoSchedule", None)];
         let exists = |k| tol(Some(k), "Exists", None, None);
         // Only NoExecute taints count.
+        assert_eq!(eviction(&[], &no_schedule, at(0)), Eviction::Never);
+        assert_eq!(eviction(&[], &unreachable, at(0)), Eviction::Now);
         assert_eq!(
-            eviction(&[], &[no_schedule.clone()], at(0)),
-            Eviction::Never
-        );
-        assert_eq!(eviction(&[], &[unreachable.clone()], at(0)), Eviction::Now);
-        assert_eq!(
-            eviction(&[exists("u")], &[unreachable.clone()], at(0)),
+            eviction(&[exists("u")], &unreachable, at(0)),
             Eviction::Never
         );
         assert_eq!(
-            eviction(&[secs(exists("u"), 30)], &[unreachable.clone()], at(10)),
+            eviction(&[secs(exists("u"), 30)], &unreachable, at(10)),
             Eviction::At(at(40)),
-            "from when the pod was first seen tainted"
+            "from when the pod was first seen tainted, not timeAdded"
         );
         assert_eq!(
-            eviction(&[secs(exists("u"), 0)], &[unreachable.clone()], at(0)),
+            eviction(&[secs(exists("u"), 0)], &unreachable, at(0)),
             Eviction::Now
         );
-        let untimed = taint("n", None, "NoExecute", None);
-        assert_eq!(
-            eviction(&[secs(exists("n"), 5)], &[untimed.clone()], at(50)),
-            Eviction::At(at(55))
-        );
-        // The earliest limit of several taints wins; an untolerated one evicts now.
-        let both = [unreachable.clone(), untimed.clone()];
+        // The shortest limit of several taints wins; an untolerated one evicts now.
+        let both = [unreachable[0].clone(), taint("n", None, "NoExecute", None)];
         assert_eq!(
             eviction(
                 &[secs(exists("u"), 30), secs(exists("n"), 5)],
@@ -165,7 +157,7 @@ mod tests {
         );
         // The first matching toleration decides: a forever one ahead of a limited one.
         assert_eq!(
-            eviction(&[exists("u"), secs(exists("u"), 1)], &[unreachable], at(0)),
+            eviction(&[exists("u"), secs(exists("u"), 1)], &unreachable, at(0)),
             Eviction::Never
         );
     }
