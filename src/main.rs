@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +26,10 @@ enum Command {
     /// Run a whole single-node cluster in one process on the embedded store (for now: the API
     /// server, the controllers and the scheduler; later issues add the kubelet and data plane).
     Up(UpArgs),
+    /// Run the control plane: the API server on the embedded store, and the controllers and the
+    /// scheduler, each leader-elected. With --join, only the controllers and the scheduler,
+    /// against an existing control plane's API, as a standby member of it.
+    Server(ServerArgs),
     /// Run the Kubernetes API server alone.
     Apiserver(ApiserverArgs),
     /// Run the controllers (namespace lifecycle, default ServiceAccounts, node IPAM) against an
@@ -77,6 +82,14 @@ struct ApiserverArgs {
     /// Kubernetes static token file for bearer tokens (`token,user,uid,"group1,group2"`).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to
+    /// every pod that has none (the DefaultTolerationSeconds admission plugin).
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to
+    /// every pod that has none.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
 }
 
 #[derive(Args, Clone)]
@@ -87,6 +100,62 @@ struct ControllerFlags {
     /// Most endpoints one EndpointSlice holds.
     #[arg(long, default_value_t = 100)]
     max_endpoints_per_slice: usize,
+    /// How long a node may go without renewing its Lease before it is marked Unknown and
+    /// tainted unreachable.
+    #[arg(long, default_value = "40s", value_parser = berth_controllers::leader::parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// The same for a node that has never reported Ready, counted from its creation.
+    #[arg(long, default_value = "1m", value_parser = berth_controllers::leader::parse_duration)]
+    node_startup_grace_period: Duration,
+}
+
+#[derive(Args, Clone)]
+struct LeaderElectionFlags {
+    /// Act only while holding the component's Lease in kube-system (kube-controller-manager,
+    /// kube-scheduler), so that one of several copies acts.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    leader_elect: bool,
+    /// How long a standby waits after the leader's last renewal before taking over.
+    #[arg(long, default_value = "15s", value_parser = berth_controllers::leader::parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops acting.
+    #[arg(long, default_value = "10s", value_parser = berth_controllers::leader::parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// Between attempts to acquire or renew the Lease.
+    #[arg(long, default_value = "2s", value_parser = berth_controllers::leader::parse_duration)]
+    leader_elect_retry_period: Duration,
+}
+
+impl LeaderElectionFlags {
+    fn config(
+        &self,
+        lease: &str,
+        component: &str,
+    ) -> Option<berth_controllers::leader::LeaderConfig> {
+        self.leader_elect
+            .then(|| berth_controllers::leader::LeaderConfig {
+                lease_duration: self.leader_elect_lease_duration,
+                renew_deadline: self.leader_elect_renew_deadline,
+                retry_period: self.leader_elect_retry_period,
+                ..berth_controllers::leader::LeaderConfig::new(lease, component)
+            })
+    }
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    #[command(flatten)]
+    server: ApiserverArgs,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+    #[command(flatten)]
+    leader: LeaderElectionFlags,
+    /// Join the control plane this kubeconfig names: run only the controllers and the
+    /// scheduler (the API server flags are then unused). The embedded store cannot be shared,
+    /// so a second API server needs the etcd store.
+    #[arg(long, value_name = "KUBECONFIG")]
+    join: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -104,6 +173,8 @@ struct ControllersArgs {
     kubeconfig: PathBuf,
     #[command(flatten)]
     controllers: ControllerFlags,
+    #[command(flatten)]
+    leader: LeaderElectionFlags,
 }
 
 #[derive(Args)]
@@ -111,6 +182,8 @@ struct SchedulerArgs {
     /// Kubeconfig naming the API server and the credentials to use.
     #[arg(long)]
     kubeconfig: PathBuf,
+    #[command(flatten)]
+    leader: LeaderElectionFlags,
 }
 
 #[derive(Args)]
@@ -133,17 +206,17 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Up(args) => serve(args.server, Some(args.controllers)),
+        Command::Server(args) => server(args),
         Command::Apiserver(args) => serve(args, None),
         Command::Controllers(args) => berth_controllers::run_until_interrupted(
             &args.kubeconfig,
-            &controller_config(&args.controllers),
+            &berth_controllers::Config {
+                leader_election: args.leader.config(CONTROLLERS_LEASE, CONTROLLERS),
+                ..controller_config(&args.controllers)
+            },
         )
         .context("berth controllers"),
-        Command::Scheduler(args) => berth_scheduler::run_until_interrupted(
-            &args.kubeconfig,
-            berth_scheduler::RunConfig::default(),
-        )
-        .context("berth scheduler"),
+        Command::Scheduler(args) => scheduler(&args),
         Command::Cleanup(args) => cleanup(&args.data_dir),
         Command::Bench(BenchCommand::Apiserver(opts)) => {
             berth_bench::apiserver::run(&opts).context("berth bench apiserver")
@@ -158,23 +231,79 @@ fn controller_config(flags: &ControllerFlags) -> berth_controllers::Config {
     berth_controllers::Config {
         cluster_cidr: flags.cluster_cidr.clone(),
         max_endpoints_per_slice: flags.max_endpoints_per_slice,
+        node_monitor_grace_period: flags.node_monitor_grace_period,
+        node_startup_grace_period: flags.node_startup_grace_period,
         ..berth_controllers::Config::default()
+    }
+}
+
+use berth_controllers::leader::{CONTROLLERS_LEASE, SCHEDULER_LEASE};
+/// The components' names in Events, as Kubernetes'.
+const CONTROLLERS: &str = "kube-controller-manager";
+const SCHEDULER: &str = "default-scheduler";
+
+/// `berth scheduler`: elected, it exits non-zero when it loses its Lease (as kube-scheduler).
+fn scheduler(args: &SchedulerArgs) -> anyhow::Result<()> {
+    let Some(election) = args.leader.config(SCHEDULER_LEASE, SCHEDULER) else {
+        return berth_scheduler::run_until_interrupted(
+            &args.kubeconfig,
+            berth_scheduler::RunConfig::default(),
+        )
+        .context("berth scheduler");
+    };
+    berth_controllers::leader::run_until_interrupted(
+        &args.kubeconfig,
+        &election,
+        |client, stop| berth_scheduler::run(client, berth_scheduler::RunConfig::default(), stop),
+    )
+    .context("berth scheduler")?;
+    Ok(())
+}
+
+/// `berth server`: the API server (unless joining another) plus the controllers and the
+/// scheduler, each on its own thread; elected, each campaigns again after losing its Lease.
+fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let kubeconfig = match &args.join {
+        Some(kubeconfig) => kubeconfig.clone(),
+        None => {
+            let running = start_apiserver(args.server.clone())?;
+            announce(&running);
+            running.kubeconfig
+        }
+    };
+    let controllers = controller_config(&args.controllers);
+    let _controllers = berth_controllers::leader::spawn(
+        &kubeconfig,
+        "berth-controllers",
+        args.leader.config(CONTROLLERS_LEASE, CONTROLLERS),
+        move |client, stop| {
+            let config = controllers.clone();
+            async move { berth_controllers::run(client, &config, stop).await }
+        },
+    )
+    .context("starting the controllers")?;
+    let _scheduler = berth_controllers::leader::spawn(
+        &kubeconfig,
+        "berth-scheduler",
+        args.leader.config(SCHEDULER_LEASE, SCHEDULER),
+        |client, stop| berth_scheduler::run(client, berth_scheduler::RunConfig::default(), stop),
+    )
+    .context("starting the scheduler")?;
+    if args.join.is_some() {
+        println!(
+            "berth: joined the control plane of {}",
+            kubeconfig.display()
+        );
+    }
+    loop {
+        std::thread::park();
     }
 }
 
 /// Runs the API server; with `controllers`, also the controllers and the scheduler, as its
 /// admin, once it is up.
 fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::Result<()> {
-    let config = berth_apiserver::Config {
-        data_dir: args.data_dir,
-        listen: args.listen,
-        advertise_address: args.advertise_address,
-        service_cidr: args.service_cidr,
-        io: args.io,
-        threads: args.threads,
-        token_file: args.token_file,
-    };
-    let running = berth_apiserver::start(config).context("starting the API server")?;
+    let running = start_apiserver(args)?;
     // Kept alive for as long as the process runs.
     let _controllers = match controllers {
         Some(flags) => Some(
@@ -191,6 +320,29 @@ fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::R
         ),
         None => None,
     };
+    announce(&running);
+    loop {
+        std::thread::park();
+    }
+}
+
+fn start_apiserver(args: ApiserverArgs) -> anyhow::Result<berth_apiserver::Running> {
+    let config = berth_apiserver::Config {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        advertise_address: args.advertise_address,
+        service_cidr: args.service_cidr,
+        io: args.io,
+        threads: args.threads,
+        token_file: args.token_file,
+        default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
+    };
+    berth_apiserver::start(config).context("starting the API server")
+}
+
+/// The line tests and scripts wait for.
+fn announce(running: &berth_apiserver::Running) {
     tracing::info!(url = %running.url, io = running.driver, kubeconfig = %running.kubeconfig.display(), "berth is up");
     println!(
         "berth: API server on {} ({}); kubeconfig: {}",
@@ -198,9 +350,6 @@ fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::R
         running.driver,
         running.kubeconfig.display()
     );
-    loop {
-        std::thread::park();
-    }
 }
 
 /// Removes what Berth made under `data_dir`.

@@ -35,6 +35,11 @@ pub struct Config {
     pub threads: usize,
     /// A Kubernetes static token file (`token,user,uid,"groups"`).
     pub token_file: Option<PathBuf>,
+    /// tolerationSeconds of the `node.kubernetes.io/not-ready:NoExecute` toleration added to
+    /// pods that have none (`--default-not-ready-toleration-seconds`, 300 by default).
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for `node.kubernetes.io/unreachable:NoExecute`.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Config {
@@ -47,6 +52,10 @@ impl Config {
             io: IoMode::Auto,
             threads: 0,
             token_file: None,
+            default_not_ready_toleration_seconds:
+                berth_api::well_known::taints::DEFAULT_TOLERATION_SECONDS,
+            default_unreachable_toleration_seconds:
+                berth_api::well_known::taints::DEFAULT_TOLERATION_SECONDS,
         }
     }
 }
@@ -158,15 +167,21 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     } else {
         config.threads
     };
-    let api = Arc::new(Api::new(
-        storage,
-        caches,
-        tokens,
-        Box::new(AllowAuthenticated),
-        services,
-        metrics,
-        SocketAddr::new(advertise, config.listen.port()).to_string(),
-    ));
+    let api = Arc::new(
+        Api::new(
+            storage,
+            caches,
+            tokens,
+            Box::new(AllowAuthenticated),
+            services,
+            metrics,
+            SocketAddr::new(advertise, config.listen.port()).to_string(),
+        )
+        .with_default_tolerations(crate::registry::defaults::DefaultTolerationSeconds {
+            not_ready: config.default_not_ready_toleration_seconds,
+            unreachable: config.default_unreachable_toleration_seconds,
+        }),
+    );
     bootstrap(&api, config.listen.port())?;
     let handle = http::serve(
         http::ServerConfig {

@@ -1,7 +1,9 @@
 //! Berth's controllers, each an API client on informers (kube-rs watcher + reflector stores) and
 //! rate-limited work queues, never listing in a loop: namespace lifecycle, the default
-//! ServiceAccount per namespace, and node IPAM so far. They talk to the API server only through
-//! `kube` — never to its internals — so they run against any Kubernetes API server.
+//! ServiceAccount per namespace, node IPAM, and node lifecycle with NoExecute taint eviction so
+//! far; [`leader`] runs them (and, from the binary, the scheduler) leader-elected on a Lease.
+//! They talk to the API server only through `kube` — never to its internals — so they run
+//! against any Kubernetes API server.
 
 #![forbid(unsafe_code)]
 
@@ -9,7 +11,9 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
 pub mod ipam;
+pub mod leader;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod runtime;
 pub mod serviceaccount;

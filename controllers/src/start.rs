@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::Api;
@@ -13,7 +14,9 @@ use crate::endpoints::EndpointsController;
 use crate::endpointslice::{self, EndpointSliceController};
 use crate::gc::GarbageCollector;
 use crate::ipam::{CidrAllocator, CidrError, Ipv4Cidr, NodeIpam};
+use crate::leader::{run_as_leader, LeaderConfig, LeaderError};
 use crate::namespace::{self, NamespaceLifecycle};
+use crate::nodelifecycle::{Grace, NodeLifecycle, PodsByNode, TaintEviction};
 use crate::runtime::{Informer, RateLimit, Runner, WorkQueue};
 use crate::serviceaccount::ServiceAccounts;
 
@@ -37,6 +40,8 @@ pub enum StartError {
     Runtime(#[source] std::io::Error),
     #[error("the controllers' thread panicked")]
     Panicked,
+    #[error("leader election")]
+    Leader(#[source] Box<LeaderError>),
 }
 
 /// What the controllers are told.
@@ -50,6 +55,12 @@ pub struct Config {
     pub namespace_workers: usize,
     /// Endpoints per EndpointSlice (Kubernetes' `--max-endpoints-per-slice`).
     pub max_endpoints_per_slice: usize,
+    /// A node silent this long turns Unknown (`--node-monitor-grace-period`).
+    pub node_monitor_grace_period: Duration,
+    /// The same for a node that never reported Ready (`--node-startup-grace-period`).
+    pub node_startup_grace_period: Duration,
+    /// Run only while holding this Lease (`--leader-elect`); None runs unconditionally.
+    pub leader_election: Option<LeaderConfig>,
 }
 
 impl Default for Config {
@@ -59,6 +70,9 @@ impl Default for Config {
             node_cidr_mask_size: 24,
             namespace_workers: 10,
             max_endpoints_per_slice: crate::endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
+            node_monitor_grace_period: crate::nodelifecycle::DEFAULT_MONITOR_GRACE,
+            node_startup_grace_period: crate::nodelifecycle::DEFAULT_STARTUP_GRACE,
+            leader_election: None,
         }
     }
 }
@@ -71,7 +85,29 @@ impl Config {
 }
 
 /// Runs every controller against `client` until `shutdown` completes, then stops them cleanly.
+/// With `config.leader_election`, only while holding that Lease: a lost Lease stops the
+/// controllers and returns [`StartError::Leader`].
 pub async fn run(
+    client: Client,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    let Some(election) = &config.leader_election else {
+        return run_controllers(client, config, shutdown).await;
+    };
+    let for_work = client.clone();
+    match run_as_leader(client, election, shutdown, |stop| {
+        run_controllers(for_work, config, stop)
+    })
+    .await
+    {
+        Ok(Some(ran)) => ran,
+        Ok(None) => Ok(()),
+        Err(e) => Err(StartError::Leader(Box::new(e))),
+    }
+}
+
+async fn run_controllers(
     client: Client,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send,
@@ -97,7 +133,34 @@ pub async fn run(
         WorkQueue::new(RateLimit::default()),
     );
     runner.informer(namespaces);
-    register_endpoints_and_gc(&mut runner, &client, config);
+    // Node lifecycle and taint eviction share one Node and one Pod watch.
+    let mut nodes = Informer::new(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let mut pods = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let pods_by_node = PodsByNode::default();
+    pods_by_node.attach(&mut pods);
+    NodeLifecycle::register(
+        &mut runner,
+        client.clone(),
+        Grace {
+            monitor: config.node_monitor_grace_period,
+            startup: config.node_startup_grace_period,
+        },
+        &mut nodes,
+        &mut pods,
+        pods_by_node.clone(),
+        WorkQueue::new(RateLimit::default()),
+    );
+    TaintEviction::register(
+        &mut runner,
+        client.clone(),
+        &mut nodes,
+        &mut pods,
+        pods_by_node,
+        WorkQueue::new(RateLimit::default()),
+    );
+    register_endpoints_and_gc(&mut runner, &client, config, &mut pods, &mut nodes);
+    runner.informer(nodes);
+    runner.informer(pods);
     NodeIpam::register(
         &mut runner,
         client,
@@ -110,22 +173,26 @@ pub async fn run(
     Ok(())
 }
 
-/// The EndpointSlice and Endpoints controllers (on one set of Service, Pod and Node informers,
-/// which a shared Pod informer can replace) and the garbage collector.
-fn register_endpoints_and_gc(runner: &mut Runner, client: &Client, config: &Config) {
+/// The EndpointSlice and Endpoints controllers (on the shared Pod and Node informers, which the
+/// caller runs) and the garbage collector.
+fn register_endpoints_and_gc(
+    runner: &mut Runner,
+    client: &Client,
+    config: &Config,
+    pods: &mut Informer<Pod>,
+    nodes: &mut Informer<Node>,
+) {
     let mut services = Informer::new(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     );
-    let mut pods = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let mut nodes = Informer::new(Api::<Node>::all(client.clone()), watcher::Config::default());
     EndpointSliceController::register(
         runner,
         client.clone(),
         endpointslice::Informers {
             services: &mut services,
-            pods: &mut pods,
-            nodes: &mut nodes,
+            pods,
+            nodes,
         },
         WorkQueue::new(RateLimit::default()),
         5,
@@ -135,13 +202,11 @@ fn register_endpoints_and_gc(runner: &mut Runner, client: &Client, config: &Conf
         runner,
         client.clone(),
         &mut services,
-        &mut pods,
+        pods,
         WorkQueue::new(RateLimit::default()),
         5,
     );
     runner.informer(services);
-    runner.informer(pods);
-    runner.informer(nodes);
     GarbageCollector::register(
         runner,
         client.clone(),

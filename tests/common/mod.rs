@@ -40,10 +40,24 @@ impl Server {
         server
     }
 
+    /// Starts a server on a fresh temporary data directory with extra `berth apiserver` flags.
+    pub fn start_with(args: &[&str]) -> Server {
+        let root = tempfile::tempdir().expect("creating a temporary directory");
+        let mut server = Server::start_at_with(&root.path().join("data"), args);
+        server._root = Some(root);
+        server
+    }
+
     /// Starts a server on `data_dir` (kept by the caller, so a later server can reuse it).
     pub fn start_at(data_dir: &Path) -> Server {
+        Server::start_at_with(data_dir, &[])
+    }
+
+    /// `start_at` with extra `berth apiserver` flags.
+    pub fn start_at_with(data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg("apiserver")
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])

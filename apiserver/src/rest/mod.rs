@@ -42,6 +42,8 @@ pub struct Api {
     pub(crate) openapi: nonresource::OpenApiDocs,
     /// `host:port` clients reach us on, for discovery's serverAddressByClientCIDRs.
     pub(crate) advertise: String,
+    /// The DefaultTolerationSeconds admission plugin's settings.
+    pub(crate) default_tolerations: crate::registry::defaults::DefaultTolerationSeconds,
 }
 
 /// The result of a handler: a response, or a Status error.
@@ -74,7 +76,17 @@ impl Api {
             metrics,
             openapi: nonresource::OpenApiDocs::default(),
             advertise,
+            default_tolerations: Default::default(),
         }
+    }
+
+    /// Sets the tolerationSeconds the DefaultTolerationSeconds admission plugin adds to pods.
+    pub(crate) fn with_default_tolerations(
+        mut self,
+        tolerations: crate::registry::defaults::DefaultTolerationSeconds,
+    ) -> Api {
+        self.default_tolerations = tolerations;
+        self
     }
 
     fn authenticate(&self, req: &Request) -> Option<UserInfo> {

@@ -322,7 +322,7 @@ impl Api {
                 let name = format!("{generate_name}{}", random_suffix());
                 object::meta_mut(&mut candidate).insert("name".into(), json!(name));
             }
-            defaults::apply_defaults(info.kind, &mut candidate);
+            defaults::apply_defaults_with(info.kind, &mut candidate, &self.default_tolerations);
             let name = object::name(&candidate).to_string();
             let causes = validation::validate(info.kind, &candidate, info.namespaced);
             if !causes.is_empty() {
@@ -400,7 +400,7 @@ impl Api {
             if mode != Mode::Raw {
                 prepare_update(info, &mut new, &current, mode == Mode::Status);
                 if mode == Mode::Main {
-                    defaults::apply_defaults(info.kind, &mut new);
+                    defaults::apply_defaults_with(info.kind, &mut new, &self.default_tolerations);
                 }
                 let causes =
                     validation::validate_update(info.kind, &new, &current, info.namespaced);

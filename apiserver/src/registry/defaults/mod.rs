@@ -13,15 +13,22 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+pub use pod::DefaultTolerationSeconds;
+
 /// Fills in defaults for an object of `kind` in place. Call it on create and on update, after a
 /// `generateName` has been expanded and (for Jobs) after `metadata.uid` has been assigned, since
 /// a Job's generated selector and labels use both.
 pub fn apply_defaults(kind: &str, obj: &mut Value) {
+    apply_defaults_with(kind, obj, &DefaultTolerationSeconds::default());
+}
+
+/// [`apply_defaults`] with the DefaultTolerationSeconds admission plugin's settings.
+pub fn apply_defaults_with(kind: &str, obj: &mut Value, tolerations: &DefaultTolerationSeconds) {
     if !obj.is_object() {
         return;
     }
     match kind {
-        "Pod" => pod::default_pod(obj),
+        "Pod" => pod::default_pod(obj, tolerations),
         "Service" => default_service(obj),
         "Namespace" => default_namespace(obj),
         "Secret" => default_secret(obj),

@@ -4,8 +4,25 @@ use serde_json::{json, Value};
 
 use super::{child, each_mut, set_default};
 
+/// The DefaultTolerationSeconds admission plugin's settings (kube-apiserver's
+/// `--default-not-ready-toleration-seconds` and `--default-unreachable-toleration-seconds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultTolerationSeconds {
+    pub not_ready: i64,
+    pub unreachable: i64,
+}
+
+impl Default for DefaultTolerationSeconds {
+    fn default() -> Self {
+        DefaultTolerationSeconds {
+            not_ready: berth_api::well_known::taints::DEFAULT_TOLERATION_SECONDS,
+            unreachable: berth_api::well_known::taints::DEFAULT_TOLERATION_SECONDS,
+        }
+    }
+}
+
 /// The pod kind itself: spec defaults plus what only a Pod (not a template) receives.
-pub(super) fn default_pod(obj: &mut Value) {
+pub(super) fn default_pod(obj: &mut Value, tolerations: &DefaultTolerationSeconds) {
     if let Some(spec) = child(obj, "spec") {
         default_pod_spec(spec, true);
         set_default(spec, "enableServiceLinks", json!(true));
@@ -16,6 +33,7 @@ pub(super) fn default_pod(obj: &mut Value) {
             each_mut(spec, "initContainers", default_host_ports);
         }
         admission_defaults(spec);
+        default_toleration_seconds(spec, tolerations);
     }
     let qos = obj.get("spec").map(pod_qos_class);
     if let Some(status) = child(obj, "status") {
@@ -48,8 +66,8 @@ fn default_pod_spec(spec: &mut Value, restart_policy: bool) {
     each_mut(spec, "volumes", default_volume);
 }
 
-/// What Kubernetes' default admission plugins (ServiceAccount, Priority,
-/// DefaultTolerationSeconds) add to every pod; Berth applies them here.
+/// What Kubernetes' default admission plugins ServiceAccount and Priority add to every pod;
+/// Berth applies them here.
 fn admission_defaults(spec: &mut Value) {
     set_default(spec, "serviceAccountName", json!("default"));
     if let Some(sa) = spec.get("serviceAccountName").cloned() {
@@ -59,6 +77,13 @@ fn admission_defaults(spec: &mut Value) {
         set_default(spec, "priority", json!(0));
     }
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+}
+
+/// Kubernetes' DefaultTolerationSeconds admission plugin (on create and update of pods): a pod
+/// that does not already tolerate `not-ready` / `unreachable` NoExecute taints — a toleration
+/// with that key or no key, and effect NoExecute or none — gets an `Exists` toleration for each
+/// with the configured `tolerationSeconds`.
+fn default_toleration_seconds(spec: &mut Value, seconds: &DefaultTolerationSeconds) {
     let Some(map) = spec.as_object_mut() else {
         return;
     };
@@ -69,20 +94,22 @@ fn admission_defaults(spec: &mut Value) {
     let Some(list) = tolerations.as_array_mut() else {
         return;
     };
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
+    let blank = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").is_empty();
+    for (key, seconds) in [
+        (berth_api::well_known::taints::NOT_READY, seconds.not_ready),
+        (
+            berth_api::well_known::taints::UNREACHABLE,
+            seconds.unreachable,
+        ),
     ] {
         let tolerated = list.iter().any(|t| {
-            let k = t.get("key").and_then(Value::as_str);
-            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            (k == Some(key) || (k.is_none() && t["operator"] == "Exists"))
-                && (effect.is_empty() || effect == "NoExecute")
+            (blank(t.get("key")) || t["key"] == key)
+                && (blank(t.get("effect")) || t["effect"] == "NoExecute")
         });
         if !tolerated {
             list.push(
                 json!({"key": key, "operator": "Exists", "effect": "NoExecute",
-                "tolerationSeconds": 300}),
+                "tolerationSeconds": seconds}),
             );
         }
     }
@@ -311,6 +338,50 @@ mod tests {
         assert_eq!(v["spec"]["tolerations"].as_array().unwrap().len(), 1);
         assert_eq!(v["spec"]["containers"][0]["imagePullPolicy"], "Never");
         assert_eq!(v["status"]["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn default_toleration_seconds_are_configurable_and_respect_existing_ones() {
+        let seconds = DefaultTolerationSeconds {
+            not_ready: 7,
+            unreachable: 9,
+        };
+        let mut v = json!({"spec": {"containers": [{"name": "c", "image": "x:1"}]}});
+        default_pod(&mut v, &seconds);
+        assert_eq!(
+            v["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 7},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 9},
+            ])
+        );
+        // Idempotent: an update of the defaulted pod adds nothing.
+        let before = v.clone();
+        default_pod(&mut v, &seconds);
+        assert_eq!(v, before);
+        // A toleration of the key (any effect), or of every key for NoExecute, counts.
+        let mut v = json!({"spec": {"tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists"},
+        ]}});
+        default_pod(&mut v, &seconds);
+        assert_eq!(v["spec"]["tolerations"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            v["spec"]["tolerations"][1]["key"],
+            "node.kubernetes.io/not-ready"
+        );
+        let mut v = json!({"spec": {"tolerations": [
+            {"key": "", "operator": "Exists", "effect": "NoExecute"},
+        ]}});
+        default_pod(&mut v, &seconds);
+        assert_eq!(v["spec"]["tolerations"].as_array().unwrap().len(), 1);
+        // A NoSchedule toleration of the key does not.
+        let mut v = json!({"spec": {"tolerations": [
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"},
+        ]}});
+        default_pod(&mut v, &seconds);
+        assert_eq!(v["spec"]["tolerations"].as_array().unwrap().len(), 3);
     }
 
     #[test]
