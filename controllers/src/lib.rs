@@ -5,11 +5,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod daemonset;
 pub mod ipam;
+pub mod job;
 pub mod namespace;
 pub mod pods;
 pub mod runtime;
 pub mod serviceaccount;
+pub mod statefulset;
 mod start;
 
 pub use start::{

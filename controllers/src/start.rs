@@ -45,6 +45,8 @@ pub struct Config {
     pub node_cidr_mask_size: u8,
     /// Namespaces emptied at once (Kubernetes' `--concurrent-namespace-syncs`).
     pub namespace_workers: usize,
+    /// The Job controller's pod re-creation back-off and workers.
+    pub job: crate::job::JobConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             cluster_cidr: "10.244.0.0/16".into(),
             node_cidr_mask_size: 24,
             namespace_workers: 10,
+            job: crate::job::JobConfig::default(),
         }
     }
 }
@@ -93,14 +96,46 @@ pub async fn run(
     runner.informer(namespaces);
     NodeIpam::register(
         &mut runner,
-        client,
+        client.clone(),
         alloc,
         WorkQueue::new(RateLimit::default()),
     );
+    register_batch(&mut runner, &client, config);
     tracing::info!(cluster_cidr = %config.cluster_cidr, "controllers starting");
     runner.run(shutdown).await;
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// The Job, DaemonSet and StatefulSet controllers, each on its own Pod informer for now.
+fn register_batch(runner: &mut Runner, client: &Client, config: &Config) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pod_informer = || Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let mut job_pods = pod_informer();
+    crate::job::JobController::register(
+        runner,
+        client.clone(),
+        &mut job_pods,
+        config.job.clone(),
+        WorkQueue::new(RateLimit::default()),
+    );
+    runner.informer(job_pods);
+    let mut ds_pods = pod_informer();
+    crate::daemonset::DaemonSets::register(
+        runner,
+        client.clone(),
+        &mut ds_pods,
+        WorkQueue::new(RateLimit::default()),
+    );
+    runner.informer(ds_pods);
+    let mut sts_pods = pod_informer();
+    crate::statefulset::StatefulSets::register(
+        runner,
+        client.clone(),
+        &mut sts_pods,
+        WorkQueue::new(RateLimit::default()),
+    );
+    runner.informer(sts_pods);
 }
 
 /// A client authenticated as the kubeconfig's current context says.
