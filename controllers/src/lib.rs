@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod daemonset;
+pub mod history;
 pub mod ipam;
 pub mod job;
 pub mod namespace;
