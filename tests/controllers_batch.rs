@@ -51,6 +51,7 @@ struct Cluster {
 }
 
 async fn cluster(prefix: &str, nodes: usize) -> Cluster {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
     let server = Server::start();
     let client = server.client().await;
     let mut config = berth_controllers::Config::default();
@@ -234,5 +235,130 @@ async fn jobs_complete_fail_past_their_backoff_limit_and_expire() {
         conditions::is_deleted(&brief.uid().unwrap()),
     )
     .await;
+    c.stop().await;
+}
+
+const DAEMONSET: &str = r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels:
+      app: agent
+  template:
+    metadata:
+      labels:
+        app: agent
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.25
+"#;
+
+/// `(node, image, revision hash)` of each pod with `selector`, sorted.
+async fn placed(client: &kube::Client, selector: &str) -> Vec<(String, String, String)> {
+    let pods = Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().labels(selector))
+        .await
+        .expect("listing pods");
+    let mut out: Vec<_> = pods
+        .items
+        .iter()
+        .map(|p| {
+            let spec = p.spec.as_ref().expect("a pod spec");
+            (
+                spec.node_name.clone().unwrap_or_default(),
+                spec.containers[0].image.clone().unwrap_or_default(),
+                p.labels()
+                    .get("controller-revision-hash")
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemonset_covers_each_untainted_node_once_and_rolls() {
+    let c = cluster("ds-", 3).await;
+    let tainted = nodesim::start(
+        c.client.clone(),
+        SimConfig {
+            prefix: "gpu-".into(),
+            taints: vec![serde_json::from_value(serde_json::json!(
+                {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
+            ))
+            .unwrap()],
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("starting the tainted node");
+
+    apply(&c.server, DAEMONSET).await;
+    let out = kubectl(
+        &c.server,
+        &["rollout", "status", "ds/agent", "--timeout=30s"],
+    )
+    .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let first = placed(&c.client, "app=agent").await;
+    let nodes: Vec<&str> = first.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(nodes, ["ds-0", "ds-1", "ds-2"], "{first:?}");
+    let ds = kubectl(&c.server, &["get", "ds", "agent", "-o", "json"]).await;
+    let ds: serde_json::Value = serde_json::from_str(&ds).unwrap();
+    let status = &ds["status"];
+    assert_eq!(
+        (
+            &status["desiredNumberScheduled"],
+            &status["numberReady"],
+            &status["updatedNumberScheduled"]
+        ),
+        (&serde_json::json!(3), &serde_json::json!(3), &serde_json::json!(3)),
+        "{status}"
+    );
+    assert_eq!(status["observedGeneration"], ds["metadata"]["generation"]);
+    // Pinned by node affinity, with the daemon tolerations.
+    let pod = Api::<Pod>::namespaced(c.client.clone(), "default")
+        .list(&ListParams::default().labels("app=agent"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let spec = pod.spec.unwrap();
+    let terms = &spec
+        .affinity
+        .unwrap()
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap()
+        .node_selector_terms;
+    let field = &terms[0].match_fields.as_ref().unwrap()[0];
+    assert_eq!(field.key, "metadata.name");
+    assert_eq!(field.values.as_deref(), Some(&[spec.node_name.clone().unwrap()][..]));
+    assert_eq!(spec.tolerations.map(|t| t.len()), Some(6));
+
+    // A new image rolls out node by node.
+    kubectl(
+        &c.server,
+        &["set", "image", "ds/agent", "app=nginx:1.27"],
+    )
+    .await;
+    let out = kubectl(
+        &c.server,
+        &["rollout", "status", "ds/agent", "--timeout=30s"],
+    )
+    .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let second = placed(&c.client, "app=agent").await;
+    assert_eq!(second.len(), 3, "{second:?}");
+    assert!(second.iter().all(|(_, image, _)| image == "nginx:1.27"), "{second:?}");
+    assert!(second.iter().all(|(_, _, h)| h != &first[0].2 && h == &second[0].2));
+
+    tainted.shutdown().await;
     c.stop().await;
 }

@@ -16,7 +16,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-use crate::pods::is_controlled_by;
+use kube::runtime::watcher;
+
+use crate::pods::{controller_of, is_controlled_by};
+use crate::runtime::{Informer, WorkQueue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -28,6 +31,71 @@ pub enum HistoryError {
         #[source]
         source: kube::Error,
     },
+}
+
+/// Whether the server serves apps/v1 ControllerRevisions. Where it does not, the DaemonSet and
+/// StatefulSet controllers still label pods with the template hash and report revision names,
+/// but keep no revision objects (so no `kubectl rollout history/undo` for them).
+pub async fn served(client: &Client) -> bool {
+    match client.list_api_group_resources("apps/v1").await {
+        Ok(list) => list.resources.iter().any(|r| r.name == "controllerrevisions"),
+        Err(e) => {
+            tracing::warn!(error = %e, "apps/v1 discovery failed; assuming no controllerrevisions");
+            false
+        }
+    }
+}
+
+/// The revision a set's pods should be at: `<owner>-<hash>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub name: String,
+    pub hash: String,
+}
+
+impl Revision {
+    /// Without revision objects: named from the hash alone.
+    pub fn local(owner: &str, data: &Value, collision_count: Option<i32>) -> Revision {
+        let hash = hash(data, collision_count);
+        Revision {
+            name: format!("{owner}-{hash}"),
+            hash,
+        }
+    }
+
+    pub fn of(r: &ControllerRevision) -> Revision {
+        Revision {
+            name: r.metadata.name.clone().unwrap_or_default(),
+            hash: hash_label(&r.metadata).unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// An informer on every ControllerRevision, queueing the key of the `owner_kind` controlling
+/// each.
+pub fn informer(
+    client: &Client,
+    queue: &WorkQueue<String>,
+    owner_kind: &'static str,
+) -> Informer<ControllerRevision> {
+    let mut revisions = Informer::new(
+        Api::<ControllerRevision>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    revisions.enqueue(queue, move |r: &ControllerRevision| {
+        controller_of(&r.metadata)
+            .filter(|o| o.kind == owner_kind)
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    r.metadata.namespace.as_deref().unwrap_or_default(),
+                    o.name
+                )
+            })
+            .into_iter()
+            .collect()
+    });
+    revisions
 }
 
 /// The alphabet of Kubernetes' `rand.SafeEncodeString`: no vowels (no words), no look-alikes.

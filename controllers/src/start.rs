@@ -100,7 +100,8 @@ pub async fn run(
         alloc,
         WorkQueue::new(RateLimit::default()),
     );
-    register_batch(&mut runner, &client, config);
+    let revisions = crate::history::served(&client).await;
+    register_batch(&mut runner, &client, config, revisions);
     tracing::info!(cluster_cidr = %config.cluster_cidr, "controllers starting");
     runner.run(shutdown).await;
     tracing::info!("controllers stopped");
@@ -108,7 +109,7 @@ pub async fn run(
 }
 
 /// The Job, DaemonSet and StatefulSet controllers, each on its own Pod informer for now.
-fn register_batch(runner: &mut Runner, client: &Client, config: &Config) {
+fn register_batch(runner: &mut Runner, client: &Client, config: &Config, revisions: bool) {
     use k8s_openapi::api::core::v1::Pod;
     let pod_informer = || Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let mut job_pods = pod_informer();
@@ -126,6 +127,7 @@ fn register_batch(runner: &mut Runner, client: &Client, config: &Config) {
         client.clone(),
         &mut ds_pods,
         WorkQueue::new(RateLimit::default()),
+        revisions,
     );
     runner.informer(ds_pods);
     let mut sts_pods = pod_informer();
@@ -134,6 +136,7 @@ fn register_batch(runner: &mut Runner, client: &Client, config: &Config) {
         client.clone(),
         &mut sts_pods,
         WorkQueue::new(RateLimit::default()),
+        revisions,
     );
     runner.informer(sts_pods);
 }

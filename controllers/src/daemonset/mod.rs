@@ -62,8 +62,9 @@ pub struct DaemonSets {
     sets: Store<DaemonSet>,
     pods: Store<Pod>,
     nodes: Store<Node>,
-    revisions: Store<ControllerRevision>,
-    synced: [Synced; 4],
+    /// None where the server has no ControllerRevisions.
+    revisions: Option<Store<ControllerRevision>>,
+    synced: Vec<(Synced, &'static str)>,
     expectations: Arc<Expectations>,
 }
 
@@ -84,11 +85,13 @@ fn is_gone_or_conflict(e: &kube::Error) -> bool {
 
 impl DaemonSets {
     /// Registers the controller on `runner`; `pods` (shared with other controllers) feeds it.
+    /// `with_revisions`: keep ControllerRevisions ([`history::served`]).
     pub fn register(
         runner: &mut Runner,
         client: Client,
         pods: &mut Informer<Pod>,
         queue: WorkQueue<String>,
+        with_revisions: bool,
     ) {
         let mut sets = Informer::new(
             Api::<DaemonSet>::all(client.clone()),
@@ -114,35 +117,29 @@ impl DaemonSets {
         nodes.enqueue(&queue, move |_: &Node| {
             all_sets.state().iter().map(|ds| key_of(&**ds)).collect()
         });
-        let mut revisions = Informer::new(
-            Api::<ControllerRevision>::all(client.clone()),
-            watcher::Config::default(),
-        );
-        revisions.enqueue(&queue, |r: &ControllerRevision| {
-            controller_of(&r.metadata)
-                .filter(|o| o.kind == "DaemonSet")
-                .map(|o| {
-                    format!(
-                        "{}/{}",
-                        r.metadata.namespace.as_deref().unwrap_or_default(),
-                        o.name
-                    )
-                })
-                .into_iter()
-                .collect()
-        });
+        let mut synced = vec![
+            (sets.synced(), "daemonset"),
+            (pods.synced(), "pod"),
+            (nodes.synced(), "node"),
+        ];
+        let mut revisions = None;
+        if with_revisions {
+            let informer = history::informer(&client, &queue, "DaemonSet");
+            synced.push((informer.synced(), "controllerrevision"));
+            revisions = Some(informer.store());
+            runner.informer(informer);
+        }
         let controller = DaemonSets {
             client,
             sets: sets.store(),
             pods: pods.store(),
             nodes: nodes.store(),
-            revisions: revisions.store(),
-            synced: [sets.synced(), pods.synced(), nodes.synced(), revisions.synced()],
+            revisions,
+            synced,
             expectations,
         };
         runner.informer(sets);
         runner.informer(nodes);
-        runner.informer(revisions);
         runner.controller(controller, queue, 2);
     }
 
@@ -251,7 +248,10 @@ impl DaemonSets {
             key: key.to_string(),
             source,
         };
-        let revisions = history::owned(&self.revisions.state(), &uid);
+        let revisions = self
+            .revisions
+            .as_ref()
+            .map(|r| history::owned(&r.state(), &uid));
         let data = history::template_patch(&spec.template);
         let owner = history::Owner {
             client: &self.client,
@@ -261,12 +261,15 @@ impl DaemonSets {
             template_labels: spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
             collision_count: status.collision_count,
         };
-        let current = history::ensure(&owner, &revisions, &data)
-            .await
-            .map_err(history_err)?;
-        let hash = history::hash_label(&current.metadata)
-            .unwrap_or_default()
-            .to_string();
+        let current = match &revisions {
+            Some(revisions) => history::Revision::of(
+                &history::ensure(&owner, revisions, &data)
+                    .await
+                    .map_err(history_err)?,
+            ),
+            None => history::Revision::local(&name, &data, status.collision_count),
+        };
+        let hash = current.hash.clone();
 
         // Daemon pods by the node they are meant for, oldest first.
         let mine: Vec<Arc<Pod>> = self
@@ -371,21 +374,22 @@ impl DaemonSets {
                 })?;
         }
 
-        let in_use: Vec<&str> = mine
-            .iter()
-            .filter_map(|p| history::hash_label(&p.metadata))
-            .collect();
-        let current_name = current.metadata.name.clone().unwrap_or_default();
-        history::truncate(
-            &self.client,
-            &namespace,
-            &revisions,
-            &in_use,
-            &[current_name.as_str()],
-            spec.revision_history_limit.unwrap_or(10),
-        )
-        .await
-        .map_err(history_err)?;
+        if let Some(revisions) = &revisions {
+            let in_use: Vec<&str> = mine
+                .iter()
+                .filter_map(|p| history::hash_label(&p.metadata))
+                .collect();
+            history::truncate(
+                &self.client,
+                &namespace,
+                revisions,
+                &in_use,
+                &[current.name.as_str()],
+                spec.revision_history_limit.unwrap_or(10),
+            )
+            .await
+            .map_err(history_err)?;
+        }
         Ok(if c.waiting_for_available && min_ready > 0 {
             Action::RequeueAfter(Duration::from_secs(min_ready as u64))
         } else {
@@ -402,11 +406,7 @@ impl Reconciler for DaemonSets {
     }
 
     async fn prepare(&self) -> Result<(), DaemonSetError> {
-        for (s, kind) in self
-            .synced
-            .iter()
-            .zip(["daemonset", "pod", "node", "controllerrevision"])
-        {
+        for (s, kind) in &self.synced {
             s.wait(kind).await?;
         }
         Ok(())

@@ -4,5 +4,5 @@ use kube::Client;
 use crate::runtime::{Informer, Runner, WorkQueue};
 pub struct StatefulSets;
 impl StatefulSets {
-    pub fn register(_r: &mut Runner, _c: Client, _p: &mut Informer<Pod>, _q: WorkQueue<String>) {}
+    pub fn register(_r: &mut Runner, _c: Client, _p: &mut Informer<Pod>, _q: WorkQueue<String>, _b: bool) {}
 }
