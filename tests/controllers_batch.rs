@@ -362,3 +362,117 @@ async fn a_daemonset_covers_each_untainted_node_once_and_rolls() {
     tainted.shutdown().await;
     c.stop().await;
 }
+
+const STATEFULSET: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  replicas: 3
+  serviceName: web
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.25
+"#;
+
+/// Watches `app=web` pods; for every pod first seen, records which pods were Ready then.
+fn track_order(client: &kube::Client) -> Arc<Mutex<Vec<(String, Vec<String>)>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let config = watcher::Config::default().labels("app=web");
+    let seen = log.clone();
+    tokio::spawn(async move {
+        let mut ready: BTreeMap<String, bool> = BTreeMap::new();
+        let mut events = watcher(api, config).applied_objects().boxed();
+        while let Some(Ok(pod)) = events.next().await {
+            let name = pod.name_any();
+            if !ready.contains_key(&name) {
+                let now_ready: Vec<String> = ready
+                    .iter()
+                    .filter(|(_, r)| **r)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                seen.lock().unwrap().push((name.clone(), now_ready));
+            }
+            let is_ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            ready.insert(name, is_ready);
+        }
+    });
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_starts_its_pods_in_order_and_rolls() {
+    let c = cluster("sts-", 2).await;
+    let order = track_order(&c.client);
+    apply(&c.server, STATEFULSET).await;
+    let out = kubectl(
+        &c.server,
+        &["rollout", "status", "sts/web", "--timeout=30s"],
+    )
+    .await;
+    assert!(out.contains("roll out complete"), "{out}");
+    let log = order.lock().unwrap().clone();
+    let names: Vec<&str> = log.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["web-0", "web-1", "web-2"], "{log:?}");
+    for (i, (name, ready_before)) in log.iter().enumerate().skip(1) {
+        assert!(
+            ready_before.contains(&format!("web-{}", i - 1)),
+            "{name} appeared before web-{} was Ready: {log:?}",
+            i - 1
+        );
+    }
+    let pod = Api::<Pod>::namespaced(c.client.clone(), "default")
+        .get("web-1")
+        .await
+        .expect("web-1");
+    assert_eq!(pod.labels()["statefulset.kubernetes.io/pod-name"], "web-1");
+    assert_eq!(pod.labels()["apps.kubernetes.io/pod-index"], "1");
+    let spec = pod.spec.unwrap();
+    assert_eq!(
+        (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+        (Some("web-1"), Some("web"))
+    );
+
+    kubectl(&c.server, &["set", "image", "sts/web", "app=nginx:1.27"]).await;
+    let out = kubectl(
+        &c.server,
+        &["rollout", "status", "sts/web", "--timeout=30s"],
+    )
+    .await;
+    // The defaulted partition 0 makes kubectl report a partitioned roll-out, as on Kubernetes.
+    assert!(out.contains("partitioned roll out complete: 3 new pods"), "{out}");
+    let images = placed(&c.client, "app=web").await;
+    assert!(images.iter().all(|(_, image, _)| image == "nginx:1.27"), "{images:?}");
+    let sts = kubectl(&c.server, &["get", "sts", "web", "-o", "json"]).await;
+    let sts: serde_json::Value = serde_json::from_str(&sts).unwrap();
+    let status = &sts["status"];
+    assert_eq!(status["currentRevision"], status["updateRevision"], "{status}");
+    assert_eq!(
+        (&status["replicas"], &status["readyReplicas"], &status["updatedReplicas"]),
+        (&serde_json::json!(3), &serde_json::json!(3), &serde_json::json!(3)),
+        "{status}"
+    );
+    assert_eq!(images[0].2, status["updateRevision"].as_str().unwrap());
+
+    // Scaling down removes the highest ordinals.
+    kubectl(&c.server, &["scale", "sts/web", "--replicas=1"]).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    for gone in ["web-2", "web-1"] {
+        wait_for(&pods, gone, "deleted on scale-down", |p: Option<&Pod>| p.is_none()).await;
+    }
+    assert!(pods.get_opt("web-0").await.unwrap().is_some());
+    c.stop().await;
+}
