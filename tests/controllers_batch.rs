@@ -51,7 +51,10 @@ struct Cluster {
 }
 
 async fn cluster(prefix: &str, nodes: usize) -> Cluster {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let server = Server::start();
     let client = server.client().await;
     let mut config = berth_controllers::Config::default();
@@ -172,7 +175,12 @@ async fn jobs_complete_fail_past_their_backoff_limit_and_expire() {
 
     kubectl(
         &c.server,
-        &["wait", "--for=condition=complete", "job/calc", "--timeout=30s"],
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/calc",
+            "--timeout=30s",
+        ],
     )
     .await;
     let calc = jobs.get("calc").await.expect("the calc job");
@@ -190,7 +198,10 @@ async fn jobs_complete_fail_past_their_backoff_limit_and_expire() {
     let pods = job_pods(&c.client, "calc").await;
     assert_eq!(phases(&pods), BTreeMap::from([("Succeeded".into(), 3)]));
     let max = *running.lock().unwrap();
-    assert_eq!(max, 2, "at most parallelism pods ran at once, and that many did");
+    assert_eq!(
+        max, 2,
+        "at most parallelism pods ran at once, and that many did"
+    );
     for p in &pods {
         let labels = p.labels();
         assert_eq!(labels["batch.kubernetes.io/job-name"], "calc");
@@ -208,7 +219,12 @@ async fn jobs_complete_fail_past_their_backoff_limit_and_expire() {
 
     kubectl(
         &c.server,
-        &["wait", "--for=condition=failed", "job/crash", "--timeout=30s"],
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/crash",
+            "--timeout=30s",
+        ],
     )
     .await;
     let crash = jobs.get("crash").await.expect("the crash job");
@@ -317,7 +333,11 @@ async fn a_daemonset_covers_each_untainted_node_once_and_rolls() {
             &status["numberReady"],
             &status["updatedNumberScheduled"]
         ),
-        (&serde_json::json!(3), &serde_json::json!(3), &serde_json::json!(3)),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(3),
+            &serde_json::json!(3)
+        ),
         "{status}"
     );
     assert_eq!(status["observedGeneration"], ds["metadata"]["generation"]);
@@ -339,15 +359,14 @@ async fn a_daemonset_covers_each_untainted_node_once_and_rolls() {
         .node_selector_terms;
     let field = &terms[0].match_fields.as_ref().unwrap()[0];
     assert_eq!(field.key, "metadata.name");
-    assert_eq!(field.values.as_deref(), Some(&[spec.node_name.clone().unwrap()][..]));
+    assert_eq!(
+        field.values.as_deref(),
+        Some(&[spec.node_name.clone().unwrap()][..])
+    );
     assert_eq!(spec.tolerations.map(|t| t.len()), Some(6));
 
     // A new image rolls out node by node.
-    kubectl(
-        &c.server,
-        &["set", "image", "ds/agent", "app=nginx:1.27"],
-    )
-    .await;
+    kubectl(&c.server, &["set", "image", "ds/agent", "app=nginx:1.27"]).await;
     let out = kubectl(
         &c.server,
         &["rollout", "status", "ds/agent", "--timeout=30s"],
@@ -356,8 +375,13 @@ async fn a_daemonset_covers_each_untainted_node_once_and_rolls() {
     assert!(out.contains("successfully rolled out"), "{out}");
     let second = placed(&c.client, "app=agent").await;
     assert_eq!(second.len(), 3, "{second:?}");
-    assert!(second.iter().all(|(_, image, _)| image == "nginx:1.27"), "{second:?}");
-    assert!(second.iter().all(|(_, _, h)| h != &first[0].2 && h == &second[0].2));
+    assert!(
+        second.iter().all(|(_, image, _)| image == "nginx:1.27"),
+        "{second:?}"
+    );
+    assert!(second
+        .iter()
+        .all(|(_, _, h)| h != &first[0].2 && h == &second[0].2));
 
     tainted.shutdown().await;
     c.stop().await;
@@ -383,8 +407,11 @@ spec:
         image: nginx:1.25
 "#;
 
+/// Each pod in the order it first appeared, with the pods that were Ready at that moment.
+type Appearances = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
 /// Watches `app=web` pods; for every pod first seen, records which pods were Ready then.
-fn track_order(client: &kube::Client) -> Arc<Mutex<Vec<(String, Vec<String>)>>> {
+fn track_order(client: &kube::Client) -> Appearances {
     let log = Arc::new(Mutex::new(Vec::new()));
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let config = watcher::Config::default().labels("app=web");
@@ -453,16 +480,33 @@ async fn a_statefulset_starts_its_pods_in_order_and_rolls() {
     )
     .await;
     // The defaulted partition 0 makes kubectl report a partitioned roll-out, as on Kubernetes.
-    assert!(out.contains("partitioned roll out complete: 3 new pods"), "{out}");
+    assert!(
+        out.contains("partitioned roll out complete: 3 new pods"),
+        "{out}"
+    );
     let images = placed(&c.client, "app=web").await;
-    assert!(images.iter().all(|(_, image, _)| image == "nginx:1.27"), "{images:?}");
+    assert!(
+        images.iter().all(|(_, image, _)| image == "nginx:1.27"),
+        "{images:?}"
+    );
     let sts = kubectl(&c.server, &["get", "sts", "web", "-o", "json"]).await;
     let sts: serde_json::Value = serde_json::from_str(&sts).unwrap();
     let status = &sts["status"];
-    assert_eq!(status["currentRevision"], status["updateRevision"], "{status}");
     assert_eq!(
-        (&status["replicas"], &status["readyReplicas"], &status["updatedReplicas"]),
-        (&serde_json::json!(3), &serde_json::json!(3), &serde_json::json!(3)),
+        status["currentRevision"], status["updateRevision"],
+        "{status}"
+    );
+    assert_eq!(
+        (
+            &status["replicas"],
+            &status["readyReplicas"],
+            &status["updatedReplicas"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(3),
+            &serde_json::json!(3)
+        ),
         "{status}"
     );
     assert_eq!(images[0].2, status["updateRevision"].as_str().unwrap());
@@ -471,7 +515,10 @@ async fn a_statefulset_starts_its_pods_in_order_and_rolls() {
     kubectl(&c.server, &["scale", "sts/web", "--replicas=1"]).await;
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     for gone in ["web-2", "web-1"] {
-        wait_for(&pods, gone, "deleted on scale-down", |p: Option<&Pod>| p.is_none()).await;
+        wait_for(&pods, gone, "deleted on scale-down", |p: Option<&Pod>| {
+            p.is_none()
+        })
+        .await;
     }
     assert!(pods.get_opt("web-0").await.unwrap().is_some());
     c.stop().await;

@@ -38,7 +38,10 @@ pub enum HistoryError {
 /// but keep no revision objects (so no `kubectl rollout history/undo` for them).
 pub async fn served(client: &Client) -> bool {
     match client.list_api_group_resources("apps/v1").await {
-        Ok(list) => list.resources.iter().any(|r| r.name == "controllerrevisions"),
+        Ok(list) => list
+            .resources
+            .iter()
+            .any(|r| r.name == "controllerrevisions"),
         Err(e) => {
             tracing::warn!(error = %e, "apps/v1 discovery failed; assuming no controllerrevisions");
             false
@@ -274,9 +277,7 @@ mod tests {
         assert_eq!(hash(&a, None), hash(&a, None));
         assert_ne!(hash(&a, None), hash(&b, None));
         assert_ne!(hash(&a, None), hash(&a, Some(1)));
-        assert!(hash(&a, None)
-            .bytes()
-            .all(|c| ALPHANUMS.contains(&c)));
+        assert!(hash(&a, None).bytes().all(|c| ALPHANUMS.contains(&c)));
         // As Kubernetes: byte value modulo the alphabet's length.
         assert_eq!(safe_encode("0123"), "4567");
     }

@@ -13,8 +13,8 @@ pub mod namespace;
 pub mod pods;
 pub mod runtime;
 pub mod serviceaccount;
-pub mod statefulset;
 mod start;
+pub mod statefulset;
 
 pub use start::{
     client_from_kubeconfig, run, run_until_interrupted, spawn, Config, Running, StartError,

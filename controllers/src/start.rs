@@ -111,7 +111,8 @@ pub async fn run(
 /// The Job, DaemonSet and StatefulSet controllers, each on its own Pod informer for now.
 fn register_batch(runner: &mut Runner, client: &Client, config: &Config, revisions: bool) {
     use k8s_openapi::api::core::v1::Pod;
-    let pod_informer = || Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let pod_informer =
+        || Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let mut job_pods = pod_informer();
     crate::job::JobController::register(
         runner,

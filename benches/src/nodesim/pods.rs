@@ -254,7 +254,9 @@ async fn handle(shared: &Arc<Shared>, node: &Arc<SimNode>, pod: &Pod) {
         Action::Rerun => {
             let now = objects::rfc3339(OffsetDateTime::now_utc());
             let status = pod.status.as_ref();
-            let host_ip = status.and_then(|s| s.host_ip.as_deref()).unwrap_or(&node.host_ip);
+            let host_ip = status
+                .and_then(|s| s.host_ip.as_deref())
+                .unwrap_or(&node.host_ip);
             let pod_ip = status.and_then(|s| s.pod_ip.as_deref()).unwrap_or_default();
             let running = objects::running_status(pod, host_ip, pod_ip, &now);
             patch_status(exit::rerun_status(pod, running), "restarting pod").await;
@@ -296,10 +298,7 @@ async fn handle(shared: &Arc<Shared>, node: &Arc<SimNode>, pod: &Pod) {
 
 /// Handles every pod bound to `node` now (after its heartbeat resumes: the watch events of the
 /// time it was lost were skipped).
-pub(super) async fn resync_node(
-    shared: &Arc<Shared>,
-    node: &Arc<SimNode>,
-) -> Result<(), SimError> {
+pub(super) async fn resync_node(shared: &Arc<Shared>, node: &Arc<SimNode>) -> Result<(), SimError> {
     let api: Api<Pod> = Api::all(shared.client.clone());
     let selector = format!("spec.nodeName={}", node.name);
     let list = api

@@ -156,7 +156,12 @@ impl DaemonSets {
         let namespace = ds.metadata.namespace.clone().unwrap_or_default();
         let prefix = format!("{}-", ds.metadata.name.as_deref().unwrap_or_default());
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        let mut template = from_template(&spec.template, &namespace, owner, PodName::Generate(&prefix));
+        let mut template = from_template(
+            &spec.template,
+            &namespace,
+            owner,
+            PodName::Generate(&prefix),
+        );
         template
             .metadata
             .labels
@@ -258,7 +263,11 @@ impl DaemonSets {
             namespace: &namespace,
             name: &name,
             reference,
-            template_labels: spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+            template_labels: spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref()),
             collision_count: status.collision_count,
         };
         let current = match &revisions {
@@ -338,9 +347,13 @@ impl DaemonSets {
                     .update_strategy
                     .as_ref()
                     .and_then(|s| s.rolling_update.as_ref());
-                let max_unavailable =
-                    plan::scaled(ru.and_then(|r| r.max_unavailable.as_ref()), desired, true, 1)
-                        .max(1);
+                let max_unavailable = plan::scaled(
+                    ru.and_then(|r| r.max_unavailable.as_ref()),
+                    desired,
+                    true,
+                    1,
+                )
+                .max(1);
                 delete = plan::rolling_update(&nodes, &hash, max_unavailable, min_ready, now);
             }
             self.delete_pods(key, &delete).await?;

@@ -32,7 +32,10 @@ pub fn daemon_tolerations(host_network: bool) -> Vec<Toleration> {
         exists(taints::UNSCHEDULABLE, taints::EFFECT_NO_SCHEDULE),
     ];
     if host_network {
-        t.push(exists(taints::NETWORK_UNAVAILABLE, taints::EFFECT_NO_SCHEDULE));
+        t.push(exists(
+            taints::NETWORK_UNAVAILABLE,
+            taints::EFFECT_NO_SCHEDULE,
+        ));
     }
     t
 }
@@ -59,7 +62,9 @@ pub fn pin_to_node(spec: &mut PodSpec, node: &str) {
         match_expressions: None,
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let node_affinity = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
         node_selector_terms: vec![term],
     });
@@ -88,14 +93,18 @@ pub fn target_node(spec: &PodSpec) -> Option<&str> {
 }
 
 fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
     let key = t.key.as_deref().unwrap_or("");
     match t.operator.as_deref().unwrap_or("Equal") {
         "Exists" => key.is_empty() || key == taint.key,
         "Equal" => {
-            key == taint.key && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+            key == taint.key
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
         }
         _ => false,
     }
@@ -132,11 +141,12 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         return false;
     }
     let labels = node.metadata.labels.as_ref();
-    exprs.iter().all(|r| {
-        requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str))
-    }) && fields.iter().all(|r| {
-        r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_deref())
-    })
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
+        && fields.iter().all(|r| {
+            r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_deref())
+        })
 }
 
 /// The pod's nodeSelector and required node affinity admit `node`.
@@ -151,8 +161,12 @@ fn fits_affinity(spec: &PodSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
-    selector_ok && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    selector_ok
+        && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
 }
 
 /// Whether a pod from `template` (daemon tolerations included) belongs on `node`.
@@ -221,7 +235,11 @@ mod tests {
     fn taints_and_tolerations() {
         let plain = spec(json!({}));
         assert_eq!(fit(&plain, &node("a", json!({}), json!([]))), RUN);
-        let gpu = node("b", json!({}), json!([{"key": "gpu", "effect": "NoSchedule"}]));
+        let gpu = node(
+            "b",
+            json!({}),
+            json!([{"key": "gpu", "effect": "NoSchedule"}]),
+        );
         assert_eq!(
             fit(&plain, &gpu),
             Fit {
@@ -229,12 +247,17 @@ mod tests {
                 should_continue_running: true
             }
         );
-        let evicting = node("c", json!({}), json!([{"key": "gpu", "value": "x", "effect": "NoExecute"}]));
+        let evicting = node(
+            "c",
+            json!({}),
+            json!([{"key": "gpu", "value": "x", "effect": "NoExecute"}]),
+        );
         assert_eq!(fit(&plain, &evicting), NO);
         let tolerant = spec(json!({"tolerations": [{"key": "gpu", "operator": "Exists"}]}));
         assert_eq!(fit(&tolerant, &gpu), RUN);
         assert_eq!(fit(&tolerant, &evicting), RUN);
-        let equal = spec(json!({"tolerations": [{"key": "gpu", "value": "y", "effect": "NoExecute"}]}));
+        let equal =
+            spec(json!({"tolerations": [{"key": "gpu", "value": "y", "effect": "NoExecute"}]}));
         assert_eq!(fit(&equal, &evicting), NO);
         // The daemon tolerations cover cordoned, not-ready and pressured nodes.
         let cordoned = node(
@@ -252,22 +275,33 @@ mod tests {
         let ssd = node("a", json!({"disk": "ssd", "cores": "8"}), json!([]));
         let hdd = node("b", json!({"disk": "hdd"}), json!([]));
         let by_selector = spec(json!({"nodeSelector": {"disk": "ssd"}}));
-        assert_eq!((fit(&by_selector, &ssd), fit(&by_selector, &hdd)), (RUN, NO));
+        assert_eq!(
+            (fit(&by_selector, &ssd), fit(&by_selector, &hdd)),
+            (RUN, NO)
+        );
         let by_affinity = spec(json!({"affinity": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]},
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}
-            ]}}}}));
-        assert_eq!((fit(&by_affinity, &ssd), fit(&by_affinity, &hdd)), (RUN, RUN));
-        assert_eq!(fit(&by_affinity, &node("c", json!({"cores": "2"}), json!([]))), NO);
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]},
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}
+        ]}}}}));
+        assert_eq!(
+            (fit(&by_affinity, &ssd), fit(&by_affinity, &hdd)),
+            (RUN, RUN)
+        );
+        assert_eq!(
+            fit(&by_affinity, &node("c", json!({"cores": "2"}), json!([]))),
+            NO
+        );
     }
 
     #[test]
     fn pods_are_pinned_and_tolerant() {
-        let mut s = spec(json!({"tolerations": [{"key": "node.kubernetes.io/not-ready",
+        let mut s = spec(
+            json!({"tolerations": [{"key": "node.kubernetes.io/not-ready",
             "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
-                {"nodeSelectorTerms": [{"matchExpressions": [{"key": "x", "operator": "Exists"}]}]}}}}));
+                {"nodeSelectorTerms": [{"matchExpressions": [{"key": "x", "operator": "Exists"}]}]}}}}),
+        );
         add_daemon_tolerations(&mut s);
         pin_to_node(&mut s, "node-7");
         assert_eq!(target_node(&s), Some("node-7"));
@@ -276,8 +310,14 @@ mod tests {
         assert!(t.iter().all(|t| t.toleration_seconds.is_none()));
         let keys: Vec<_> = t.iter().filter_map(|t| t.key.as_deref()).collect();
         assert!(keys.contains(&"node.kubernetes.io/pid-pressure"));
-        let terms = &s.affinity.unwrap().node_affinity.unwrap()
-            .required_during_scheduling_ignored_during_execution.unwrap().node_selector_terms;
+        let terms = &s
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap()
+            .node_selector_terms;
         assert_eq!(terms.len(), 1);
         assert_eq!(daemon_tolerations(true).len(), 7);
         let mut bound = spec(json!({"nodeName": "n1"}));

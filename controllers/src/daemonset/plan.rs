@@ -33,14 +33,21 @@ pub fn manage<'a>(nodes: &[NodePods<'a>]) -> (Vec<String>, Vec<&'a Pod>) {
     let mut create = Vec::new();
     let mut delete = Vec::new();
     for node in nodes {
-        let live: Vec<&Pod> = node.pods.iter().copied().filter(|p| !terminating(p)).collect();
+        let live: Vec<&Pod> = node
+            .pods
+            .iter()
+            .copied()
+            .filter(|p| !terminating(p))
+            .collect();
         if node.fit.should_continue_running {
             // Finished daemon pods are replaced.
             let (done, running): (Vec<&Pod>, Vec<&Pod>) = live
                 .into_iter()
                 .partition(|p| matches!(phase(p), "Failed" | "Succeeded"));
             delete.extend(done);
-            if node.fit.should_run && running.is_empty() && node.pods.iter().all(|p| !terminating(p))
+            if node.fit.should_run
+                && running.is_empty()
+                && node.pods.iter().all(|p| !terminating(p))
             {
                 create.push(node.name.clone());
             }
@@ -87,7 +94,12 @@ pub fn rolling_update<'a>(
     let mut free = Vec::new();
     let mut candidates = Vec::new();
     for node in nodes.iter().filter(|n| n.fit.should_run) {
-        let live: Vec<&Pod> = node.pods.iter().copied().filter(|p| !terminating(p)).collect();
+        let live: Vec<&Pod> = node
+            .pods
+            .iter()
+            .copied()
+            .filter(|p| !terminating(p))
+            .collect();
         if live.len() > 1 || node.pods.len() != live.len() {
             unavailable += 1;
             continue;
@@ -126,7 +138,12 @@ pub struct Counts {
     pub waiting_for_available: bool,
 }
 
-pub fn counts(nodes: &[NodePods<'_>], hash: &str, min_ready_seconds: i32, now: Timestamp) -> Counts {
+pub fn counts(
+    nodes: &[NodePods<'_>],
+    hash: &str,
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Counts {
     let mut c = Counts::default();
     for node in nodes {
         let scheduled = !node.pods.is_empty();
@@ -189,17 +206,23 @@ mod tests {
     }
 
     fn names(pods: &[&Pod]) -> Vec<String> {
-        pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+        pods.iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect()
     }
 
     #[test]
     fn one_pod_per_eligible_node() {
-        let (a1, a2) = (pod("a1", "h", "Running", true), pod("a2", "h", "Running", true));
+        let (a1, a2) = (
+            pod("a1", "h", "Running", true),
+            pod("a2", "h", "Running", true),
+        );
         let failed = pod("b1", "h", "Failed", false);
         let stray = pod("d1", "h", "Running", true);
         let tolerated = pod("e1", "h", "Running", true);
         let mut going = pod("f1", "h", "Running", true);
-        going.metadata.deletion_timestamp = serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();
+        going.metadata.deletion_timestamp =
+            serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();
         let nodes = [
             node("a", RUN, vec![&a1, &a2]),
             node("b", RUN, vec![&failed]),
@@ -223,7 +246,9 @@ mod tests {
     #[test]
     fn rolling_update_respects_max_unavailable() {
         let now = Timestamp::now();
-        let old: Vec<Pod> = (0..4).map(|i| pod(&format!("o{i}"), "old", "Running", true)).collect();
+        let old: Vec<Pod> = (0..4)
+            .map(|i| pod(&format!("o{i}"), "old", "Running", true))
+            .collect();
         let nodes: Vec<NodePods> = old
             .iter()
             .enumerate()

@@ -166,8 +166,7 @@ impl JobController {
             .into_iter()
             .filter(|p| {
                 p.metadata.namespace.as_deref() == Some(namespace)
-                    && controller_of(&p.metadata)
-                        .is_some_and(|o| o.kind == "Job" && o.name == name)
+                    && controller_of(&p.metadata).is_some_and(|o| o.kind == "Job" && o.name == name)
             })
             .collect()
     }
@@ -379,7 +378,9 @@ impl JobController {
         let (active, ready) = status::active_and_ready(&pods);
         let terminating = pods
             .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_some() && status::outcome(p, true).is_none())
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_some() && status::outcome(p, true).is_none()
+            })
             .count() as i32;
         let mut conditions = st.conditions.clone().unwrap_or_default();
         let suspended = spec.suspend == Some(true);
@@ -399,7 +400,14 @@ impl JobController {
                 None
             };
             if let Some((reason, message)) = failure {
-                status::set_condition(&mut conditions, FAILURE_TARGET, "True", reason, message, now);
+                status::set_condition(
+                    &mut conditions,
+                    FAILURE_TARGET,
+                    "True",
+                    reason,
+                    message,
+                    now,
+                );
             } else if status::success_criteria_met(&job, succeeded, active) {
                 status::set_condition(
                     &mut conditions,
@@ -440,9 +448,26 @@ impl JobController {
             }
         }
         if suspended {
-            status::set_condition(&mut conditions, SUSPENDED, "True", "JobSuspended", "Job suspended", now);
-        } else if conditions.iter().any(|c| c.type_ == SUSPENDED && c.status == "True") {
-            status::set_condition(&mut conditions, SUSPENDED, "False", "JobResumed", "Job resumed", now);
+            status::set_condition(
+                &mut conditions,
+                SUSPENDED,
+                "True",
+                "JobSuspended",
+                "Job suspended",
+                now,
+            );
+        } else if conditions
+            .iter()
+            .any(|c| c.type_ == SUSPENDED && c.status == "True")
+        {
+            status::set_condition(
+                &mut conditions,
+                SUSPENDED,
+                "False",
+                "JobResumed",
+                "Job resumed",
+                now,
+            );
             // The deadline counts from the resumption.
             st.start_time = Some(Time(now));
         }
@@ -456,7 +481,11 @@ impl JobController {
             .is_none_or(|u| u.succeeded.is_none() && u.failed.is_none());
         if let Some(interim) = &finishing {
             if active == 0 && terminating == 0 && all_counted {
-                let terminal = if interim.type_ == FAILURE_TARGET { FAILED } else { COMPLETE };
+                let terminal = if interim.type_ == FAILURE_TARGET {
+                    FAILED
+                } else {
+                    COMPLETE
+                };
                 status::set_condition(
                     &mut conditions,
                     terminal,

@@ -219,11 +219,7 @@ fn restart_policy(job: &Job) -> Option<&str> {
 /// Failed pods beyond `backoffLimit`; with restartPolicy OnFailure the container restarts of
 /// running pods count too (Kubernetes' `pastBackoffLimitOnFailure`).
 pub fn past_backoff_limit(job: &Job, failed: i32, active: &[&Pod]) -> bool {
-    let limit = job
-        .spec
-        .as_ref()
-        .and_then(|s| s.backoff_limit)
-        .unwrap_or(6);
+    let limit = job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6);
     let restarts: i32 = if restart_policy(job) == Some("OnFailure") {
         active
             .iter()
@@ -278,12 +274,7 @@ fn finished_at(pod: &Pod) -> Option<Timestamp> {
 /// How long to wait before creating pods again after failures: `base` doubled for each failure
 /// since the last success, at most `max`, counted from the last failure (Kubernetes' pod
 /// failure back-off, 10 s doubling to 10 min).
-pub fn creation_backoff(
-    pods: &[&Pod],
-    base: Duration,
-    max: Duration,
-    now: Timestamp,
-) -> Duration {
+pub fn creation_backoff(pods: &[&Pod], base: Duration, max: Duration, now: Timestamp) -> Duration {
     let last_success = pods
         .iter()
         .filter(|p| phase(p) == "Succeeded")
@@ -503,10 +494,31 @@ mod tests {
         let mut conds = Vec::new();
         let t0 = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1 = "2026-01-01T00:00:09Z".parse().unwrap();
-        set_condition(&mut conds, SUSPENDED, "True", "JobSuspended", "Job suspended", t0);
-        set_condition(&mut conds, SUSPENDED, "True", "JobSuspended", "Job suspended", t1);
+        set_condition(
+            &mut conds,
+            SUSPENDED,
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            t0,
+        );
+        set_condition(
+            &mut conds,
+            SUSPENDED,
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            t1,
+        );
         assert_eq!(conds[0].last_transition_time, Some(Time(t0)));
-        set_condition(&mut conds, SUSPENDED, "False", "JobResumed", "Job resumed", t1);
+        set_condition(
+            &mut conds,
+            SUSPENDED,
+            "False",
+            "JobResumed",
+            "Job resumed",
+            t1,
+        );
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].last_transition_time, Some(Time(t1)));
     }

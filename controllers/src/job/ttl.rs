@@ -30,7 +30,12 @@ pub fn left(job: &Job, now: Timestamp) -> Option<Duration> {
 }
 
 /// Deletes `job` if its TTL has run out, or asks to look again when it will have.
-pub async fn expire(client: &Client, job: &Job, key: &str, now: Timestamp) -> Result<Action, JobError> {
+pub async fn expire(
+    client: &Client,
+    job: &Job,
+    key: &str,
+    now: Timestamp,
+) -> Result<Action, JobError> {
     let Some(left) = left(job, now) else {
         return Ok(Action::Done);
     };
@@ -58,7 +63,10 @@ pub async fn expire(client: &Client, job: &Job, key: &str, now: Timestamp) -> Re
         .await
     {
         Ok(_) => {
-            tracing::info!(job = key, "deleted the finished job: its ttlSecondsAfterFinished passed");
+            tracing::info!(
+                job = key,
+                "deleted the finished job: its ttlSecondsAfterFinished passed"
+            );
             Ok(Action::Done)
         }
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::Done),

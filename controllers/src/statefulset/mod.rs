@@ -217,9 +217,13 @@ impl StatefulSets {
             .unwrap_or(0)
             .max(0);
         let by_ordinal = |o: i32| {
-            mine.iter()
-                .map(|p| &**p)
-                .find(|p| p.metadata.name.as_deref().and_then(|n| ordinal_of(&name, n)) == Some(o))
+            mine.iter().map(|p| &**p).find(|p| {
+                p.metadata
+                    .name
+                    .as_deref()
+                    .and_then(|n| ordinal_of(&name, n))
+                    == Some(o)
+            })
         };
         let replicas: Vec<(i32, Option<&Pod>)> =
             (start..start + want).map(|o| (o, by_ordinal(o))).collect();

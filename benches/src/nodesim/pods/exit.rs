@@ -351,7 +351,12 @@ mod tests {
         assert_eq!(s["phase"], "Succeeded");
         let t = &s["containerStatuses"][0]["state"]["terminated"];
         assert_eq!(
-            (&t["exitCode"], &t["reason"], &t["startedAt"], &t["finishedAt"]),
+            (
+                &t["exitCode"],
+                &t["reason"],
+                &t["startedAt"],
+                &t["finishedAt"]
+            ),
             (
                 &json!(0),
                 &json!("Completed"),
@@ -370,7 +375,10 @@ mod tests {
             s["containerStatuses"][0]["state"]["terminated"]["reason"],
             "Error"
         );
-        assert_eq!(s["containerStatuses"][0]["state"]["terminated"]["exitCode"], 2);
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+            2
+        );
         assert_eq!(s["conditions"][2]["reason"], "PodFailed");
         // What the server stores reads back as a typed status.
         let typed: k8s_openapi::api::core::v1::PodStatus =
