@@ -7,10 +7,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod daemonset;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod history;
 pub mod ipam;
+pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -18,6 +21,7 @@ pub mod pods;
 pub mod runtime;
 pub mod serviceaccount;
 mod start;
+pub mod statefulset;
 
 pub use start::{
     client_from_kubeconfig, run, run_until_interrupted, spawn, Config, Running, StartError,

@@ -61,6 +61,8 @@ pub struct Config {
     pub node_startup_grace_period: Duration,
     /// Run only while holding this Lease (`--leader-elect`); None runs unconditionally.
     pub leader_election: Option<LeaderConfig>,
+    /// The Job controller's pod re-creation back-off and workers.
+    pub job: crate::job::JobConfig,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             node_monitor_grace_period: crate::nodelifecycle::DEFAULT_MONITOR_GRACE,
             node_startup_grace_period: crate::nodelifecycle::DEFAULT_STARTUP_GRACE,
             leader_election: None,
+            job: crate::job::JobConfig::default(),
         }
     }
 }
@@ -159,11 +162,13 @@ async fn run_controllers(
         WorkQueue::new(RateLimit::default()),
     );
     register_endpoints_and_gc(&mut runner, &client, config, &mut pods, &mut nodes);
+    let revisions = crate::history::served(&client).await;
+    register_batch(&mut runner, &client, config, &mut pods, revisions);
     runner.informer(nodes);
     runner.informer(pods);
     NodeIpam::register(
         &mut runner,
-        client,
+        client.clone(),
         alloc,
         WorkQueue::new(RateLimit::default()),
     );
@@ -212,6 +217,38 @@ fn register_endpoints_and_gc(
         client.clone(),
         WorkQueue::new(RateLimit::default()),
         20,
+    );
+}
+
+/// The Job, DaemonSet and StatefulSet controllers, on the shared Pod informer (which the caller
+/// runs).
+fn register_batch(
+    runner: &mut Runner,
+    client: &Client,
+    config: &Config,
+    pods: &mut Informer<Pod>,
+    revisions: bool,
+) {
+    crate::job::JobController::register(
+        runner,
+        client.clone(),
+        pods,
+        config.job.clone(),
+        WorkQueue::new(RateLimit::default()),
+    );
+    crate::daemonset::DaemonSets::register(
+        runner,
+        client.clone(),
+        pods,
+        WorkQueue::new(RateLimit::default()),
+        revisions,
+    );
+    crate::statefulset::StatefulSets::register(
+        runner,
+        client.clone(),
+        pods,
+        WorkQueue::new(RateLimit::default()),
+        revisions,
     );
 }
 

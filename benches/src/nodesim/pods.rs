@@ -1,16 +1,22 @@
 //! The kubelet's side of pods, simulated: one watch on every scheduled pod (field selector
 //! `spec.nodeName!=`), filtered to the simulated nodes. A new pod is reported Running and Ready
 //! through `pods/status`; a pod marked for deletion is deleted for real (grace 0, UID
-//! precondition), as a kubelet does once its containers have stopped. At most `concurrency`
-//! requests are in flight; the watch waits for a free slot, so a burst queues in the watch
-//! rather than in memory.
+//! precondition), as a kubelet does once its containers have stopped. A pod annotated
+//! `sim.berth.dev/exit-code` (and optionally `sim.berth.dev/run-for`) then exits as [`exit`]
+//! describes: Succeeded, Failed, or a crash loop, as its restart policy says. At most
+//! `concurrency` requests are in flight; the watch waits for a free slot, so a burst queues in
+//! the watch rather than in memory.
 
-use std::collections::{BTreeSet, HashMap};
+pub mod exit;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -66,16 +72,69 @@ enum Action {
     None,
     Start,
     Delete,
+    /// A scripted pod's containers exit (see [`exit`]).
+    Exit(exit::Script),
+    /// A scripted pod's containers run again after a crash-loop back-off.
+    Rerun,
+    /// Look again after this long.
+    Wait(Duration),
 }
 
-fn action(pod: &Pod) -> Action {
+fn action(pod: &Pod, now: Timestamp) -> Action {
     if pod.metadata.deletion_timestamp.is_some() {
-        Action::Delete
-    } else if objects::is_running(pod) {
+        return Action::Delete;
+    }
+    if let Some(script) = exit::script(pod) {
+        return match exit::step(pod, script, now) {
+            exit::Step::Start => Action::Start,
+            exit::Step::Exit => Action::Exit(script),
+            exit::Step::Rerun => Action::Rerun,
+            exit::Step::Wait(d) => Action::Wait(d),
+            exit::Step::None => Action::None,
+        };
+    }
+    if objects::is_running(pod) {
         Action::None
     } else {
         Action::Start
     }
+}
+
+/// Pods (by UID) with a timer pending, so the echoes of a pod's updates arm one timer, not
+/// many. Process-wide: UIDs are unique across simulators.
+static TIMERS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+
+/// Handles `pod` again once `after` has passed (re-reading it first), unless a timer is
+/// already pending for it.
+fn look_again(shared: &Arc<Shared>, node: &Arc<SimNode>, pod: &Pod, after: Duration) {
+    let uid = uid(pod).to_string();
+    {
+        let mut timers = TIMERS.lock().unwrap_or_else(|p| p.into_inner());
+        if !timers.insert(uid.clone()) {
+            return;
+        }
+    }
+    let (shared, node) = (Arc::clone(shared), Arc::clone(node));
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        TIMERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
+        if !node.alive.load(Ordering::SeqCst) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(shared.client.clone(), &namespace);
+        match api.get_opt(&name).await {
+            Ok(Some(pod)) if pod.metadata.uid.as_deref() == Some(uid.as_str()) => {
+                handle(&shared, &node, &pod).await
+            }
+            Ok(_) => {}
+            Err(e) => shared.failed("reading pod", &name, &e),
+        }
+    });
 }
 
 fn uid(pod: &Pod) -> &str {
@@ -119,9 +178,17 @@ pub(super) async fn run(shared: Arc<Shared>) {
             continue;
         }
         // Most events are the echoes of our own status patches: no request needed.
-        if action(&pod) == Action::None {
-            adopt_ip(&node, &pod);
-            continue;
+        match action(&pod, Timestamp::now()) {
+            Action::None => {
+                adopt_ip(&node, &pod);
+                continue;
+            }
+            Action::Wait(after) => {
+                adopt_ip(&node, &pod);
+                look_again(&shared, &node, &pod, after);
+                continue;
+            }
+            _ => {}
         }
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
@@ -152,13 +219,48 @@ fn adopt_ip(node: &SimNode, pod: &Pod) {
     }
 }
 
-/// Brings one pod on `node` to where a kubelet would: running, or gone.
-async fn handle(shared: &Shared, node: &SimNode, pod: &Pod) {
+/// Brings one pod on `node` to where a kubelet would: running, finished, or gone.
+async fn handle(shared: &Arc<Shared>, node: &Arc<SimNode>, pod: &Pod) {
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), namespace);
-    match action(pod) {
+    let patch_status = |status: serde_json::Value, what: &'static str| {
+        let api = api.clone();
+        async move {
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(_) => true,
+                // Deleted meanwhile: the watch reports that next.
+                Err(e) if is_status(&e, 404) => false,
+                Err(e) => {
+                    shared.failed(what, name, &e);
+                    false
+                }
+            }
+        }
+    };
+    match action(pod, Timestamp::now()) {
         Action::None => adopt_ip(node, pod),
+        Action::Wait(after) => {
+            adopt_ip(node, pod);
+            look_again(shared, node, pod, after);
+        }
+        Action::Exit(script) => {
+            let now = objects::rfc3339(OffsetDateTime::now_utc());
+            patch_status(exit::exited_status(pod, script, &now), "finishing pod").await;
+        }
+        Action::Rerun => {
+            let now = objects::rfc3339(OffsetDateTime::now_utc());
+            let status = pod.status.as_ref();
+            let host_ip = status
+                .and_then(|s| s.host_ip.as_deref())
+                .unwrap_or(&node.host_ip);
+            let pod_ip = status.and_then(|s| s.pod_ip.as_deref()).unwrap_or_default();
+            let running = objects::running_status(pod, host_ip, pod_ip, &now);
+            patch_status(exit::rerun_status(pod, running), "restarting pod").await;
+        }
         Action::Start => {
             let Some(host) = lock_ips(node).assign(uid(pod)) else {
                 shared.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -168,16 +270,8 @@ async fn handle(shared: &Shared, node: &SimNode, pod: &Pod) {
             let now = objects::rfc3339(OffsetDateTime::now_utc());
             let ip = objects::pod_ip(node.index, host);
             let status = objects::running_status(pod, &node.host_ip, &ip, &now);
-            match api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-            {
-                Ok(_) => {
-                    shared.counters.pods_started.fetch_add(1, Ordering::Relaxed);
-                }
-                // Deleted meanwhile: the watch reports that next.
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => shared.failed("starting pod", name, &e),
+            if patch_status(status, "starting pod").await {
+                shared.counters.pods_started.fetch_add(1, Ordering::Relaxed);
             }
         }
         Action::Delete => {
@@ -204,7 +298,7 @@ async fn handle(shared: &Shared, node: &SimNode, pod: &Pod) {
 
 /// Handles every pod bound to `node` now (after its heartbeat resumes: the watch events of the
 /// time it was lost were skipped).
-pub(super) async fn resync_node(shared: &Shared, node: &SimNode) -> Result<(), SimError> {
+pub(super) async fn resync_node(shared: &Arc<Shared>, node: &Arc<SimNode>) -> Result<(), SimError> {
     let api: Api<Pod> = Api::all(shared.client.clone());
     let selector = format!("spec.nodeName={}", node.name);
     let list = api
@@ -255,17 +349,36 @@ mod tests {
     fn actions() {
         let pending =
             pod(json!({"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": []}}));
-        assert_eq!(action(&pending), Action::Start);
+        let now = Timestamp::now();
+        assert_eq!(action(&pending, now), Action::Start);
         let running = pod(json!({"metadata": {"name": "p"}, "status": {
             "phase": "Running", "podIP": "10.64.0.2",
             "conditions": [{"type": "Ready", "status": "True"}]}}));
-        assert_eq!(action(&running), Action::None);
+        assert_eq!(action(&running, now), Action::None);
         let deleting = pod(
             json!({"metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z"},
             "status": {"phase": "Running", "podIP": "10.64.0.2",
                        "conditions": [{"type": "Ready", "status": "True"}]}}),
         );
-        assert_eq!(action(&deleting), Action::Delete);
+        assert_eq!(action(&deleting, now), Action::Delete);
+        let scripted = pod(json!({"metadata": {"name": "p", "annotations": {
+                exit::EXIT_CODE: "1", exit::RUN_FOR: "1h"}},
+            "status": {"phase": "Running", "podIP": "10.64.0.2",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": true,
+                    "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}));
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert_eq!(
+            action(&scripted, at("2026-01-01T00:30:00Z")),
+            Action::Wait(Duration::from_secs(1800))
+        );
+        assert_eq!(
+            action(&scripted, at("2026-01-01T01:00:00Z")),
+            Action::Exit(exit::Script {
+                exit_code: 1,
+                run_for: Duration::from_secs(3600)
+            })
+        );
     }
 
     #[test]
