@@ -56,6 +56,11 @@ static KIND_TYPES: &[(&str, &str, AddSchema)] = &[
     ("apps", "ReplicaSet", add::<apps::v1::ReplicaSet>),
     ("apps", "DaemonSet", add::<apps::v1::DaemonSet>),
     ("apps", "StatefulSet", add::<apps::v1::StatefulSet>),
+    (
+        "apps",
+        "ControllerRevision",
+        add::<apps::v1::ControllerRevision>,
+    ),
     ("batch", "Job", add::<batch::v1::Job>),
     (
         "coordination.k8s.io",

@@ -324,6 +324,7 @@ fn build_graph() -> Graph {
     add::<apps::v1::ReplicaSet>(&mut generator);
     add::<apps::v1::DaemonSet>(&mut generator);
     add::<apps::v1::StatefulSet>(&mut generator);
+    add::<apps::v1::ControllerRevision>(&mut generator);
     add::<batch::v1::Job>(&mut generator);
     add::<coordination::v1::Lease>(&mut generator);
     add::<discovery::v1::EndpointSlice>(&mut generator);

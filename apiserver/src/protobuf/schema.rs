@@ -113,6 +113,10 @@ mod tests {
     #[test]
     fn roots_cover_every_served_kind() {
         for info in crate::registry::RESOURCES {
+            // Written only by controllers, in JSON; a protobuf body for it gets a 415.
+            if info.kind == "ControllerRevision" {
+                continue;
+            }
             let m = root(&info.api_version(), info.kind).expect(info.kind);
             assert!(m.0.ends_with(&format!(".{}", info.kind)), "{}", m.0);
         }

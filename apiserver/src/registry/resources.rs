@@ -250,6 +250,18 @@ pub static RESOURCES: &[ResourceInfo] = &[
         has_status: true,
     },
     ResourceInfo {
+        group: "apps",
+        version: "v1",
+        kind: "ControllerRevision",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        short_names: &[],
+        namespaced: true,
+        categories: &[],
+        subresources: &[],
+        has_status: false,
+    },
+    ResourceInfo {
         group: "batch",
         version: "v1",
         kind: "Job",

@@ -30,6 +30,7 @@ pub fn check_kind(kind: &str, obj: &Value) -> Result<(), String> {
         "ReplicaSet" => check::<apps::ReplicaSet>(obj),
         "DaemonSet" => check::<apps::DaemonSet>(obj),
         "StatefulSet" => check::<apps::StatefulSet>(obj),
+        "ControllerRevision" => check::<apps::ControllerRevision>(obj),
         "Job" => check::<batch::Job>(obj),
         "Lease" => check::<coordination::Lease>(obj),
         "EndpointSlice" => check::<discovery::EndpointSlice>(obj),

@@ -1,8 +1,8 @@
 //! Rows of the apps/v1 kinds: Deployment, ReplicaSet, DaemonSet, StatefulSet.
 
 use super::format::{
-    at, container_cells, format_label_selector, format_labels, int_at, label_selector, opt_int_at,
-    since, str_at, time_at, Millis,
+    arr_at, at, container_cells, format_label_selector, format_labels, int_at, label_selector,
+    opt_int_at, since, str_at, time_at, Millis,
 };
 use super::ColumnDefinition as Col;
 use serde_json::{json, Value};
@@ -162,6 +162,45 @@ pub(super) fn stateful_set_cells(sts: &Value, now: Millis) -> Vec<Value> {
     ]
 }
 
+const CR_CONTROLLER_DOC: &str = "Controller of the object";
+const CR_REVISION_DOC: &str = "Revision indicates the revision of the state represented by Data.";
+
+pub(super) fn controller_revision_columns() -> Vec<Col> {
+    vec![
+        Col::name(),
+        Col::string("Controller", CR_CONTROLLER_DOC),
+        Col::integer("Revision", CR_REVISION_DOC),
+        Col::age(),
+    ]
+}
+
+/// `CONTROLLER` is `<kind>.<group>/<name>` of the controlling owner, as kubectl prints it.
+pub(super) fn controller_revision_cells(cr: &Value, now: Millis) -> Vec<Value> {
+    let owner = arr_at(cr, &["metadata", "ownerReferences"])
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| {
+            let kind = str_at(r, &["kind"]).to_lowercase();
+            let group = str_at(r, &["apiVersion"])
+                .rsplit_once('/')
+                .map(|(g, _)| g.to_string())
+                .unwrap_or_default();
+            let resource = if group.is_empty() {
+                kind
+            } else {
+                format!("{kind}.{group}")
+            };
+            format!("{resource}/{}", str_at(r, &["name"]))
+        })
+        .unwrap_or_else(|| "<none>".into());
+    vec![
+        name(cr),
+        json!(owner),
+        json!(int_at(cr, &["revision"])),
+        age(cr, now),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::format::parse_time;
@@ -287,5 +326,25 @@ mod tests {
         );
         let zero = json!({"spec": {"replicas": 0}});
         assert_eq!(stateful_set_cells(&zero, now())[1], json!("0/0"));
+    }
+
+    #[test]
+    fn controller_revision() {
+        let now = super::super::format::parse_time("2024-05-01T12:00:00Z").expect("now");
+        let cr = json!({
+            "metadata": {"name": "web-7c5ddbdf54", "creationTimestamp": "2024-05-01T11:00:00Z",
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                              "name": "web", "uid": "u", "controller": true}]},
+            "data": {}, "revision": 2
+        });
+        assert_eq!(
+            controller_revision_cells(&cr, now),
+            vec![
+                json!("web-7c5ddbdf54"),
+                json!("statefulset.apps/web"),
+                json!(2),
+                json!("60m")
+            ]
+        );
     }
 }

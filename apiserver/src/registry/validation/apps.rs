@@ -321,6 +321,39 @@ pub(super) fn validate_update(kind: &str, new: &Value, old: &Value) -> Vec<Cause
     errs
 }
 
+/// ControllerRevision: `data` is mandatory and `revision` non-negative.
+pub(super) fn validate_controller_revision(obj: &Value) -> Vec<Cause> {
+    let mut errs = Vec::new();
+    if obj.get("data").is_none_or(Value::is_null) {
+        errs.push(required_with("data", "data is mandatory"));
+    }
+    if let Some(r) = obj
+        .get("revision")
+        .and_then(Value::as_i64)
+        .filter(|r| *r < 0)
+    {
+        errs.push(Cause::invalid(
+            "revision",
+            &json!(r),
+            "must be greater than or equal to 0",
+        ));
+    }
+    errs
+}
+
+/// A ControllerRevision's `data` never changes; only its `revision` may be renumbered.
+pub(super) fn validate_controller_revision_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let (new_data, old_data) = (new.get("data"), old.get("data"));
+    if new_data != old_data {
+        return vec![Cause::invalid(
+            "data",
+            new_data.unwrap_or(&Value::Null),
+            "field is immutable",
+        )];
+    }
+    Vec::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +489,29 @@ mod tests {
         assert_eq!(
             shown(&validate_update("StatefulSet", &new, &old)),
             vec![format!("spec: Forbidden: {STATEFULSET_UPDATE_MESSAGE}")]
+        );
+    }
+
+    #[test]
+    fn controller_revisions() {
+        let ok = json!({"metadata": {"name": "web-5d9"}, "data": {"spec": {}}, "revision": 2});
+        assert!(validate_controller_revision(&ok).is_empty());
+        let bad = json!({"metadata": {"name": "web-5d9"}, "revision": -1});
+        assert_eq!(
+            shown(&validate_controller_revision(&bad)),
+            vec![
+                "data: Required value: data is mandatory",
+                "revision: Invalid value: -1: must be greater than or equal to 0",
+            ]
+        );
+        let renumbered =
+            json!({"metadata": {"name": "web-5d9"}, "data": {"spec": {}}, "revision": 3});
+        assert!(validate_controller_revision_update(&renumbered, &ok).is_empty());
+        let changed =
+            json!({"metadata": {"name": "web-5d9"}, "data": {"spec": {"x": 1}}, "revision": 2});
+        assert_eq!(
+            shown(&validate_controller_revision_update(&changed, &ok)),
+            vec![r#"data: Invalid value: {"spec":{"x":1}}: field is immutable"#]
         );
     }
 }

@@ -39,6 +39,7 @@ pub fn validate(kind: &str, obj: &Value, namespaced: bool) -> Vec<Cause> {
         "Lease" => cluster::validate_lease(obj),
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => apps::validate(kind, obj),
         "Job" => batch::validate_job(obj),
+        "ControllerRevision" => apps::validate_controller_revision(obj),
         _ => Vec::new(),
     });
     errs
@@ -61,6 +62,7 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value, namespaced: bool) -
             apps::validate_update(kind, new, old)
         }
         "Job" => batch::validate_job_update(new, old),
+        "ControllerRevision" => apps::validate_controller_revision_update(new, old),
         "Node" => cluster::validate_node_update(new, old),
         "EndpointSlice" => network::validate_endpoint_slice_update(new, old),
         _ => Vec::new(),
@@ -197,6 +199,7 @@ mod tests {
                 json!({"spec": {"template": t}})
             }
             "EndpointSlice" => json!({"addressType": "IPv4"}),
+            "ControllerRevision" => json!({"data": {}, "revision": 1}),
             "Event" => {
                 json!({"involvedObject": {"kind": "Pod", "namespace": "default", "name": "p"}})
             }
