@@ -5,9 +5,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod deployment;
 pub mod ipam;
 pub mod namespace;
 pub mod pods;
+pub mod replicaset;
 pub mod runtime;
 pub mod serviceaccount;
 mod start;

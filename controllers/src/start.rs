@@ -4,13 +4,16 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
 
+use crate::deployment::DeploymentController;
 use crate::ipam::{CidrAllocator, CidrError, Ipv4Cidr, NodeIpam};
 use crate::namespace::{self, NamespaceLifecycle};
+use crate::replicaset::ReplicaSetController;
 use crate::runtime::{Informer, RateLimit, Runner, WorkQueue};
 use crate::serviceaccount::ServiceAccounts;
 
@@ -45,6 +48,10 @@ pub struct Config {
     pub node_cidr_mask_size: u8,
     /// Namespaces emptied at once (Kubernetes' `--concurrent-namespace-syncs`).
     pub namespace_workers: usize,
+    /// ReplicaSets synced at once (Kubernetes' `--concurrent-replicaset-syncs`).
+    pub replicaset_workers: usize,
+    /// Deployments synced at once (Kubernetes' `--concurrent-deployment-syncs`).
+    pub deployment_workers: usize,
 }
 
 impl Default for Config {
@@ -53,6 +60,8 @@ impl Default for Config {
             cluster_cidr: "10.244.0.0/16".into(),
             node_cidr_mask_size: 24,
             namespace_workers: 10,
+            replicaset_workers: 5,
+            deployment_workers: 5,
         }
     }
 }
@@ -91,6 +100,30 @@ pub async fn run(
         WorkQueue::new(RateLimit::default()),
     );
     runner.informer(namespaces);
+    // One Pod and one ReplicaSet watch feed both workload controllers.
+    let mut pods = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let mut replicasets = Informer::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    ReplicaSetController::register(
+        &mut runner,
+        client.clone(),
+        &mut pods,
+        &mut replicasets,
+        WorkQueue::new(RateLimit::default()),
+        config.replicaset_workers,
+    );
+    DeploymentController::register(
+        &mut runner,
+        client.clone(),
+        &mut pods,
+        &mut replicasets,
+        WorkQueue::new(RateLimit::default()),
+        config.deployment_workers,
+    );
+    runner.informer(pods);
+    runner.informer(replicasets);
     NodeIpam::register(
         &mut runner,
         client,
