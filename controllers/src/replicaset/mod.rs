@@ -177,10 +177,8 @@ impl ReplicaSetController {
                 if change == Change::Added {
                     expectations.creation_observed(&rs);
                 }
-                if change == Change::Deleted || going {
-                    if pending.observed(&rs, &key_of(pod)) {
-                        expectations.deletion_observed(&rs);
-                    }
+                if (change == Change::Deleted || going) && pending.observed(&rs, &key_of(pod)) {
+                    expectations.deletion_observed(&rs);
                 }
             });
         }

@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn doubled_up_pods_go_before_lonely_ones() {
-        let pods = vec![
+        let pods = [
             pod(P {
                 name: "alone",
                 node: "n2",
