@@ -387,6 +387,19 @@ spec:
     assert_eq!(left.len(), 2);
     // Still one ReplicaSet: scaling is not a new revision.
     assert_eq!(cluster.replicasets_of("web").await.len(), 1);
+    let rs_name = format!("web-{hash}");
+    let table = kubectl(server, &["get", "rs", &rs_name]).await;
+    let cols = common::row(&table, &rs_name);
+    assert_eq!((cols[1], cols[2], cols[3]), ("2", "2", "2"), "{table}");
+    let describe = kubectl(server, &["describe", "deployment", "web"]).await;
+    let line = describe
+        .lines()
+        .find(|l| l.starts_with("NewReplicaSet:"))
+        .unwrap_or_else(|| panic!("no NewReplicaSet in:\n{describe}"));
+    assert!(
+        line.ends_with(&format!("{rs_name} (2/2 replicas created)")),
+        "{describe}"
+    );
     let d = cluster.deployment("web").await;
     let status = d.status.expect("a status");
     let reasons: BTreeMap<String, (String, String)> = status

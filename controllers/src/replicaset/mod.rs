@@ -317,9 +317,7 @@ impl ReplicaSetController {
         self.expectations.expect(key, count, 0);
         let mut created = 0;
         let mut failure = None;
-        let mut batch = SLOW_START_INITIAL_BATCH.min(count);
-        let mut remaining = count;
-        while batch > 0 {
+        for batch in slow_start_batches(count) {
             let params = PostParams::default();
             let results = join_all((0..batch).map(|_| api.create(&params, &pod))).await;
             for r in results {
@@ -334,8 +332,6 @@ impl ReplicaSetController {
             if failure.is_some() {
                 break;
             }
-            remaining -= batch;
-            batch = (2 * batch).min(remaining);
         }
         // Creations that failed or were never tried will not be observed.
         for _ in created..count {
@@ -520,6 +516,20 @@ impl Reconciler for ReplicaSetController {
     }
 }
 
+/// Batch sizes for creating `count` pods: 1, 2, 4, … and what is left, so a failing create
+/// (quota, admission) costs a few requests rather than `count` (Kubernetes' `slowStartBatch`).
+fn slow_start_batches(count: usize) -> Vec<usize> {
+    let mut batches = Vec::new();
+    let mut remaining = count;
+    let mut batch = SLOW_START_INITIAL_BATCH.min(count);
+    while batch > 0 {
+        batches.push(batch);
+        remaining -= batch;
+        batch = (2 * batch).min(remaining);
+    }
+    batches
+}
+
 /// An error and its causes on one line (the condition message users read).
 fn error_chain(e: &ReplicaSetError) -> String {
     let mut out = String::new();
@@ -537,6 +547,14 @@ fn error_chain(e: &ReplicaSetError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creations_start_slow_and_double() {
+        assert_eq!(slow_start_batches(0), Vec::<usize>::new());
+        assert_eq!(slow_start_batches(1), [1]);
+        assert_eq!(slow_start_batches(10), [1, 2, 4, 3]);
+        assert_eq!(slow_start_batches(15), [1, 2, 4, 8]);
+    }
 
     #[test]
     fn each_pending_deletion_counts_once() {
