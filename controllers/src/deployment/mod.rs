@@ -5,6 +5,7 @@
 //! `rollout undo` read, and the status and conditions `kubectl rollout status` reads.
 
 mod hash;
+mod new_rs;
 mod revision;
 mod rolling;
 mod scale;

@@ -3,39 +3,38 @@
 //! revisions, and write the status. Every decision reads the informers' copies; every write
 //! goes to the API, and its echo brings the next step.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::Client;
 use serde_json::json;
 
-use super::hash::{compute_hash, equal_ignore_hash, POD_TEMPLATE_HASH_LABEL};
-use super::revision::{self, rs_revision, REVISION};
+use super::hash::equal_ignore_hash;
+use super::revision::{self, rs_revision};
 use super::rolling::{self, desired, rs_actual, rs_spec};
 use super::scale::{self, by_creation};
 use super::status::{self, condition, get_condition, progress_deadline, set_condition};
 use super::DeploymentError;
-use crate::pods::{controller_of, controller_reference, is_controlled_by};
+use crate::pods::controller_of;
 use crate::runtime::Action;
 
 pub(super) struct Rollout<'a> {
-    client: &'a Client,
+    pub(super) client: &'a Client,
     pods: &'a Store<Pod>,
-    key: &'a str,
-    ns: &'a str,
+    pub(super) key: &'a str,
+    pub(super) ns: &'a str,
     pub(super) d: Deployment,
-    rses: Vec<ReplicaSet>,
+    pub(super) rses: Vec<ReplicaSet>,
 }
 
 fn paused(d: &Deployment) -> bool {
     d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false)
 }
 
-fn not_found(e: &kube::Error) -> bool {
+pub(super) fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
@@ -101,19 +100,24 @@ impl<'a> Rollout<'a> {
         Ok(())
     }
 
-    fn api(&self) -> Api<ReplicaSet> {
+    pub(super) fn api(&self) -> Api<ReplicaSet> {
         Api::namespaced(self.client.clone(), self.ns)
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         self.d.metadata.name.as_deref().unwrap_or_default()
     }
 
-    fn rs_name(&self, i: usize) -> String {
+    pub(super) fn rs_name(&self, i: usize) -> String {
         self.rses[i].metadata.name.clone().unwrap_or_default()
     }
 
-    fn rs_error(&self, op: &'static str, rs: String, source: kube::Error) -> DeploymentError {
+    pub(super) fn rs_error(
+        &self,
+        op: &'static str,
+        rs: String,
+        source: kube::Error,
+    ) -> DeploymentError {
         DeploymentError::ReplicaSet {
             op,
             key: self.key.to_string(),
@@ -122,7 +126,7 @@ impl<'a> Rollout<'a> {
         }
     }
 
-    fn rolling_error(&self, source: rolling::RollingError) -> DeploymentError {
+    pub(super) fn rolling_error(&self, source: rolling::RollingError) -> DeploymentError {
         DeploymentError::Rolling {
             key: self.key.to_string(),
             source,
@@ -131,7 +135,7 @@ impl<'a> Rollout<'a> {
 
     /// The new RS (template equal to the Deployment's, oldest first if several) and the old
     /// ones, oldest first (Kubernetes' `FindNewReplicaSet` / `FindOldReplicaSets`).
-    fn split(&self) -> (Option<usize>, Vec<usize>) {
+    pub(super) fn split(&self) -> (Option<usize>, Vec<usize>) {
         let template = self.d.spec.as_ref().map(|s| &s.template);
         let mut order: Vec<usize> = (0..self.rses.len()).collect();
         order.sort_by(|&a, &b| by_creation(&self.rses[a], &self.rses[b]));
@@ -149,7 +153,10 @@ impl<'a> Rollout<'a> {
         old
     }
 
-    async fn write_status(&mut self, status: DeploymentStatus) -> Result<(), DeploymentError> {
+    pub(super) async fn write_status(
+        &mut self,
+        status: DeploymentStatus,
+    ) -> Result<(), DeploymentError> {
         let mut body = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
         // A merge patch keeps what it does not mention: say "no conditions" explicitly.
         if status.conditions.as_ref().is_none_or(Vec::is_empty) {
@@ -174,43 +181,13 @@ impl<'a> Rollout<'a> {
         }
     }
 
-    /// Sets the Deployment's revision annotation to its new RS's (`SetDeploymentRevision`).
-    async fn set_revision(&mut self, rev: &str) -> Result<(), DeploymentError> {
-        let current = self
-            .d
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(REVISION));
-        if current.map(String::as_str) == Some(rev) {
-            return Ok(());
-        }
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns);
-        let patch = Patch::Merge(json!({"metadata": {"annotations": {REVISION: rev}}}));
-        match api
-            .patch(self.name(), &PatchParams::default(), &patch)
-            .await
-        {
-            Ok(_) => {
-                self.d
-                    .metadata
-                    .annotations
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(REVISION.into(), rev.into());
-                Ok(())
-            }
-            Err(e) if not_found(&e) => Ok(()),
-            Err(source) => Err(DeploymentError::Write {
-                what: "revision annotation",
-                key: self.key.to_string(),
-                source,
-            }),
-        }
-    }
-
     /// Writes an RS as a whole, with its resourceVersion: a conflict means our copy was stale
     /// and the sync is retried (Kubernetes' `Update`).
-    async fn update_rs(&mut self, i: usize, rs: ReplicaSet) -> Result<(), DeploymentError> {
+    pub(super) async fn update_rs(
+        &mut self,
+        i: usize,
+        rs: ReplicaSet,
+    ) -> Result<(), DeploymentError> {
         let name = self.rs_name(i);
         match self.api().replace(&name, &PostParams::default(), &rs).await {
             Ok(updated) => {
@@ -242,173 +219,6 @@ impl<'a> Rollout<'a> {
             tracing::debug!(deployment = self.key, replicaset = %rs, from, to = size, "scaled");
         }
         Ok(resize)
-    }
-
-    /// Finds the new RS and brings its annotations up to date, or creates it when `create`
-    /// (Kubernetes' `getNewReplicaSet`). Returns its index.
-    async fn get_new_rs(&mut self, create: bool) -> Result<Option<usize>, DeploymentError> {
-        let (existing, old) = self.split();
-        let new_revision = revision::max_revision(old.iter().map(|&i| &self.rses[i])) + 1;
-        let surge = rolling::max_surge(&self.d);
-        if let Some(i) = existing {
-            let mut copy = self.rses[i].clone();
-            let annotated =
-                revision::set_new_rs_annotations(&self.d, &mut copy, new_revision, true, surge);
-            let min_ready = self.d.spec.as_ref().and_then(|s| s.min_ready_seconds);
-            let spec = copy.spec.get_or_insert_with(ReplicaSetSpec::default);
-            let min_ready_changed = spec.min_ready_seconds.unwrap_or(0) != min_ready.unwrap_or(0);
-            if annotated || min_ready_changed {
-                spec.min_ready_seconds = min_ready;
-                self.update_rs(i, copy).await?;
-                return Ok(Some(i));
-            }
-            if let Some(rev) = copy
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(REVISION))
-            {
-                self.set_revision(&rev.clone()).await?;
-            }
-            let no_condition = get_condition(self.d.status.as_ref(), status::PROGRESSING).is_none();
-            if progress_deadline(&self.d).is_some() && no_condition {
-                let mut s = self.d.status.clone().unwrap_or_default();
-                let message = format!("Found new replica set \"{}\"", self.rs_name(i));
-                let c = condition(
-                    status::PROGRESSING,
-                    "True",
-                    status::FOUND_NEW_RS,
-                    message,
-                    status::now(),
-                );
-                set_condition(&mut s, c);
-                self.write_status(s).await?;
-            }
-            return Ok(Some(i));
-        }
-        if !create {
-            return Ok(None);
-        }
-        self.create_new_rs(&old, new_revision, surge)
-            .await
-            .map(Some)
-    }
-
-    async fn create_new_rs(
-        &mut self,
-        old: &[usize],
-        new_revision: i64,
-        surge: i32,
-    ) -> Result<usize, DeploymentError> {
-        let spec = self.d.spec.clone().unwrap_or_default();
-        let collisions = self.d.status.as_ref().and_then(|s| s.collision_count);
-        let hash = compute_hash(&spec.template, collisions);
-        let mut template = spec.template.clone();
-        template
-            .metadata
-            .get_or_insert_with(ObjectMeta::default)
-            .labels
-            .get_or_insert_with(BTreeMap::new)
-            .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
-        let mut selector = spec.selector.clone();
-        selector
-            .match_labels
-            .get_or_insert_with(BTreeMap::new)
-            .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
-        let name = format!("{}-{hash}", self.name());
-        let mut rs = ReplicaSet {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.ns.to_string()),
-                owner_references: controller_reference(&self.d).map(|r| vec![r]),
-                labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(ReplicaSetSpec {
-                replicas: Some(0),
-                min_ready_seconds: spec.min_ready_seconds,
-                selector,
-                template: Some(template),
-            }),
-            status: None,
-        };
-        let count = {
-            let mut all: Vec<&ReplicaSet> = old.iter().map(|&i| &self.rses[i]).collect();
-            all.push(&rs);
-            rolling::new_rs_new_replicas(&self.d, &all, &rs).map_err(|e| self.rolling_error(e))?
-        };
-        if let Some(s) = rs.spec.as_mut() {
-            s.replicas = Some(count);
-        }
-        revision::set_new_rs_annotations(&self.d, &mut rs, new_revision, false, surge);
-        let (created, existed) = match self.api().create(&PostParams::default(), &rs).await {
-            Ok(created) => (created, false),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                let found = self
-                    .api()
-                    .get_opt(&name)
-                    .await
-                    .map_err(|e| self.rs_error("reading", name.clone(), e))?;
-                let uid = self.d.metadata.uid.clone().unwrap_or_default();
-                let ours = found.filter(|f| {
-                    is_controlled_by(&f.metadata, &uid)
-                        && f.spec
-                            .as_ref()
-                            .and_then(|s| s.template.as_ref())
-                            .is_some_and(|t| equal_ignore_hash(t, &spec.template))
-                });
-                match ours {
-                    Some(found) => (found, true),
-                    None => {
-                        // Another template hashed to this name: hash again with a new count.
-                        let mut s = self.d.status.clone().unwrap_or_default();
-                        s.collision_count = Some(collisions.unwrap_or(0) + 1);
-                        self.write_status(s).await?;
-                        return Err(DeploymentError::Collision {
-                            key: self.key.to_string(),
-                            rs: name,
-                        });
-                    }
-                }
-            }
-            Err(e) => {
-                let terminating = matches!(&e, kube::Error::Api(s)
-                    if s.code == 403 && s.message.contains("being terminated"));
-                if !terminating && progress_deadline(&self.d).is_some() {
-                    let message = format!("Failed to create new replica set \"{name}\": {e}");
-                    let mut s = self.d.status.clone().unwrap_or_default();
-                    let c = condition(
-                        status::PROGRESSING,
-                        "False",
-                        status::FAILED_RS_CREATE,
-                        message,
-                        status::now(),
-                    );
-                    set_condition(&mut s, c);
-                    // Best effort: the create error is what gets retried.
-                    let _ = self.write_status(s).await;
-                }
-                return Err(self.rs_error("creating", name, e));
-            }
-        };
-        tracing::debug!(deployment = self.key, replicaset = %name, replicas = count, "created the new replicaset");
-        self.rses.push(created);
-        let i = self.rses.len() - 1;
-        self.set_revision(&new_revision.to_string()).await?;
-        if !existed && progress_deadline(&self.d).is_some() {
-            let mut s = self.d.status.clone().unwrap_or_default();
-            let message = format!("Created new replica set \"{name}\"");
-            let c = condition(
-                status::PROGRESSING,
-                "True",
-                status::NEW_RS_CREATED,
-                message,
-                status::now(),
-            );
-            set_condition(&mut s, c);
-            self.write_status(s).await?;
-        }
-        Ok(i)
     }
 
     /// Progressing=Unknown with DeploymentPaused / DeploymentResumed as `spec.paused` changes.
