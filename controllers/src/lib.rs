@@ -1,13 +1,15 @@
 //! Berth's controllers, each an API client on informers (kube-rs watcher + reflector stores) and
-//! rate-limited work queues, never listing in a loop: namespace lifecycle, the default
-//! ServiceAccount per namespace, node IPAM, and node lifecycle with NoExecute taint eviction so
-//! far; [`leader`] runs them (and, from the binary, the scheduler) leader-elected on a Lease.
-//! They talk to the API server only through `kube` — never to its internals — so they run
-//! against any Kubernetes API server.
+//! rate-limited work queues, never listing in a loop: Deployment, ReplicaSet, Job (with TTL after
+//! finished), DaemonSet, StatefulSet, EndpointSlice and Endpoints, the garbage collector,
+//! namespace lifecycle, node lifecycle with NoExecute taint eviction, node IPAM and the default
+//! ServiceAccount per namespace. [`leader`] runs them (and, from the binary, the scheduler)
+//! leader-elected on a Lease. They talk to the API server only through `kube` — never to its
+//! internals — so they run against any Kubernetes API server.
 
 #![forbid(unsafe_code)]
 
 pub mod daemonset;
+pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
@@ -18,6 +20,7 @@ pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod pods;
+pub mod replicaset;
 pub mod runtime;
 pub mod serviceaccount;
 mod start;

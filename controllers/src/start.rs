@@ -5,11 +5,13 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
 
+use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::endpointslice::{self, EndpointSliceController};
 use crate::gc::GarbageCollector;
@@ -17,6 +19,7 @@ use crate::ipam::{CidrAllocator, CidrError, Ipv4Cidr, NodeIpam};
 use crate::leader::{run_as_leader, LeaderConfig, LeaderError};
 use crate::namespace::{self, NamespaceLifecycle};
 use crate::nodelifecycle::{Grace, NodeLifecycle, PodsByNode, TaintEviction};
+use crate::replicaset::ReplicaSetController;
 use crate::runtime::{Informer, RateLimit, Runner, WorkQueue};
 use crate::serviceaccount::ServiceAccounts;
 
@@ -63,6 +66,10 @@ pub struct Config {
     pub leader_election: Option<LeaderConfig>,
     /// The Job controller's pod re-creation back-off and workers.
     pub job: crate::job::JobConfig,
+    /// ReplicaSets synced at once (Kubernetes' `--concurrent-replicaset-syncs`).
+    pub replicaset_workers: usize,
+    /// Deployments synced at once (Kubernetes' `--concurrent-deployment-syncs`).
+    pub deployment_workers: usize,
 }
 
 impl Default for Config {
@@ -76,6 +83,8 @@ impl Default for Config {
             node_startup_grace_period: crate::nodelifecycle::DEFAULT_STARTUP_GRACE,
             leader_election: None,
             job: crate::job::JobConfig::default(),
+            replicaset_workers: 5,
+            deployment_workers: 5,
         }
     }
 }
@@ -136,7 +145,7 @@ async fn run_controllers(
         WorkQueue::new(RateLimit::default()),
     );
     runner.informer(namespaces);
-    // Node lifecycle and taint eviction share one Node and one Pod watch.
+    // One Node and one Pod watch feed every controller that looks at them.
     let mut nodes = Informer::new(Api::<Node>::all(client.clone()), watcher::Config::default());
     let mut pods = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let pods_by_node = PodsByNode::default();
@@ -164,6 +173,28 @@ async fn run_controllers(
     register_endpoints_and_gc(&mut runner, &client, config, &mut pods, &mut nodes);
     let revisions = crate::history::served(&client).await;
     register_batch(&mut runner, &client, config, &mut pods, revisions);
+    // One ReplicaSet watch feeds both the ReplicaSet and the Deployment controller.
+    let mut replicasets = Informer::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    ReplicaSetController::register(
+        &mut runner,
+        client.clone(),
+        &mut pods,
+        &mut replicasets,
+        WorkQueue::new(RateLimit::default()),
+        config.replicaset_workers,
+    );
+    DeploymentController::register(
+        &mut runner,
+        client.clone(),
+        &mut pods,
+        &mut replicasets,
+        WorkQueue::new(RateLimit::default()),
+        config.deployment_workers,
+    );
+    runner.informer(replicasets);
     runner.informer(nodes);
     runner.informer(pods);
     NodeIpam::register(

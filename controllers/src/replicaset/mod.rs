@@ -1,0 +1,416 @@
+//! The ReplicaSet controller (kube-controller-manager's): keeps `spec.replicas` active pods
+//! matching the selector, adopting matching orphans and releasing pods that stopped matching;
+//! creates in slow-start batches (1, 2, 4, …) and deletes in Kubernetes' order; waits on
+//! expectations so a lagging informer never leads to duplicate pods; reports replicas,
+//! fullyLabeledReplicas, readyReplicas, availableReplicas (after minReadySeconds) and
+//! ReplicaFailure in its status.
+
+pub(crate) mod claim;
+mod manage;
+mod ranking;
+mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use berth_api::LabelSelector;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Client;
+use serde_json::json;
+
+use crate::pods::{controller_of, controller_reference, is_active};
+use crate::runtime::{
+    key_of, Action, Change, Expectations, Informer, NotSynced, Reconciler, Runner, Synced,
+    WorkQueue,
+};
+
+pub use ranking::{pods_to_delete, DELETION_COST};
+pub use status::REPLICA_FAILURE;
+
+/// Most pods created or deleted in one sync (Kubernetes' `BurstReplicas`).
+pub const BURST_REPLICAS: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaSetError {
+    #[error("creating pods for replicaset {key}")]
+    CreatePods {
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting pod {pod} of replicaset {key}")]
+    DeletePod {
+        key: String,
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{op} pod {pod} for replicaset {key}")]
+    Claim {
+        op: &'static str,
+        key: String,
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading replicaset {key}")]
+    Get {
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("updating the status of replicaset {key}")]
+    Status {
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    NotSynced(#[from] NotSynced),
+}
+
+/// Deletions issued per ReplicaSet key, by pod key, so each is counted once whether it shows
+/// as a deletion timestamp, a delete, or both (Kubernetes' `UIDTrackingControllerExpectations`).
+#[derive(Debug, Default)]
+struct PendingDeletes(Mutex<HashMap<String, HashSet<String>>>);
+
+impl PendingDeletes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        // Every update is a single insert or remove: a panicking holder leaves it consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expect(&self, rs: &str, pods: HashSet<String>) {
+        self.lock().insert(rs.to_string(), pods);
+    }
+
+    /// True the first time `pod` is seen going, if its deletion was expected.
+    fn observed(&self, rs: &str, pod: &str) -> bool {
+        self.lock().get_mut(rs).is_some_and(|set| set.remove(pod))
+    }
+
+    fn forget(&self, rs: &str) {
+        self.lock().remove(rs);
+    }
+}
+
+/// The ReplicaSet controller.
+pub struct ReplicaSetController {
+    client: Client,
+    pods: Store<Pod>,
+    replicasets: Store<ReplicaSet>,
+    expectations: Arc<Expectations>,
+    pending: Arc<PendingDeletes>,
+    synced: [Synced; 2],
+}
+
+fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or_default()
+}
+
+/// The ReplicaSet a pod's controller reference names, as a queue key.
+fn owner_key(pod: &Pod) -> Option<String> {
+    let r = controller_of(&pod.metadata)?;
+    (r.kind == "ReplicaSet" && r.api_version.starts_with("apps/"))
+        .then(|| format!("{}/{}", namespace(&pod.metadata), r.name))
+}
+
+/// Parses a ReplicaSet's selector; an absent or invalid one selects nothing.
+pub(crate) fn selector_of(rs: &ReplicaSet) -> LabelSelector {
+    LabelSelector::from_optional(rs.spec.as_ref().map(|s| &s.selector))
+        .unwrap_or_else(|_| LabelSelector::nothing())
+}
+
+fn labels_match(selector: &LabelSelector, pod: &Pod) -> bool {
+    let empty = Default::default();
+    !selector.is_empty() && selector.matches(pod.metadata.labels.as_ref().unwrap_or(&empty))
+}
+
+/// Keys to sync for a pod: its controlling ReplicaSet, or, for an orphan, every ReplicaSet
+/// in its namespace that would adopt it.
+fn keys_for_pod(replicasets: &Store<ReplicaSet>, pod: &Pod) -> Vec<String> {
+    if let Some(key) = owner_key(pod) {
+        return vec![key];
+    }
+    if controller_of(&pod.metadata).is_some() {
+        return Vec::new();
+    }
+    let ns = namespace(&pod.metadata);
+    replicasets
+        .state()
+        .iter()
+        .filter(|rs| namespace(&rs.metadata) == ns && labels_match(&selector_of(rs), pod))
+        .map(|rs| key_of(&**rs))
+        .collect()
+}
+
+impl ReplicaSetController {
+    /// Registers the controller on `runner`. `pods` and `replicasets` are shared informers
+    /// (the caller runs them); this adds the handlers it needs to both.
+    pub fn register(
+        runner: &mut Runner,
+        client: Client,
+        pods: &mut Informer<Pod>,
+        replicasets: &mut Informer<ReplicaSet>,
+        queue: WorkQueue<String>,
+        workers: usize,
+    ) {
+        let expectations = Arc::new(Expectations::new());
+        let pending = Arc::new(PendingDeletes::default());
+        replicasets.enqueue(&queue, |rs: &ReplicaSet| vec![key_of(rs)]);
+        let store = replicasets.store();
+        pods.enqueue(&queue, move |pod: &Pod| keys_for_pod(&store, pod));
+        {
+            let expectations = expectations.clone();
+            let pending = pending.clone();
+            pods.observe(move |change, pod: &Pod| {
+                let Some(rs) = owner_key(pod) else {
+                    return;
+                };
+                let going = pod.metadata.deletion_timestamp.is_some();
+                if change == Change::Added {
+                    expectations.creation_observed(&rs);
+                }
+                if (change == Change::Deleted || going) && pending.observed(&rs, &key_of(pod)) {
+                    expectations.deletion_observed(&rs);
+                }
+            });
+        }
+        let controller = ReplicaSetController {
+            client,
+            pods: pods.store(),
+            replicasets: replicasets.store(),
+            expectations,
+            pending,
+            synced: [pods.synced(), replicasets.synced()],
+        };
+        runner.controller(controller, queue, workers);
+    }
+
+    /// Active pods in `ns` this RS keeps, after adopting matching orphans and releasing
+    /// non-matching pods it controlled.
+    async fn claim_pods(
+        &self,
+        key: &str,
+        rs: &ReplicaSet,
+        ns: &str,
+    ) -> Result<Vec<Arc<Pod>>, ReplicaSetError> {
+        let selector = selector_of(rs);
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let deleting = rs.metadata.deletion_timestamp.is_some();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let mut owned = Vec::new();
+        let mut may_adopt: Option<bool> = None;
+        let candidates = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| namespace(&p.metadata) == ns && is_active(p));
+        for pod in candidates {
+            let matches = labels_match(&selector, &pod);
+            let pod_name = || pod.metadata.name.clone().unwrap_or_default();
+            match claim::decide(uid, deleting, &pod.metadata, matches) {
+                claim::Claim::Keep => owned.push(pod),
+                claim::Claim::Ignore => {}
+                claim::Claim::Adopt => {
+                    if may_adopt.is_none() {
+                        may_adopt = Some(self.may_adopt(key, rs, ns).await?);
+                    }
+                    let Some(owner) = controller_reference(rs).filter(|_| may_adopt == Some(true))
+                    else {
+                        continue;
+                    };
+                    let adopted = claim::adopt(&api, &*pod, owner).await.map_err(|source| {
+                        ReplicaSetError::Claim {
+                            op: "adopting",
+                            key: key.to_string(),
+                            pod: pod_name(),
+                            source,
+                        }
+                    })?;
+                    if adopted {
+                        owned.push(pod);
+                    }
+                }
+                claim::Claim::Release => {
+                    claim::release(&api, &*pod, uid).await.map_err(|source| {
+                        ReplicaSetError::Claim {
+                            op: "releasing",
+                            key: key.to_string(),
+                            pod: pod_name(),
+                            source,
+                        }
+                    })?;
+                }
+            }
+        }
+        Ok(owned)
+    }
+
+    /// Re-reads the RS from the server before adopting: the cached copy may be a deleted RS
+    /// whose name was reused (Kubernetes' `RecheckDeletionTimestamp`).
+    async fn may_adopt(
+        &self,
+        key: &str,
+        rs: &ReplicaSet,
+        ns: &str,
+    ) -> Result<bool, ReplicaSetError> {
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        let name = rs.metadata.name.as_deref().unwrap_or_default();
+        match api.get_opt(name).await {
+            Ok(Some(fresh)) => Ok(fresh.metadata.uid == rs.metadata.uid
+                && fresh.metadata.deletion_timestamp.is_none()),
+            Ok(None) => Ok(false),
+            Err(source) => Err(ReplicaSetError::Get {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    async fn write_status(
+        &self,
+        key: &str,
+        rs: &ReplicaSet,
+        ns: &str,
+        mut new: k8s_openapi::api::apps::v1::ReplicaSetStatus,
+    ) -> Result<(), ReplicaSetError> {
+        new.observed_generation = rs.metadata.generation;
+        let mut body = serde_json::to_value(&new).unwrap_or_else(|_| json!({}));
+        // A merge patch keeps what it does not mention: say "no conditions" explicitly.
+        if new.conditions.as_ref().is_none_or(Vec::is_empty) {
+            body["conditions"] = serde_json::Value::Null;
+        }
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        let name = rs.metadata.name.as_deref().unwrap_or_default();
+        match api
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": body})),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(source) => Err(ReplicaSetError::Status {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+impl Reconciler for ReplicaSetController {
+    type Error = ReplicaSetError;
+
+    fn name(&self) -> &'static str {
+        "replicaset"
+    }
+
+    async fn prepare(&self) -> Result<(), ReplicaSetError> {
+        self.synced[0].wait("pod").await?;
+        self.synced[1].wait("replicaset").await?;
+        Ok(())
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Action, ReplicaSetError> {
+        let Some((ns, name)) = key.split_once('/') else {
+            return Ok(Action::Done);
+        };
+        let Some(rs) = self.replicasets.get(&ObjectRef::new(name).within(ns)) else {
+            self.expectations.forget(key);
+            self.pending.forget(key);
+            return Ok(Action::Done);
+        };
+        // Read before the pods: a pod observed in between is then in the list we act on.
+        let needs_sync = self.expectations.satisfied(key);
+        let owned = self.claim_pods(key, &rs, ns).await?;
+        let result = if needs_sync && rs.metadata.deletion_timestamp.is_none() {
+            self.manage(key, &rs, ns, &owned).await
+        } else {
+            Ok(())
+        };
+        let want = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(0) as usize;
+        let message = result.as_ref().err().map(error_chain);
+        let failure = message.as_deref().map(|m| {
+            if owned.len() < want {
+                status::Failure::Create(m)
+            } else {
+                status::Failure::Delete(m)
+            }
+        });
+        let now = Timestamp::now();
+        let pods: Vec<&Pod> = owned.iter().map(|p| &**p).collect();
+        let new = status::calculate(&rs, &pods, failure, now);
+        if status::needs_update(&rs, &new) {
+            self.write_status(key, &rs, ns, new).await?;
+        }
+        result?;
+        Ok(match status::next_available_in(&rs, &pods, now) {
+            Some(after) => Action::RequeueAfter(after),
+            None => Action::Done,
+        })
+    }
+}
+
+/// An error and its causes on one line (the condition message users read).
+fn error_chain(e: &ReplicaSetError) -> String {
+    let mut out = String::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pending_deletion_counts_once() {
+        let p = PendingDeletes::default();
+        p.expect(
+            "ns/rs",
+            HashSet::from(["ns/a".to_string(), "ns/b".to_string()]),
+        );
+        assert!(p.observed("ns/rs", "ns/a"));
+        // The same pod again (timestamp, then delete): not counted twice.
+        assert!(!p.observed("ns/rs", "ns/a"));
+        assert!(!p.observed("ns/other", "ns/b"));
+        p.forget("ns/rs");
+        assert!(!p.observed("ns/rs", "ns/b"));
+    }
+
+    #[test]
+    fn pods_key_to_their_controlling_replicaset() {
+        let mut pod = Pod::default();
+        pod.metadata.namespace = Some("ns".into());
+        assert_eq!(owner_key(&pod), None);
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: "web-abc".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            },
+        ]);
+        assert_eq!(owner_key(&pod).as_deref(), Some("ns/web-abc"));
+    }
+}
