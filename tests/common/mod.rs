@@ -53,10 +53,24 @@ impl Server {
         Server::start_at_with(data_dir, &[])
     }
 
+    /// A whole control plane, `berth server` (API server, controllers and scheduler), on a fresh
+    /// temporary data directory with extra flags.
+    pub fn start_control_plane(args: &[&str]) -> Server {
+        let root = tempfile::tempdir().expect("creating a temporary directory");
+        let mut server = Server::spawn("server", &root.path().join("data"), args);
+        server._root = Some(root);
+        server
+    }
+
     /// `start_at` with extra `berth apiserver` flags.
     pub fn start_at_with(data_dir: &Path, args: &[&str]) -> Server {
+        Server::spawn("apiserver", data_dir, args)
+    }
+
+    /// Runs `berth <subcommand>`, which prints the API server's startup line.
+    fn spawn(subcommand: &str, data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("apiserver")
+            .arg(subcommand)
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
@@ -66,7 +80,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawning berth apiserver");
+            .expect("spawning berth");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         // The reader keeps draining stdout after the first line so the server never blocks on a
@@ -83,7 +97,7 @@ impl Server {
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait();
-                panic!("berth apiserver printed no startup line ({e}); exit: {status:?}");
+                panic!("berth {subcommand} printed no startup line ({e}); exit: {status:?}");
             }
         };
         let url = parse_startup_line(&line)
