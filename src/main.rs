@@ -57,6 +57,8 @@ enum SimulateCommand {
 enum BenchCommand {
     /// The API server on io_uring and on epoll: GET, LIST, CREATE and watch fan-out percentiles.
     Apiserver(berth_bench::apiserver::Options),
+    /// kube-scheduler's SchedulingBasic: pods/s and create→bound percentiles at N nodes.
+    Scheduler(berth_bench::schedbench::Options),
 }
 
 #[derive(Args, Clone)]
@@ -220,6 +222,9 @@ fn main() -> anyhow::Result<()> {
         Command::Cleanup(args) => cleanup(&args.data_dir),
         Command::Bench(BenchCommand::Apiserver(opts)) => {
             berth_bench::apiserver::run(&opts).context("berth bench apiserver")
+        }
+        Command::Bench(BenchCommand::Scheduler(opts)) => {
+            berth_bench::schedbench::run(&opts).context("berth bench scheduler")
         }
         Command::Simulate(SimulateCommand::Nodes(opts)) => {
             berth_bench::nodesim::run(&opts).context("berth simulate nodes")

@@ -101,10 +101,14 @@ impl Scheduler {
         })
     }
 
-    /// Runs the filters in kube-scheduler's order, stopping at a node's first failure, and
+    /// Runs the filters in kube-scheduler's order, stopping at a node's first failure, then
     /// starts each feasible node's total with the two resource scores (which need no
-    /// normalization) and a provisional full TaintToleration score while its numbers are in
-    /// cache; nodes with PreferNoSchedule taints are noted in `soft_taints` for correction.
+    /// normalization) and a provisional full TaintToleration score; nodes with
+    /// PreferNoSchedule taints are noted in `soft_taints` for correction.
+    ///
+    /// Two passes, so that each is a tight loop: the filter pass compacts feasible slots
+    /// into `feasible` (most nodes take a branch-light path that checks only what can fail on
+    /// them), and the score pass is straight arithmetic over those slots.
     fn filter(&mut self, pod: &PodInfo, snapshot: &Snapshot, hot: &[NodeHot], slots: &[NodeInfo]) {
         self.feasible.clear();
         self.totals.clear();
@@ -112,9 +116,9 @@ impl Scheduler {
         self.soft_taints.clear();
         // Slots of nodes that do not exist keep stale entries; no image maps to them.
         self.candidate.resize(hot.len(), NOT_FEASIBLE);
+        self.feasible.reserve(hot.len());
         let inter = InterPodFilter::prepare(pod, snapshot);
         let spread = SpreadFilter::prepare(pod, snapshot);
-        let balanced = resources::balanced_applies(pod);
         // Without these, a node that is schedulable, untainted and has room passes every
         // filter, so the full chain runs only for nodes that may fail.
         let simple = pod.node_name.is_none()
@@ -123,45 +127,62 @@ impl Scheduler {
             && pod.requests.scalar.is_empty()
             && spread.is_none()
             && inter.is_none();
-        let full_taint_score = weights::TAINT_TOLERATION * MAX_NODE_SCORE;
+        let want = resources::Want::of(pod);
+        let tolerates_unschedulable = pod.tolerates_unschedulable;
+        let soft_tolerations = taints::tolerates_any_soft(pod);
+        // Locals, so the loop keeps lengths in registers rather than reloading them from
+        // `self` after every store.
+        let mut feasible = std::mem::take(&mut self.feasible);
+        let mut candidates = std::mem::take(&mut self.candidate);
+        let candidate = &mut candidates[..hot.len()];
         for (i, h) in hot.iter().enumerate() {
-            if !h.exists {
-                continue;
-            }
-            let node = &slots[i];
-            let clean =
-                simple && (!h.unschedulable || pod.tolerates_unschedulable) && h.hard_taints == 0;
-            let reason = if clean {
-                resources::fit(pod, h, node)
-            } else {
-                basic::unschedulable(pod, h)
+            let clean = simple
+                & h.exists
+                & (!h.unschedulable | tolerates_unschedulable)
+                & (h.hard_taints == 0);
+            if !(clean & want.fits(h)) {
+                if !h.exists {
+                    continue;
+                }
+                let node = &slots[i];
+                let reason = basic::unschedulable(pod, h)
                     .or_else(|| basic::node_name(pod, node))
                     .or_else(|| taints::filter(pod, h, node))
                     .or_else(|| node_affinity::filter(pod, node))
                     .or_else(|| basic::node_ports(pod, h, node))
                     .or_else(|| resources::fit(pod, h, node))
                     .or_else(|| spread.as_ref().and_then(|s| s.filter(i)))
-                    .or_else(|| inter.as_ref().and_then(|s| s.filter(i)))
-            };
-            if let Some(r) = reason {
-                self.failures.push((i as u32, r));
-                self.candidate[i] = NOT_FEASIBLE;
-                continue;
-            }
-            self.candidate[i] = self.feasible.len() as u32;
-            let mut total =
-                full_taint_score + weights::LEAST_ALLOCATED * resources::least_allocated(pod, h);
-            if balanced {
-                total += weights::BALANCED_ALLOCATION * resources::balanced_allocation(pod, h);
-            }
-            if h.prefer_no_schedule_taints != 0 {
-                let count = taints::raw_score(pod, h, node);
-                if count != 0 {
-                    self.soft_taints.push((self.feasible.len() as u32, count));
+                    .or_else(|| inter.as_ref().and_then(|s| s.filter(i)));
+                if let Some(r) = reason {
+                    self.failures.push((i as u32, r));
+                    candidate[i] = NOT_FEASIBLE;
+                    continue;
                 }
             }
-            self.feasible.push(i as u32);
-            self.totals.push(total);
+            let k = feasible.len() as u32;
+            candidate[i] = k;
+            feasible.push(i as u32);
+            if h.prefer_no_schedule_taints != 0 {
+                let count = taints::raw_score(pod, soft_tolerations, h, &slots[i]);
+                if count != 0 {
+                    self.soft_taints.push((k, count));
+                }
+            }
+        }
+        self.candidate = candidates;
+        self.feasible = feasible;
+        let full_taint_score = weights::TAINT_TOLERATION * MAX_NODE_SCORE;
+        let scores = self.feasible.iter().map(|&i| &hot[i as usize]);
+        if resources::balanced_applies(pod) {
+            self.totals.extend(scores.map(|h| {
+                full_taint_score
+                    + weights::LEAST_ALLOCATED * resources::least_allocated(pod, h)
+                    + weights::BALANCED_ALLOCATION * resources::balanced_allocation(pod, h)
+            }));
+        } else {
+            self.totals.extend(scores.map(|h| {
+                full_taint_score + weights::LEAST_ALLOCATED * resources::least_allocated(pod, h)
+            }));
         }
     }
 
@@ -226,29 +247,39 @@ impl Scheduler {
         }
     }
 
-    /// Index into `feasible` of a highest-scoring node: ties broken by reservoir sampling (each
-    /// tied node equally likely), or by the smallest name when deterministic.
+    /// Index into `feasible` of a highest-scoring node: among ties, one drawn uniformly at
+    /// random (one draw per cycle, where per-tie reservoir sampling would pay a draw and a
+    /// division for each of thousands of equal nodes), or the smallest name when deterministic.
     fn select(&mut self, slots: &[NodeInfo]) -> usize {
-        let mut best = 0;
-        let mut ties = 1u64;
-        for k in 1..self.totals.len() {
-            let (score, top) = (self.totals[k], self.totals[best]);
-            if score > top {
-                best = k;
-                ties = 1;
-            } else if score == top {
-                ties += 1;
-                let replace = if self.config.deterministic {
-                    slots[self.feasible[k] as usize].name < slots[self.feasible[best] as usize].name
-                } else {
-                    self.next_random().is_multiple_of(ties)
-                };
-                if replace {
-                    best = k;
+        let top = self.totals.iter().copied().max().unwrap_or(0);
+        if self.config.deterministic {
+            let mut best: Option<usize> = None;
+            for (k, &score) in self.totals.iter().enumerate() {
+                if score != top {
+                    continue;
+                }
+                let name = &slots[self.feasible[k] as usize].name;
+                if best.is_none_or(|b| *name < slots[self.feasible[b] as usize].name) {
+                    best = Some(k);
                 }
             }
+            return best.unwrap_or(0);
         }
-        best
+        let ties = self.totals.iter().filter(|&&s| s == top).count() as u64;
+        let mut pick = if ties > 1 {
+            self.next_random() % ties
+        } else {
+            0
+        };
+        for (k, &score) in self.totals.iter().enumerate() {
+            if score == top {
+                if pick == 0 {
+                    return k;
+                }
+                pick -= 1;
+            }
+        }
+        0
     }
 
     /// SplitMix64: tiny, seedable, and good enough to break ties.

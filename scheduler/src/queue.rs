@@ -6,6 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_api::k8s_openapi::api::core::v1 as core;
@@ -53,7 +54,8 @@ enum Place {
 
 #[derive(Debug)]
 struct Entry {
-    pod: core::Pod,
+    /// Shared with the cycle and the bind that use it, so a pop copies nothing.
+    pod: Arc<core::Pod>,
     attempts: u32,
     last_failure: Option<Instant>,
     place: Place,
@@ -65,7 +67,7 @@ struct Entry {
 #[derive(Clone, Debug)]
 pub struct Popped {
     pub key: String,
-    pub pod: core::Pod,
+    pub pod: Arc<core::Pod>,
     /// Cycles this pod has had, this one included.
     pub attempts: u32,
 }
@@ -160,7 +162,7 @@ impl SchedulingQueue {
             self.entries.insert(
                 key,
                 Entry {
-                    pod,
+                    pod: Arc::new(pod),
                     attempts: 0,
                     last_failure: None,
                     place: Place::Active(ak),
@@ -171,7 +173,7 @@ impl SchedulingQueue {
         };
         let changed =
             entry.pod.spec != pod.spec || entry.pod.metadata.labels != pod.metadata.labels;
-        entry.pod = pod;
+        entry.pod = Arc::new(pod);
         if changed && matches!(entry.place, Place::Unschedulable(..)) {
             self.requeue(&key, now);
         }
@@ -196,7 +198,7 @@ impl SchedulingQueue {
         entry.attempts += 1;
         Some(Popped {
             key,
-            pod: entry.pod.clone(),
+            pod: Arc::clone(&entry.pod),
             attempts: entry.attempts,
         })
     }

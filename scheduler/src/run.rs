@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use berth_api::k8s_openapi::api::core::v1 as core;
 use berth_api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use futures::stream::{BoxStream, SelectAll};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
@@ -43,7 +43,7 @@ impl Default for RunConfig {
         RunConfig {
             scheduler: SchedulerConfig::default(),
             queue: QueueConfig::default(),
-            bind_concurrency: 16,
+            bind_concurrency: 64,
             report_concurrency: 16,
         }
     }
@@ -366,6 +366,20 @@ impl State {
         }
     }
 
+    fn changed(&mut self, change: Result<Change, watcher::Error>) {
+        match change {
+            Ok(change) => self.apply(change),
+            Err(e) => tracing::warn!(error = %e, "scheduler watch failed; retrying"),
+        }
+    }
+
+    fn joined(&mut self, done: Result<(String, Result<(), WriteError>), tokio::task::JoinError>) {
+        match done {
+            Ok((key, result)) => self.bind_done(key, result),
+            Err(e) => tracing::error!(error = %e, "bind task failed"),
+        }
+    }
+
     fn can_schedule(&self) -> bool {
         self.synced() && self.binds.len() < self.config.bind_concurrency && self.queue.has_active()
     }
@@ -385,21 +399,48 @@ where
         .boxed()
 }
 
+/// Events decoded by the watch tasks and not yet applied; a full channel holds the watches
+/// back rather than memory.
+const CHANGES_BUFFERED: usize = 4096;
+/// Changes applied in one go before the loop looks at binds and the queue again.
+const CHANGES_PER_TURN: usize = 1024;
+
+/// Runs each watch on a task of its own, so that decoding events (most of a watch's cost)
+/// happens beside the scheduling cycles rather than between them. Each stream keeps its order.
+fn spawn_watches(
+    client: &Client,
+    tasks: &mut JoinSet<()>,
+) -> tokio::sync::mpsc::Receiver<Result<Change, watcher::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANGES_BUFFERED);
+    let streams: [BoxStream<'static, Result<Change, watcher::Error>>; 3] = [
+        watch(Api::<core::Node>::all(client.clone()))
+            .map(|r| r.map(|e| Change::Node(Box::new(e))))
+            .boxed(),
+        watch(Api::<core::Pod>::all(client.clone()))
+            .map(|r| r.map(|e| Change::Pod(Box::new(e))))
+            .boxed(),
+        watch(Api::<core::Namespace>::all(client.clone()))
+            .map(|r| r.map(|e| Change::Namespace(Box::new(e))))
+            .boxed(),
+    ];
+    for mut stream in streams {
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            while let Some(change) = stream.next().await {
+                if tx.send(change).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
 /// Schedules pods through `client` until `shutdown` completes; then waits for binds and
 /// reports in flight (up to 10 s) and returns.
 pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send) {
-    let mut changes: SelectAll<BoxStream<'static, Result<Change, watcher::Error>>> =
-        futures::stream::select_all([
-            watch(Api::<core::Node>::all(client.clone()))
-                .map(|r| r.map(|e| Change::Node(Box::new(e))))
-                .boxed(),
-            watch(Api::<core::Pod>::all(client.clone()))
-                .map(|r| r.map(|e| Change::Pod(Box::new(e))))
-                .boxed(),
-            watch(Api::<core::Namespace>::all(client.clone()))
-                .map(|r| r.map(|e| Change::Namespace(Box::new(e))))
-                .boxed(),
-        ]);
+    let mut watches = JoinSet::new();
+    let mut changes = spawn_watches(&client, &mut watches);
     let mut state = State {
         client,
         snapshot: Snapshot::new(),
@@ -421,15 +462,26 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         let can_schedule = state.can_schedule();
         tokio::select! {
             () = &mut shutdown => break,
-            change = changes.next() => match change {
-                Some(Ok(change)) => state.apply(change),
-                Some(Err(e)) => tracing::warn!(error = %e, "scheduler watch failed; retrying"),
+            change = changes.recv() => match change {
+                Some(change) => {
+                    state.changed(change);
+                    // Whatever else has arrived goes in now: cycles then see the newest state,
+                    // and a burst costs one turn of the loop, not one each.
+                    for _ in 1..CHANGES_PER_TURN {
+                        match changes.try_recv() {
+                            Ok(change) => state.changed(change),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 None => break,
             },
-            Some(done) = state.binds.join_next(), if !state.binds.is_empty() => match done {
-                Ok((key, result)) => state.bind_done(key, result),
-                Err(e) => tracing::error!(error = %e, "bind task failed"),
-            },
+            Some(done) = state.binds.join_next(), if !state.binds.is_empty() => {
+                state.joined(done);
+                while let Some(done) = state.binds.try_join_next() {
+                    state.joined(done);
+                }
+            }
             () = std::future::ready(()), if can_schedule => state.schedule_one(),
             () = sleep_until(wake), if wake.is_some() => state.queue.tick(Instant::now()),
         }
@@ -439,6 +491,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
             }
         }
     }
+    watches.abort_all();
     let drain = async {
         while let Some(done) = state.binds.join_next().await {
             if let Ok((_, Err(e))) = done {

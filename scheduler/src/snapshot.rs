@@ -68,11 +68,13 @@ pub(crate) struct NodeHot {
     pub pod_count: i32,
     pub nz_cpu: i64,
     pub nz_memory: i64,
-    /// `1 / alloc_cpu` and `1 / alloc_memory` (see `resources::reciprocal`).
-    pub inv_cpu: f64,
-    pub inv_memory: f64,
+    /// Dividing by `alloc_cpu` and `alloc_memory` (see `resources::divisor`).
+    pub div_cpu: Option<crate::plugins::resources::Divisor>,
+    pub div_memory: Option<crate::plugins::resources::Divisor>,
     /// NoSchedule and NoExecute taints.
     pub hard_taints: u16,
+    /// Index of the first of them in the node's taints.
+    pub first_hard_taint: u16,
     pub prefer_no_schedule_taints: u16,
     pub unschedulable: bool,
     pub exists: bool,
@@ -80,7 +82,7 @@ pub(crate) struct NodeHot {
 }
 
 impl NodeHot {
-    fn of(n: &NodeInfo) -> NodeHot {
+    pub(crate) fn of(n: &NodeInfo) -> NodeHot {
         let count = |pred: fn(&Taint) -> bool| n.taints.iter().filter(|t| pred(t)).count() as u16;
         NodeHot {
             alloc_cpu: n.allocatable.milli_cpu,
@@ -93,9 +95,14 @@ impl NodeHot {
             pod_count: n.pods.len().min(i32::MAX as usize) as i32,
             nz_cpu: n.non_zero_cpu,
             nz_memory: n.non_zero_memory,
-            inv_cpu: crate::plugins::resources::reciprocal(n.allocatable.milli_cpu),
-            inv_memory: crate::plugins::resources::reciprocal(n.allocatable.memory),
+            div_cpu: crate::plugins::resources::divisor(n.allocatable.milli_cpu),
+            div_memory: crate::plugins::resources::divisor(n.allocatable.memory),
             hard_taints: count(|t| t.effect.is_hard()),
+            first_hard_taint: n
+                .taints
+                .iter()
+                .position(|t| t.effect.is_hard())
+                .unwrap_or(0) as u16,
             prefer_no_schedule_taints: count(|t| {
                 t.effect == crate::selectors::TaintEffect::PreferNoSchedule
             }),

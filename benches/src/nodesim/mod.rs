@@ -49,6 +49,9 @@ pub struct SimConfig {
     pub stopped: Vec<String>,
     /// API requests in flight at most, for registration, renewals and pod updates each.
     pub concurrency: usize,
+    /// Move pods bound to the nodes to Running/Ready (a kubelet's part); false leaves them
+    /// Pending, as kube-scheduler's benchmarks do, so only the scheduler writes to them.
+    pub run_pods: bool,
 }
 
 impl Default for SimConfig {
@@ -68,6 +71,7 @@ impl Default for SimConfig {
             lease_duration_seconds: 40,
             stopped: Vec::new(),
             concurrency: 64,
+            run_pods: true,
         }
     }
 }
@@ -185,10 +189,10 @@ pub async fn start(client: kube::Client, config: SimConfig) -> Result<NodeSimula
     for name in &config.stopped {
         shared.node(name)?.alive.store(false, Ordering::SeqCst);
     }
-    let tasks = vec![
-        tokio::spawn(heartbeat::run(Arc::clone(&shared))),
-        tokio::spawn(pods::run(Arc::clone(&shared))),
-    ];
+    let mut tasks = vec![tokio::spawn(heartbeat::run(Arc::clone(&shared)))];
+    if config.run_pods {
+        tasks.push(tokio::spawn(pods::run(Arc::clone(&shared))));
+    }
     Ok(NodeSimulator { shared, tasks })
 }
 

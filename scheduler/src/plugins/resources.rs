@@ -9,6 +9,35 @@ use super::{
     RESOURCE_SCALAR_SHIFT,
 };
 
+/// The pod's requests as the filter loop's fast path compares them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Want {
+    cpu: i64,
+    memory: i64,
+    ephemeral: i64,
+}
+
+impl Want {
+    pub(crate) fn of(pod: &PodInfo) -> Want {
+        let r = &pod.requests;
+        Want {
+            cpu: r.milli_cpu,
+            memory: r.memory,
+            ephemeral: r.ephemeral_storage,
+        }
+    }
+
+    /// Whether [`fit`] would pass, but for extended resources (the caller checks the pod has
+    /// none); without branches, as nearly every node fits.
+    #[inline]
+    pub(crate) fn fits(self, hot: &NodeHot) -> bool {
+        (hot.pod_count < hot.alloc_pods)
+            & ((self.cpu <= 0) | (self.cpu <= hot.alloc_cpu - hot.req_cpu))
+            & ((self.memory <= 0) | (self.memory <= hot.alloc_memory - hot.req_memory))
+            & ((self.ephemeral <= 0) | (self.ephemeral <= hot.alloc_ephemeral - hot.req_ephemeral))
+    }
+}
+
 /// Every resource the pod requests more of than the node has free, as a [`Reason::Resources`]
 /// mask; `None` when it fits.
 #[inline]
@@ -44,38 +73,60 @@ fn scalar_misfits(pod: &PodInfo, node: &NodeInfo) -> u64 {
     mask
 }
 
-/// Below this capacity `floor(free × 100 / capacity)` fits comfortably in i64 arithmetic
-/// and the f64 estimate below is within one of it.
-const EXACT_F64_CAPACITY: i64 = 1 << 44;
+/// Exact division by one node's capacity with a multiplication and shifts (Granlund and
+/// Montgomery, "Division by invariant integers using multiplication", 1994, theorem 4.2):
+/// a division per resource per node is the loop's most expensive instruction, and the
+/// capacities change far less often than they are divided by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Divisor {
+    magic: u64,
+    shift1: u8,
+    shift2: u8,
+}
 
-/// `1 / capacity` for [`least_requested`], or 0 when the exact integer path must be used.
-pub(crate) fn reciprocal(capacity: i64) -> f64 {
-    if capacity > 0 && capacity < EXACT_F64_CAPACITY {
-        1.0 / capacity as f64
-    } else {
-        0.0
+impl Divisor {
+    /// For `d ≥ 1`; `None` for anything else.
+    pub(crate) fn new(d: i64) -> Option<Divisor> {
+        let d = u64::try_from(d).ok().filter(|&d| d > 0)?;
+        // l = ⌈log2 d⌉.
+        let l = 64 - (d - 1).leading_zeros();
+        let magic = (((1u128 << 64) * ((1u128 << l) - u128::from(d))) / u128::from(d)) as u64;
+        Some(Divisor {
+            magic: magic.wrapping_add(1),
+            shift1: l.min(1) as u8,
+            shift2: l.saturating_sub(1) as u8,
+        })
+    }
+
+    /// `⌊n / d⌋`, for every `n < 2^64`.
+    #[inline]
+    pub(crate) fn divide(self, n: u64) -> u64 {
+        let t = ((u128::from(self.magic) * u128::from(n)) >> 64) as u64;
+        (t + ((n - t) >> self.shift1)) >> self.shift2
     }
 }
 
-/// `floor((capacity − requested) × 100 / capacity)`, 0 when over-committed. A division per
-/// resource per node is the loop's most expensive instruction, so the quotient is estimated
-/// with the node's precomputed reciprocal (off by at most one) and corrected exactly.
+/// Capacities above this would overflow `free × 100`; they take the plain division.
+const MAX_DIVISOR_CAPACITY: i64 = i64::MAX / MAX_NODE_SCORE;
+
+/// The node's divisor for [`least_requested`], or `None` where it must divide plainly.
+pub(crate) fn divisor(capacity: i64) -> Option<Divisor> {
+    if capacity > MAX_DIVISOR_CAPACITY {
+        return None;
+    }
+    Divisor::new(capacity)
+}
+
+/// `floor((capacity − requested) × 100 / capacity)`, 0 when over-committed.
 #[inline]
-fn least_requested(requested: i64, capacity: i64, inverse: f64) -> i64 {
+fn least_requested(requested: i64, capacity: i64, divisor: Option<Divisor>) -> i64 {
     if capacity <= 0 || requested > capacity {
         return 0;
     }
-    let x = (capacity - requested) * MAX_NODE_SCORE;
-    if inverse == 0.0 {
-        return x / capacity;
-    }
-    let q = (x as f64 * inverse) as i64;
-    if (q + 1) * capacity <= x {
-        q + 1
-    } else if q * capacity > x {
-        q - 1
-    } else {
-        q
+    let free = capacity - requested;
+    match divisor {
+        Some(d) => d.divide(free as u64 * MAX_NODE_SCORE as u64) as i64,
+        None => (i128::from(free) * i128::from(MAX_NODE_SCORE) / i128::from(capacity)) as i64,
     }
 }
 
@@ -86,14 +137,14 @@ pub(crate) fn least_allocated(pod: &PodInfo, hot: &NodeHot) -> i64 {
     let mut score = 0;
     let mut weights = 0;
     if hot.alloc_cpu != 0 {
-        score += least_requested(hot.nz_cpu + pod.non_zero_cpu, hot.alloc_cpu, hot.inv_cpu);
+        score += least_requested(hot.nz_cpu + pod.non_zero_cpu, hot.alloc_cpu, hot.div_cpu);
         weights += 1;
     }
     if hot.alloc_memory != 0 {
         score += least_requested(
             hot.nz_memory + pod.non_zero_memory,
             hot.alloc_memory,
-            hot.inv_memory,
+            hot.div_memory,
         );
         weights += 1;
     }
@@ -142,8 +193,8 @@ mod tests {
             req_memory: req_mem,
             nz_cpu: req_cpu,
             nz_memory: req_mem,
-            inv_cpu: reciprocal(cpu),
-            inv_memory: reciprocal(mem),
+            div_cpu: divisor(cpu),
+            div_memory: divisor(mem),
             exists: true,
             ..Default::default()
         }
@@ -182,6 +233,32 @@ mod tests {
     }
 
     #[test]
+    fn fast_fit_agrees_with_fit() {
+        let node = NodeInfo::default();
+        for (cpu, mem, pods) in [
+            (500, GI, 0),
+            (501, GI, 0),
+            (0, 0, 110),
+            (0, 2 * GI, 3),
+            (-1, 0, 0),
+        ] {
+            let h = NodeHot {
+                pod_count: pods,
+                ..hot(4000, 8 * GI, 3500, 7 * GI)
+            };
+            let p = pod(cpu, mem);
+            assert_eq!(
+                Want::of(&p).fits(&h),
+                fit(&p, &h, &node).is_none(),
+                "{cpu} {mem} {pods}"
+            );
+        }
+        // An over-committed node still takes a pod that asks for nothing of that resource.
+        let over = hot(1000, GI, 2000, 2 * GI);
+        assert!(Want::of(&pod(0, 0)).fits(&over));
+    }
+
+    #[test]
     fn fit_checks_extended_resources() {
         let node = NodeInfo {
             allocatable: Resources {
@@ -217,7 +294,43 @@ mod tests {
     }
 
     #[test]
-    fn float_division_matches_integer_division() {
+    fn divisor_matches_integer_division() {
+        let divisors = [
+            1,
+            2,
+            3,
+            7,
+            10,
+            4000,
+            32_000,
+            137_438_953_472,
+            (1 << 44) - 1,
+            1 << 44,
+            (1 << 62) + 12_345,
+            i64::MAX,
+        ];
+        let numerators = [
+            0,
+            1,
+            2,
+            99,
+            100,
+            12_345_678,
+            u64::MAX / 3,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for d in divisors {
+            let div = Divisor::new(d).expect("positive");
+            for n in numerators
+                .into_iter()
+                .chain([d as u64 - 1, d as u64, d as u64 + 1])
+            {
+                assert_eq!(div.divide(n), n / d as u64, "{n} / {d}");
+            }
+        }
+        assert_eq!(Divisor::new(0), None);
+        assert_eq!(Divisor::new(-5), None);
         for capacity in [
             1,
             3,
@@ -225,14 +338,13 @@ mod tests {
             4000,
             32_000,
             137_438_953_472,
-            (1 << 44) - 1,
-            1 << 44,
             1 << 50,
+            i64::MAX / 50,
         ] {
             for requested in [0, 1, capacity / 3, capacity / 2, capacity - 1, capacity] {
-                let exact = (capacity - requested) * MAX_NODE_SCORE / capacity;
+                let exact = ((capacity - requested) as i128 * 100 / capacity as i128) as i64;
                 assert_eq!(
-                    least_requested(requested, capacity, reciprocal(capacity)),
+                    least_requested(requested, capacity, divisor(capacity)),
                     exact,
                     "{requested}/{capacity}"
                 );

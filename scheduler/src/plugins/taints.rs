@@ -11,17 +11,35 @@ pub(crate) fn filter(pod: &PodInfo, hot: &NodeHot, node: &NodeInfo) -> Option<Re
     if hot.hard_taints == 0 {
         return None;
     }
+    if pod.tolerations.is_empty() {
+        // The first hard taint is the first untolerated one; the node's taints stay unread.
+        return Some(Reason::Taint(hot.first_hard_taint));
+    }
     node.taints
         .iter()
         .position(|t| t.effect.is_hard() && !tolerated(&pod.tolerations, t))
         .map(|i| Reason::Taint(i as u16))
 }
 
+/// Whether any of the pod's tolerations can tolerate a PreferNoSchedule taint; without one,
+/// [`raw_score`] is the node's count of such taints.
+pub(crate) fn tolerates_any_soft(pod: &PodInfo) -> bool {
+    pod.tolerations
+        .iter()
+        .any(|t| t.applies_to_prefer_no_schedule())
+}
+
 /// Number of PreferNoSchedule taints not tolerated by the pod's tolerations that have no
-/// effect or PreferNoSchedule.
-pub(crate) fn raw_score(pod: &PodInfo, hot: &NodeHot, node: &NodeInfo) -> i64 {
-    if hot.prefer_no_schedule_taints == 0 {
-        return 0;
+/// effect or PreferNoSchedule (`soft_tolerations`: [`tolerates_any_soft`]).
+pub(crate) fn raw_score(
+    pod: &PodInfo,
+    soft_tolerations: bool,
+    hot: &NodeHot,
+    node: &NodeInfo,
+) -> i64 {
+    if hot.prefer_no_schedule_taints == 0 || !soft_tolerations {
+        // Counted from the compact copy, without reading the node's taints.
+        return i64::from(hot.prefer_no_schedule_taints);
     }
     node.taints
         .iter()
@@ -45,16 +63,7 @@ mod tests {
             taints,
             ..Default::default()
         };
-        let hot = NodeHot {
-            hard_taints: info.taints.iter().filter(|t| t.effect.is_hard()).count() as u16,
-            prefer_no_schedule_taints: info
-                .taints
-                .iter()
-                .filter(|t| t.effect == TaintEffect::PreferNoSchedule)
-                .count() as u16,
-            ..Default::default()
-        };
-        (hot, info)
+        (NodeHot::of(&info), info)
     }
 
     fn taint(key: &str, effect: TaintEffect) -> Taint {
@@ -95,8 +104,19 @@ mod tests {
             taint("y", TaintEffect::PreferNoSchedule),
         ]);
         let mut pod = PodInfo::default();
-        assert_eq!(raw_score(&pod, &hot, &info), 2);
+        assert!(!tolerates_any_soft(&pod));
+        assert_eq!(raw_score(&pod, false, &hot, &info), 2);
         pod.tolerations = vec![tolerate("x")];
-        assert_eq!(raw_score(&pod, &hot, &info), 1);
+        assert!(tolerates_any_soft(&pod));
+        assert_eq!(raw_score(&pod, true, &hot, &info), 1);
+        // A NoExecute-only toleration cannot tolerate a soft taint: the count stands.
+        pod.tolerations = vec![Toleration::from_api(&core::Toleration {
+            key: Some("x".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            ..Default::default()
+        })];
+        assert!(!tolerates_any_soft(&pod));
+        assert_eq!(raw_score(&pod, true, &hot, &info), 2);
     }
 }
