@@ -1,6 +1,7 @@
 //! The Events the controllers record, as `kubectl describe` shows them: ScalingReplicaSet on a
-//! Deployment, SuccessfulCreate / SuccessfulDelete on its ReplicaSet, Completed on a Job — with
-//! Kubernetes' reasons and messages — and repeats of one Event aggregated into its count.
+//! Deployment, SuccessfulCreate / SuccessfulDelete on its ReplicaSet, Completed and
+//! BackoffLimitExceeded on Jobs, SuccessfulCreate on a DaemonSet — with Kubernetes' reasons and
+//! messages — and repeats of one Event aggregated into its count.
 
 mod common;
 
@@ -210,6 +211,55 @@ spec:
     assert!(events.contains("Job completed"), "{describe}");
     assert!(events.contains("SuccessfulCreate"), "{describe}");
     assert!(events.contains("Created pod: once-"), "{describe}");
+
+    // A Job whose pod fails with backoffLimit 0 fails at once, with a Warning saying why.
+    let failing = job
+        .replace("name: once", "name: doomed")
+        .replace(
+            "spec:\n  template:",
+            "spec:\n  backoffLimit: 0\n  template:",
+        )
+        .replace("exit-code: \"0\"", "exit-code: \"1\"");
+    kubectl_stdin(&server, &["apply", "-f", "-"], &failing).await;
+    let failed = wait_event(&client, "BackoffLimitExceeded on the job", |e| {
+        about(e, "Job", "doomed", "BackoffLimitExceeded")
+    })
+    .await;
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        message(&failed),
+        "Job has reached the specified backoff limit"
+    );
+
+    // A DaemonSet creates one pod per node, each reported.
+    let ds = r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: agent
+        image: busybox:1.36
+"#;
+    kubectl_stdin(&server, &["apply", "-f", "-"], ds).await;
+    let created = wait_event(&client, "SuccessfulCreate on the daemonset", |e| {
+        about(e, "DaemonSet", "agent", "SuccessfulCreate")
+    })
+    .await;
+    assert!(
+        message(&created).starts_with("Created pod: agent-"),
+        "{created:?}"
+    );
+    assert_eq!(
+        created.source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("daemonset-controller")
+    );
 
     // The same warning twice about one object: one Event, count 2.
     let cm = Api::<ConfigMap>::namespaced(client.clone(), NS)
