@@ -17,13 +17,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
-use serde_json::json;
 use tokio::time::Instant;
 
+use crate::runtime::Recorder;
 use decide::{decide, released, Step};
 pub use process::{run_until_interrupted, spawn, Elected};
 
@@ -140,6 +140,7 @@ enum Attempt {
 /// One candidate's view of the Lease.
 struct Elector {
     api: Api<Lease>,
+    events: Recorder,
     config: LeaderConfig,
     /// The spec as last seen, and when it was first seen in that form.
     observed: Option<(k8s_openapi::api::coordination::v1::LeaseSpec, Instant)>,
@@ -148,6 +149,8 @@ struct Elector {
 impl Elector {
     fn new(client: Client, config: LeaderConfig) -> Self {
         Elector {
+            events: Recorder::new(client.clone(), &config.component)
+                .with_instance(&config.identity),
             api: Api::namespaced(client, &config.namespace),
             config,
             observed: None,
@@ -259,36 +262,17 @@ impl Elector {
 
     /// client-go's LeaseLock.RecordEvent: `<identity> <what>` on the Lease, reason
     /// LeaderElection. Best effort.
-    fn record_event(&self, client: Client, what: &str) {
+    fn record_event(&self, what: &str) {
         let c = &self.config;
-        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
-        let event = json!({
-            "metadata": {
-                "name": format!("{}.{:x}", c.name, Timestamp::now().as_nanosecond()),
-                "namespace": c.namespace,
-            },
-            "involvedObject": {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "namespace": c.namespace, "name": c.name},
-            "reason": "LeaderElection",
-            "message": format!("{} {what}", c.identity),
-            "type": "Normal",
-            "source": {"component": c.component},
-            "reportingComponent": c.component,
-            "reportingInstance": c.identity,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        });
-        let namespace = c.namespace.clone();
-        tokio::spawn(async move {
-            let Ok(event) = serde_json::from_value::<Event>(event) else {
-                return;
-            };
-            let api = Api::<Event>::namespaced(client, &namespace);
-            if let Err(e) = api.create(&PostParams::default(), &event).await {
-                tracing::debug!(error = %e, "recording the LeaderElection event failed");
-            }
-        });
+        let lease = ObjectReference {
+            api_version: Some("coordination.k8s.io/v1".into()),
+            kind: Some("Lease".into()),
+            namespace: Some(c.namespace.clone()),
+            name: Some(c.name.clone()),
+            ..ObjectReference::default()
+        };
+        self.events
+            .normal(&lease, "LeaderElection", format!("{} {what}", c.identity));
     }
 }
 
@@ -308,7 +292,7 @@ where
     Fut: Future + Send,
 {
     config.validate()?;
-    let mut elector = Elector::new(client.clone(), config.clone());
+    let mut elector = Elector::new(client, config.clone());
     tokio::pin!(shutdown);
     tracing::info!(lease = %config.name, identity = %config.identity, "attempting to acquire the leader lease");
     loop {
@@ -330,7 +314,7 @@ where
         }
     }
     tracing::info!(lease = %config.name, identity = %config.identity, "became leader");
-    elector.record_event(client.clone(), "became leader");
+    elector.record_event("became leader");
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let work = work(
@@ -368,7 +352,7 @@ where
         End::Lost => {
             tracing::error!(lease = %config.name, identity = %config.identity, "leader election lost");
             let _ = stop.send(());
-            elector.record_event(client, "stopped leading");
+            elector.record_event("stopped leading");
             work.await;
             Err(LeaderError::Lost {
                 namespace: config.namespace.clone(),

@@ -25,8 +25,8 @@ use serde_json::json;
 use crate::history::{self, HistoryError};
 use crate::pods::{controller_of, controller_reference, from_template, PodName};
 use crate::runtime::{
-    key_of, Action, Change, Expectations, Informer, NotSynced, Reconciler, Runner, Synced,
-    WorkQueue,
+    key_of, reference, Action, Change, Expectations, Informer, NotSynced, Reconciler, Recorder,
+    Runner, Synced, WorkQueue,
 };
 
 pub use placement::{daemon_tolerations, fit, Fit};
@@ -57,8 +57,12 @@ pub enum DaemonSetError {
     NotSynced(#[from] NotSynced),
 }
 
+/// Reported as the source of this controller's Events.
+pub const COMPONENT: &str = "daemonset-controller";
+
 pub struct DaemonSets {
     client: Client,
+    events: Recorder,
     sets: Store<DaemonSet>,
     pods: Store<Pod>,
     nodes: Store<Node>,
@@ -130,6 +134,7 @@ impl DaemonSets {
             runner.informer(informer);
         }
         let controller = DaemonSets {
+            events: Recorder::new(client.clone(), COMPONENT),
             client,
             sets: sets.store(),
             pods: pods.store(),
@@ -189,6 +194,13 @@ impl DaemonSets {
         .await;
         let mut first = None;
         for r in results {
+            match &r {
+                Ok(pod) => {
+                    let pod = pod.metadata.name.as_deref().unwrap_or_default();
+                    self.events.created_pod(&reference(ds), pod);
+                }
+                Err(e) => self.events.failed_create(&reference(ds), e),
+            }
             if let Err(source) = r {
                 self.expectations.creation_observed(key);
                 if first.is_none() && !is_gone_or_conflict(&source) {
@@ -204,7 +216,12 @@ impl DaemonSets {
         first.map_or(Ok(()), Err)
     }
 
-    async fn delete_pods(&self, key: &str, pods: &[&Pod]) -> Result<(), DaemonSetError> {
+    async fn delete_pods(
+        &self,
+        ds: &DaemonSet,
+        key: &str,
+        pods: &[&Pod],
+    ) -> Result<(), DaemonSetError> {
         if pods.is_empty() {
             return Ok(());
         }
@@ -221,8 +238,12 @@ impl DaemonSets {
                 ..DeleteParams::default()
             };
             match api.delete(&name, &params).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    self.events.deleted_pod(&reference(ds), &name);
+                    Ok(())
+                }
                 Err(source) => {
+                    self.events.failed_delete(&reference(ds), &source);
                     self.expectations.deletion_observed(key);
                     if is_gone_or_conflict(&source) {
                         Ok(())
@@ -356,7 +377,7 @@ impl DaemonSets {
                 .max(1);
                 delete = plan::rolling_update(&nodes, &hash, max_unavailable, min_ready, now);
             }
-            self.delete_pods(key, &delete).await?;
+            self.delete_pods(ds, key, &delete).await?;
             self.create_pods(ds, key, &hash, &create).await?;
         }
 

@@ -22,7 +22,8 @@ use kube::Client;
 use crate::pods::controller_of;
 use crate::replicaset::claim;
 use crate::runtime::{
-    key_of, Action, Change, Informer, NotSynced, Reconciler, Runner, Synced, WorkQueue,
+    key_of, reference, Action, Change, Informer, NotSynced, Reconciler, Recorder, Runner, Synced,
+    WorkQueue,
 };
 
 pub use hash::{compute_hash, equal_ignore_hash, POD_TEMPLATE_HASH_LABEL};
@@ -32,6 +33,9 @@ pub use status::{
     AVAILABLE, FOUND_NEW_RS, MINIMUM_REPLICAS_AVAILABLE, MINIMUM_REPLICAS_UNAVAILABLE,
     NEW_RS_AVAILABLE, NEW_RS_CREATED, PAUSED, PROGRESSING, RESUMED, RS_UPDATED, TIMED_OUT,
 };
+
+/// Reported as the source of this controller's Events.
+pub const COMPONENT: &str = "deployment-controller";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeploymentError {
@@ -71,6 +75,7 @@ pub enum DeploymentError {
 /// The Deployment controller.
 pub struct DeploymentController {
     client: Client,
+    events: Recorder,
     deployments: Store<Deployment>,
     replicasets: Store<ReplicaSet>,
     pods: Store<Pod>,
@@ -151,6 +156,7 @@ impl DeploymentController {
             }
         });
         let controller = DeploymentController {
+            events: Recorder::new(client.clone(), COMPONENT),
             client,
             deployments: deployments.store(),
             replicasets: replicasets.store(),
@@ -276,10 +282,15 @@ impl Reconciler for DeploymentController {
             return Ok(Action::Done);
         };
         let d = (*d).clone();
-        let mut rollout = sync::Rollout::new(&self.client, &self.pods, key, ns, d);
+        let mut rollout = sync::Rollout::new(&self.client, &self.events, &self.pods, key, ns, d);
         if selects_everything(&rollout.d) {
             // Kubernetes refuses to act on a selector that selects every pod.
             tracing::warn!(deployment = key, "selector selects all pods; not syncing");
+            self.events.warning(
+                &reference(&rollout.d),
+                "SelectingAll",
+                "This deployment is selecting all pods. A non-empty selector is required.",
+            );
             rollout.observe_generation_only().await?;
             return Ok(Action::Done);
         }

@@ -12,9 +12,11 @@ use super::hash::{compute_hash, equal_ignore_hash, POD_TEMPLATE_HASH_LABEL};
 use super::revision::{self, REVISION};
 use super::rolling;
 use super::status::{self, condition, get_condition, progress_deadline, set_condition};
-use super::sync::{not_found, Rollout};
+use super::sync::{not_found, Rollout, SCALING_REPLICA_SET};
 use super::DeploymentError;
 use crate::pods::{controller_reference, is_controlled_by};
+use crate::runtime::events::error_message;
+use crate::runtime::reference;
 
 impl Rollout<'_> {
     /// Sets the Deployment's revision annotation to its new RS's (`SetDeploymentRevision`).
@@ -184,8 +186,15 @@ impl Rollout<'_> {
             Err(e) => {
                 let terminating = matches!(&e, kube::Error::Api(s)
                     if s.code == 403 && s.message.contains("being terminated"));
+                let message = format!(
+                    "Failed to create new replica set \"{name}\": {}",
+                    error_message(&e)
+                );
+                if !terminating {
+                    self.events
+                        .warning(&reference(&self.d), status::FAILED_RS_CREATE, &message);
+                }
                 if !terminating && progress_deadline(&self.d).is_some() {
-                    let message = format!("Failed to create new replica set \"{name}\": {e}");
                     let mut s = self.d.status.clone().unwrap_or_default();
                     let c = condition(
                         status::PROGRESSING,
@@ -202,6 +211,13 @@ impl Rollout<'_> {
             }
         };
         tracing::debug!(deployment = self.key, replicaset = %name, replicas = count, "created the new replicaset");
+        if !existed && count > 0 {
+            self.events.normal(
+                &reference(&self.d),
+                SCALING_REPLICA_SET,
+                format!("Scaled up replica set {name} from 0 to {count}"),
+            );
+        }
         self.rses.push(created);
         let i = self.rses.len() - 1;
         self.set_revision(&new_revision.to_string()).await?;

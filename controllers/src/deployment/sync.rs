@@ -19,10 +19,14 @@ use super::scale::{self, by_creation};
 use super::status::{self, condition, get_condition, progress_deadline, set_condition};
 use super::DeploymentError;
 use crate::pods::controller_of;
-use crate::runtime::Action;
+use crate::runtime::{reference, Action, Recorder};
+
+/// The reason of the Events that report a ReplicaSet's new size.
+pub(super) const SCALING_REPLICA_SET: &str = "ScalingReplicaSet";
 
 pub(super) struct Rollout<'a> {
     pub(super) client: &'a Client,
+    pub(super) events: &'a Recorder,
     pods: &'a Store<Pod>,
     pub(super) key: &'a str,
     pub(super) ns: &'a str,
@@ -54,6 +58,7 @@ fn status_equal(old: Option<&DeploymentStatus>, new: &DeploymentStatus) -> bool 
 impl<'a> Rollout<'a> {
     pub(super) fn new(
         client: &'a Client,
+        events: &'a Recorder,
         pods: &'a Store<Pod>,
         key: &'a str,
         ns: &'a str,
@@ -61,6 +66,7 @@ impl<'a> Rollout<'a> {
     ) -> Self {
         Rollout {
             client,
+            events,
             pods,
             key,
             ns,
@@ -217,6 +223,12 @@ impl<'a> Rollout<'a> {
         if resize {
             let rs = self.rs_name(i);
             tracing::debug!(deployment = self.key, replicaset = %rs, from, to = size, "scaled");
+            let direction = if from < size { "up" } else { "down" };
+            self.events.normal(
+                &reference(&self.d),
+                SCALING_REPLICA_SET,
+                format!("Scaled {direction} replica set {rs} from {from} to {size}"),
+            );
         }
         Ok(resize)
     }

@@ -30,14 +30,17 @@ use serde_json::json;
 
 use crate::pods::{controller_of, controller_reference, from_template, is_active, PodName};
 use crate::runtime::{
-    key_of, Action, Change, Expectations, Informer, NotSynced, Reconciler, Runner, Synced,
-    WorkQueue,
+    key_of, reference, Action, Change, Expectations, Informer, NotSynced, Reconciler, Recorder,
+    Runner, Synced, WorkQueue,
 };
 
 pub use status::{
     COMPLETE, FAILED, FAILURE_TARGET, REASON_BACKOFF_LIMIT, REASON_DEADLINE, SUCCESS_CRITERIA_MET,
     SUSPENDED,
 };
+
+/// Reported as the source of this controller's Events.
+pub const COMPONENT: &str = "job-controller";
 
 /// The Job controller's knobs.
 #[derive(Clone, Debug)]
@@ -84,6 +87,7 @@ pub enum JobError {
 
 pub struct JobController {
     client: Client,
+    events: Recorder,
     jobs: Store<Job>,
     pods: Store<Pod>,
     synced: [Synced; 2],
@@ -147,6 +151,7 @@ impl JobController {
         pods.enqueue(&queue, |pod: &Pod| job_key(pod).into_iter().collect());
         let workers = config.workers;
         let controller = JobController {
+            events: Recorder::new(client.clone(), COMPONENT),
             client,
             jobs: jobs.store(),
             pods: pods.store(),
@@ -259,6 +264,13 @@ impl JobController {
         let results = join_all((0..count).map(|_| api.create(&pp, &pod))).await;
         let mut first_error = None;
         for result in results {
+            match &result {
+                Ok(pod) => {
+                    let pod = pod.metadata.name.as_deref().unwrap_or_default();
+                    self.events.created_pod(&reference(job), pod);
+                }
+                Err(e) => self.events.failed_create(&reference(job), e),
+            }
             if let Err(source) = result {
                 // Never to be observed: lower the expectation now.
                 self.expectations.creation_observed(key);
@@ -281,7 +293,7 @@ impl JobController {
         }
     }
 
-    async fn delete_pods(&self, key: &str, pods: &[&Pod]) -> Result<(), JobError> {
+    async fn delete_pods(&self, job: &Job, key: &str, pods: &[&Pod]) -> Result<(), JobError> {
         if pods.is_empty() {
             return Ok(());
         }
@@ -299,8 +311,12 @@ impl JobController {
             };
             async move {
                 match api.delete(&name, &params).await {
-                    Ok(_) => Ok(()),
+                    Ok(_) => {
+                        self.events.deleted_pod(&reference(job), &name);
+                        Ok(())
+                    }
                     Err(source) => {
+                        self.events.failed_delete(&reference(job), &source);
                         self.expectations.deletion_observed(key);
                         if is_conflict_or_gone(&source) {
                             Ok(())
@@ -507,12 +523,14 @@ impl JobController {
         st.conditions = Some(conditions).filter(|c| !c.is_empty());
         st.uncounted_terminated_pods.get_or_insert_default();
 
-        self.delete_pods(key, &delete).await?;
+        self.delete_pods(&job, key, &delete).await?;
         if create > 0 {
             self.create_pods(&job, key, create).await?;
         }
         if job.status.as_ref() != Some(&st) {
+            let was_suspended = status::condition(&job, SUSPENDED).is_some();
             job = self.write_status(&job, st, key).await?;
+            self.record_transitions(&job, was_suspended);
         }
         if status::finished(&job).is_some() {
             return ttl::expire(&self.client, &job, key, now).await;
@@ -521,6 +539,26 @@ impl JobController {
             requeue = Some(requeue.map_or(left, |r| r.min(left)));
         }
         Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
+    }
+}
+
+impl JobController {
+    /// Kubernetes' Events for a status just written: suspended or resumed, and finished (a
+    /// Job is found unfinished at the start of a sync, so this is its first finish).
+    fn record_transitions(&self, job: &Job, was_suspended: bool) {
+        let r = reference(job);
+        match (was_suspended, status::condition(job, SUSPENDED).is_some()) {
+            (false, true) => self.events.normal(&r, "Suspended", "Job suspended"),
+            (true, false) => self.events.normal(&r, "Resumed", "Job resumed"),
+            _ => {}
+        }
+        if status::condition(job, COMPLETE).is_some() {
+            self.events.normal(&r, "Completed", "Job completed");
+        } else if let Some(failed) = status::condition(job, FAILED) {
+            let reason = failed.reason.as_deref().unwrap_or_default();
+            let message = failed.message.clone().unwrap_or_default();
+            self.events.warning(&r, reason, message);
+        }
     }
 }
 

@@ -14,8 +14,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 
 use super::tolerations::{eviction, Eviction};
-use super::{involved, record_event, until, PodsByNode};
-use crate::runtime::{key_of, Action, Informer, NotSynced, Reconciler, Runner, Synced, WorkQueue};
+use super::{until, PodsByNode};
+use crate::runtime::{
+    key_of, reference, Action, Informer, NotSynced, Reconciler, Recorder, Runner, Synced, WorkQueue,
+};
 
 /// Kubernetes' taint eviction controller reports as this component.
 const COMPONENT: &str = "taint-eviction-controller";
@@ -36,6 +38,7 @@ pub enum EvictionError {
 
 pub struct TaintEviction {
     client: Client,
+    events: Recorder,
     nodes: Store<Node>,
     pods: Store<Pod>,
     pods_by_node: PodsByNode,
@@ -85,6 +88,7 @@ impl TaintEviction {
             }
         });
         let controller = TaintEviction {
+            events: Recorder::new(client.clone(), COMPONENT),
             client,
             nodes: nodes.store(),
             pods: pods.store(),
@@ -181,11 +185,8 @@ impl TaintEviction {
         match api.delete(name, &params).await {
             Ok(_) => {
                 tracing::info!(pod = key, node = %node_name, "evicting pod from a NoExecute-tainted node");
-                record_event(
-                    &self.client,
-                    COMPONENT,
-                    involved("Pod", Some(ns), name, pod.metadata.uid.as_deref()),
-                    "Normal",
+                self.events.normal(
+                    &reference(&*pod),
                     EVICTION_REASON,
                     format!("Marking for deletion Pod {key}"),
                 );

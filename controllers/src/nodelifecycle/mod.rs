@@ -18,12 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
-use kube::Client;
-use serde_json::{json, Value};
 
 pub use eviction::TaintEviction;
 pub use health::{
@@ -114,54 +110,6 @@ impl PodsByNode {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
     }
-}
-
-/// The object reference an Event about `kind`/`name` carries.
-fn involved(kind: &str, namespace: Option<&str>, name: &str, uid: Option<&str>) -> Value {
-    json!({"apiVersion": "v1", "kind": kind, "namespace": namespace, "name": name, "uid": uid})
-}
-
-/// Records a core/v1 Event, best effort: a failure is logged, never retried (as client-go's
-/// recorder drops events it cannot write).
-fn record_event(
-    client: &Client,
-    component: &'static str,
-    object: Value,
-    type_: &str,
-    reason: &str,
-    message: String,
-) {
-    let namespace = object["namespace"]
-        .as_str()
-        .unwrap_or("default")
-        .to_string();
-    let name = object["name"].as_str().unwrap_or_default().to_string();
-    let now = Time(Timestamp::now());
-    let event = json!({
-        "metadata": {
-            "name": format!("{name}.{:x}", Timestamp::now().as_nanosecond()),
-            "namespace": namespace,
-        },
-        "involvedObject": object,
-        "reason": reason,
-        "message": message,
-        "type": type_,
-        "source": {"component": component},
-        "reportingComponent": component,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    });
-    let client = client.clone();
-    tokio::spawn(async move {
-        let Ok(event) = serde_json::from_value::<Event>(event) else {
-            return;
-        };
-        let api = Api::<Event>::namespaced(client, &namespace);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(error = %e, "recording an event failed");
-        }
-    });
 }
 
 /// How long ago `at` was (zero if in the future).

@@ -18,8 +18,10 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::health::{condition, desired_taints, ready_status, unknown_conditions};
-use super::{involved, record_event, Grace, PodsByNode, NODE_LEASE_NAMESPACE};
-use crate::runtime::{Action, Informer, NotSynced, Reconciler, Runner, Synced, WorkQueue};
+use super::{Grace, PodsByNode, NODE_LEASE_NAMESPACE};
+use crate::runtime::{
+    reference, Action, Informer, NotSynced, Reconciler, Recorder, Runner, Synced, WorkQueue,
+};
 
 /// Kubernetes' node lifecycle controller reports as this component.
 const COMPONENT: &str = "node-controller";
@@ -59,6 +61,7 @@ struct Health {
 
 pub struct NodeLifecycle {
     client: Client,
+    events: Recorder,
     grace: Grace,
     nodes: Store<Node>,
     leases: Store<Lease>,
@@ -101,6 +104,7 @@ impl NodeLifecycle {
             }
         });
         let controller = NodeLifecycle {
+            events: Recorder::new(client.clone(), COMPONENT),
             client,
             grace,
             nodes: nodes.store(),
@@ -178,15 +182,8 @@ impl NodeLifecycle {
                 .await
             {
                 Ok(_) => {
-                    let uid = pod.metadata.uid.as_deref();
-                    record_event(
-                        &self.client,
-                        COMPONENT,
-                        involved("Pod", Some(ns), name, uid),
-                        "Warning",
-                        "NodeNotReady",
-                        "Node is not ready".into(),
-                    );
+                    self.events
+                        .warning(&reference(&*pod), "NodeNotReady", "Node is not ready");
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(source) => {
@@ -247,11 +244,8 @@ impl Reconciler for NodeLifecycle {
                     })?;
                 tracing::info!(node = name, silent_for = ?now - probe, "node stopped heartbeating; conditions set Unknown");
                 if was_ready {
-                    record_event(
-                        &self.client,
-                        COMPONENT,
-                        involved("Node", None, name, node.metadata.uid.as_deref()),
-                        "Normal",
+                    self.events.normal(
+                        &reference(&node),
                         "NodeNotReady",
                         format!("Node {name} status is now: NodeNotReady"),
                     );

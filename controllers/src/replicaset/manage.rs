@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
 use super::{namespace, pods_to_delete, ReplicaSetController, ReplicaSetError, BURST_REPLICAS};
 use crate::pods::{controller_of, controller_reference, from_template, PodName};
-use crate::runtime::key_of;
+use crate::runtime::{key_of, reference};
 
 /// The first creation batch; each next one doubles (`SlowStartInitialBatchSize`).
 const SLOW_START_INITIAL_BATCH: usize = 1;
@@ -66,11 +66,18 @@ impl ReplicaSetController {
             let results = join_all((0..batch).map(|_| api.create(&params, &pod))).await;
             for r in results {
                 match r {
-                    Ok(_) => created += 1,
+                    Ok(pod) => {
+                        created += 1;
+                        let name = pod.metadata.name.as_deref().unwrap_or_default();
+                        self.events.created_pod(&reference(rs), name);
+                    }
                     // The namespace is going: no pod, no error (as Kubernetes).
                     Err(kube::Error::Api(s))
                         if s.code == 403 && s.message.contains("being terminated") => {}
-                    Err(e) => failure = failure.or(Some(e)),
+                    Err(e) => {
+                        self.events.failed_create(&reference(rs), &e);
+                        failure = failure.or(Some(e));
+                    }
                 }
             }
             if failure.is_some() {
@@ -125,9 +132,15 @@ impl ReplicaSetController {
         });
         let mut failure = None;
         for (result, pod) in join_all(deletes).await {
-            let Err(e) = result else {
-                continue;
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let e = match result {
+                Ok(_) => {
+                    self.events.deleted_pod(&reference(rs), name);
+                    continue;
+                }
+                Err(e) => e,
             };
+            self.events.failed_delete(&reference(rs), &e);
             // Not deleted by us, so no deletion will be observed for it.
             if self.pending.observed(key, &key_of(pod)) {
                 self.expectations.deletion_observed(key);

@@ -24,12 +24,15 @@ use serde_json::json;
 
 use crate::pods::{controller_of, controller_reference, is_active};
 use crate::runtime::{
-    key_of, Action, Change, Expectations, Informer, NotSynced, Reconciler, Runner, Synced,
-    WorkQueue,
+    key_of, Action, Change, Expectations, Informer, NotSynced, Reconciler, Recorder, Runner,
+    Synced, WorkQueue,
 };
 
 pub use ranking::{pods_to_delete, DELETION_COST};
 pub use status::REPLICA_FAILURE;
+
+/// Reported as the source of this controller's Events.
+pub const COMPONENT: &str = "replicaset-controller";
 
 /// Most pods created or deleted in one sync (Kubernetes' `BurstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
@@ -101,6 +104,7 @@ impl PendingDeletes {
 /// The ReplicaSet controller.
 pub struct ReplicaSetController {
     client: Client,
+    events: Recorder,
     pods: Store<Pod>,
     replicasets: Store<ReplicaSet>,
     expectations: Arc<Expectations>,
@@ -181,6 +185,7 @@ impl ReplicaSetController {
             });
         }
         let controller = ReplicaSetController {
+            events: Recorder::new(client.clone(), COMPONENT),
             client,
             pods: pods.store(),
             replicasets: replicasets.store(),

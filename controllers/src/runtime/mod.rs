@@ -1,6 +1,7 @@
 //! The machinery every controller shares: informers (watch + store), rate-limited work queues,
 //! the `Reconciler` shape, and a runner that drives many controllers on one tokio runtime.
 
+pub mod events;
 mod expectations;
 mod informer;
 mod queue;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+pub use events::{reference, EventType, Recorder};
 pub use expectations::{Expectations, EXPECTATIONS_TTL};
 pub use informer::{key_of, Change, Informer, NotSynced, Synced};
 pub use queue::WorkQueue;
