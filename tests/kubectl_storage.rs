@@ -64,7 +64,11 @@ fn claims_and_volumes_print_as_kubectl_expects() {
     );
     // Unbound: VOLUME, CAPACITY and ACCESS MODES are blank.
     let cells = row(&pvc, "data");
-    assert_eq!(cells[..4], ["data", "Pending", "manual", "<unset>"], "{pvc}");
+    assert_eq!(
+        cells[..4],
+        ["data", "Pending", "manual", "<unset>"],
+        "{pvc}"
+    );
 
     let wide = kubectl.ok(&["get", "persistentvolumeclaims", "-o", "wide"]);
     assert_eq!(header(&wide).last(), Some(&"VOLUMEMODE"), "{wide}");
@@ -127,7 +131,9 @@ fn claims_and_volumes_print_as_kubectl_expects() {
         "{out}"
     );
     assert_eq!(
-        kubectl.ok(&["get", "pvc", "-l", "tier=db", "-o", "name"]).trim(),
+        kubectl
+            .ok(&["get", "pvc", "-l", "tier=db", "-o", "name"])
+            .trim(),
         "persistentvolumeclaim/data"
     );
 
@@ -183,10 +189,7 @@ spec:
     // A claim's access modes are fixed once created.
     kubectl.ok_stdin(
         &["create", "-f", "-"],
-        &STORAGE
-            .split("---\n")
-            .nth(1)
-            .expect("the claim document"),
+        STORAGE.split("---\n").nth(1).expect("the claim document"),
     );
     let err = kubectl.fails(&[
         "patch",
