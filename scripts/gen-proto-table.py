@@ -30,6 +30,8 @@ ROOTS = [
     ("v1", "Secret", "k8s.io.api.core.v1.Secret"),
     ("v1", "ServiceAccount", "k8s.io.api.core.v1.ServiceAccount"),
     ("v1", "Event", "k8s.io.api.core.v1.Event"),
+    ("v1", "PersistentVolumeClaim", "k8s.io.api.core.v1.PersistentVolumeClaim"),
+    ("v1", "PersistentVolume", "k8s.io.api.core.v1.PersistentVolume"),
     ("v1", "Binding", "k8s.io.api.core.v1.Binding"),
     ("apps/v1", "Deployment", "k8s.io.api.apps.v1.Deployment"),
     ("apps/v1", "ReplicaSet", "k8s.io.api.apps.v1.ReplicaSet"),

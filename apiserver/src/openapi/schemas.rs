@@ -52,6 +52,12 @@ static KIND_TYPES: &[(&str, &str, AddSchema)] = &[
     ("", "Secret", add::<core::v1::Secret>),
     ("", "ServiceAccount", add::<core::v1::ServiceAccount>),
     ("", "Event", add::<core::v1::Event>),
+    (
+        "",
+        "PersistentVolumeClaim",
+        add::<core::v1::PersistentVolumeClaim>,
+    ),
+    ("", "PersistentVolume", add::<core::v1::PersistentVolume>),
     ("apps", "Deployment", add::<apps::v1::Deployment>),
     ("apps", "ReplicaSet", add::<apps::v1::ReplicaSet>),
     ("apps", "DaemonSet", add::<apps::v1::DaemonSet>),

@@ -320,6 +320,8 @@ fn build_graph() -> Graph {
     add::<core::v1::Secret>(&mut generator);
     add::<core::v1::ServiceAccount>(&mut generator);
     add::<core::v1::Event>(&mut generator);
+    add::<core::v1::PersistentVolumeClaim>(&mut generator);
+    add::<core::v1::PersistentVolume>(&mut generator);
     add::<apps::v1::Deployment>(&mut generator);
     add::<apps::v1::ReplicaSet>(&mut generator);
     add::<apps::v1::DaemonSet>(&mut generator);

@@ -65,6 +65,10 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => {
             map.insert("status".into(), json!({}));
         }
+        // Users may not set a claim's or volume's status; defaulting makes the phase Pending.
+        "PersistentVolumeClaim" | "PersistentVolume" => {
+            map.insert("status".into(), json!({}));
+        }
         _ => {}
     }
 }

@@ -26,6 +26,8 @@ pub fn check_kind(kind: &str, obj: &Value) -> Result<(), String> {
         "Secret" => check::<core::Secret>(obj),
         "ServiceAccount" => check::<core::ServiceAccount>(obj),
         "Event" => check::<core::Event>(obj),
+        "PersistentVolumeClaim" => check::<core::PersistentVolumeClaim>(obj),
+        "PersistentVolume" => check::<core::PersistentVolume>(obj),
         "Deployment" => check::<apps::Deployment>(obj),
         "ReplicaSet" => check::<apps::ReplicaSet>(obj),
         "DaemonSet" => check::<apps::DaemonSet>(obj),

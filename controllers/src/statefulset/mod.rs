@@ -4,9 +4,14 @@
 //! OrderedReady or all at once under Parallel, rolled to a new template from the highest ordinal
 //! down to the partition, with the revisions reported so `kubectl rollout status` follows.
 //!
-//! Claims from `volumeClaimTemplates` are referenced by the pods (`<claim>-<pod>`) but not
-//! created: the API server serves no PersistentVolumeClaims yet.
+//! Before each pod it creates the pod's PersistentVolumeClaims from `volumeClaimTemplates`
+//! (`<template>-<set>-<ordinal>`) and keeps their owner references as
+//! `persistentVolumeClaimRetentionPolicy` says ([`claims`]): by default claims outlive scale-down
+//! and the set. A pod waits while a claim of its name is being deleted or still belongs to an
+//! earlier pod of the same name. Nothing here waits for a claim to be bound.
 
+mod claim_writes;
+mod claims;
 mod plan;
 
 use std::sync::Arc;
@@ -15,7 +20,9 @@ use std::time::Duration;
 use berth_api::well_known::labels::{CONTROLLER_REVISION_HASH, POD_INDEX, STATEFULSET_POD_NAME};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -30,6 +37,7 @@ use crate::pods::{
 };
 use crate::runtime::{key_of, Action, Informer, NotSynced, Reconciler, Runner, Synced, WorkQueue};
 
+pub use claims::claim_name;
 pub use plan::ordinal_of;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +50,14 @@ pub enum StatefulSetError {
     },
     #[error("{op} pod {namespace}/{name}")]
     Pod {
+        op: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{op} persistentvolumeclaim {namespace}/{name}")]
+    Claim {
         op: &'static str,
         namespace: String,
         name: String,
@@ -62,6 +78,7 @@ pub struct StatefulSets {
     client: Client,
     sets: Store<StatefulSet>,
     pods: Store<Pod>,
+    claims: Store<PersistentVolumeClaim>,
     /// None where the server has no ControllerRevisions.
     revisions: Option<Store<ControllerRevision>>,
     synced: Vec<(Synced, &'static str)>,
@@ -98,7 +115,28 @@ impl StatefulSets {
         );
         sets.enqueue(&queue, |s: &StatefulSet| vec![key_of(s)]);
         pods.enqueue(&queue, |pod: &Pod| set_key(pod).into_iter().collect());
-        let mut synced = vec![(sets.synced(), "statefulset"), (pods.synced(), "pod")];
+        let mut claims = Informer::new(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default(),
+        );
+        // A claim going away may unblock a pod waiting for it; its name says whose it is.
+        let set_store = sets.store();
+        claims.enqueue(&queue, move |claim: &PersistentVolumeClaim| {
+            let namespace = claim.metadata.namespace.as_deref();
+            let name = claim.metadata.name.as_deref().unwrap_or_default();
+            set_store
+                .state()
+                .iter()
+                .filter(|s| s.metadata.namespace.as_deref() == namespace)
+                .filter(|s| claims::belongs_to(s, name))
+                .map(|s| key_of(&**s))
+                .collect()
+        });
+        let mut synced = vec![
+            (sets.synced(), "statefulset"),
+            (pods.synced(), "pod"),
+            (claims.synced(), "persistentvolumeclaim"),
+        ];
         let mut revisions = None;
         if with_revisions {
             let informer = history::informer(&client, &queue, "StatefulSet");
@@ -110,10 +148,12 @@ impl StatefulSets {
             client,
             sets: sets.store(),
             pods: pods.store(),
+            claims: claims.store(),
             revisions,
             synced,
         };
         runner.informer(sets);
+        runner.informer(claims);
         runner.controller(controller, queue, 2);
     }
 
@@ -247,6 +287,29 @@ impl StatefulSets {
                 .unwrap_or(0),
         };
         if set.metadata.deletion_timestamp.is_none() {
+            // Claims first: a condemned pod's claims must name it before it goes.
+            let range = start..start + want;
+            let owned = mine.iter().filter_map(|p| {
+                let o = ordinal_of(&name, p.metadata.name.as_deref()?)?;
+                Some((o, &**p, !range.contains(&o)))
+            });
+            let fixes = owned
+                .clone()
+                .map(|(o, pod, out)| self.fix_owners(set, o, pod, out));
+            join_all(fixes)
+                .await
+                .into_iter()
+                .collect::<Result<(), _>>()?;
+            // A pending pod whose claim was deleted gets it back, as on Kubernetes.
+            let pending = owned.filter(|(_, p, out)| {
+                !out && !is_terminating(p)
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+            });
+            let missing = pending.map(|(o, pod, _)| self.ensure_claims(set, o, Some(pod)));
+            join_all(missing)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<bool>, _>>()?;
             let steps = plan::plan(policy, &replicas, &condemned, &update.name);
             let results = join_all(steps.iter().map(|step| self.apply(set, step, &update))).await;
             results.into_iter().collect::<Result<(), _>>()?;
@@ -334,6 +397,13 @@ impl StatefulSets {
                 let Some(pod) = Self::new_pod(set, *ordinal, update) else {
                     return Ok(());
                 };
+                if !self.ensure_claims(set, *ordinal, None).await? {
+                    tracing::debug!(
+                        pod = pod.metadata.name.as_deref().unwrap_or_default(),
+                        "waiting for a claim being deleted"
+                    );
+                    return Ok(());
+                }
                 match api.create(&PostParams::default(), &pod).await {
                     Ok(_) => Ok(()),
                     // Already there: the store lags our create.

@@ -7,6 +7,7 @@
 //! Defaulting never fails: values of an unexpected JSON type are left for validation to reject.
 
 mod pod;
+mod storage;
 mod workloads;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -40,6 +41,8 @@ pub fn apply_defaults_with(kind: &str, obj: &mut Value, tolerations: &DefaultTol
         "DaemonSet" => workloads::default_daemon_set(obj),
         "StatefulSet" => workloads::default_stateful_set(obj),
         "Job" => workloads::default_job(obj),
+        "PersistentVolumeClaim" => storage::default_persistent_volume_claim(obj),
+        "PersistentVolume" => storage::default_persistent_volume(obj),
         "PodTemplate" => {
             if let Some(t) = child(obj, "template") {
                 pod::default_template(t, true);

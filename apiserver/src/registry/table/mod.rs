@@ -15,6 +15,7 @@ mod discovery;
 mod event;
 mod format;
 mod pod;
+mod storage;
 
 pub use format::human_duration;
 
@@ -177,6 +178,8 @@ pub fn columns(kind: &str) -> Vec<ColumnDefinition> {
         "Secret" => core::secret_columns(),
         "ServiceAccount" => core::service_account_columns(),
         "Event" => event::event_columns(),
+        "PersistentVolumeClaim" => storage::persistent_volume_claim_columns(),
+        "PersistentVolume" => storage::persistent_volume_columns(),
         "Deployment" => apps::deployment_columns(),
         "ReplicaSet" => apps::replica_set_columns(),
         "DaemonSet" => apps::daemon_set_columns(),
@@ -204,6 +207,8 @@ fn row(kind: &str, obj: &Value, now: SystemTime) -> Row {
         "Secret" => Row::new(core::secret_cells(obj, now)),
         "ServiceAccount" => Row::new(core::service_account_cells(obj, now)),
         "Event" => Row::new(event::event_cells(obj, now)),
+        "PersistentVolumeClaim" => Row::new(storage::persistent_volume_claim_cells(obj, now)),
+        "PersistentVolume" => Row::new(storage::persistent_volume_cells(obj, now)),
         "Deployment" => Row::new(apps::deployment_cells(obj, now)),
         "ReplicaSet" => Row::new(apps::replica_set_cells(obj, now)),
         "DaemonSet" => Row::new(apps::daemon_set_cells(obj, now)),

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::pod::validate_pod_template;
 use super::selector::{go_selector, selector_is_empty, selector_matches, validate_label_selector};
-use super::{go_string_map, invalid_rendered, nonnegative, required_with};
+use super::{go_string_map, invalid_rendered, items, nonnegative, required_with};
 use crate::status::Cause;
 
 const STATEFULSET_UPDATE_MESSAGE: &str = "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
@@ -240,7 +240,31 @@ fn validate_stateful_set_spec(spec: &Value, errs: &mut Vec<Cause>) {
     if let Some(ordinals) = spec.get("ordinals") {
         nonnegative(errs, ordinals, "start", "spec.ordinals");
     }
-    selector_and_template(spec, "statefulset", errs);
+    selector_and_template(&with_claim_volumes(spec), "statefulset", errs);
+}
+
+/// The spec with a volume for each `volumeClaimTemplates` entry the template does not declare,
+/// as the controller adds them to each pod, so mounts of claims validate.
+fn with_claim_volumes(spec: &Value) -> std::borrow::Cow<'_, Value> {
+    let claims: Vec<&str> = items(spec, "volumeClaimTemplates")
+        .iter()
+        .filter_map(|c| c.pointer("/metadata/name").and_then(Value::as_str))
+        .collect();
+    let Some(pod_spec) = spec.pointer("/template/spec").filter(|s| s.is_object()) else {
+        return std::borrow::Cow::Borrowed(spec);
+    };
+    if claims.is_empty() {
+        return std::borrow::Cow::Borrowed(spec);
+    }
+    let mut volumes = items(pod_spec, "volumes").to_vec();
+    for claim in claims {
+        if !volumes.iter().any(|v| v.get("name") == Some(&json!(claim))) {
+            volumes.push(json!({"name": claim, "persistentVolumeClaim": {"claimName": claim}}));
+        }
+    }
+    let mut spec = spec.clone();
+    spec["template"]["spec"]["volumes"] = Value::Array(volumes);
+    std::borrow::Cow::Owned(spec)
 }
 
 /// `25%` or a non-negative integer.
@@ -465,6 +489,27 @@ mod tests {
                 "spec.podManagementPolicy: Invalid value: \"Random\": must be 'OrderedReady' or 'Parallel'",
                 "spec.template.spec.activeDeadlineSeconds: Invalid value: 5: must not be specified",
             ]
+        );
+    }
+
+    #[test]
+    fn stateful_set_containers_may_mount_claim_templates() {
+        let mut spec = good_spec();
+        spec["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/data"}]);
+        assert_eq!(
+            shown(&validate(
+                "StatefulSet",
+                &object("StatefulSet", spec.clone())
+            )),
+            vec![r#"spec.template.spec.containers[0].volumeMounts[0].name: Not found: "data""#]
+        );
+        spec["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}}}]);
+        assert_eq!(
+            validate("StatefulSet", &object("StatefulSet", spec)),
+            vec![]
         );
     }
 

@@ -13,6 +13,7 @@ mod network;
 mod pod;
 pub(crate) mod selector;
 mod service;
+mod storage;
 
 use berth_api::names::NameFormat;
 use serde_json::Value;
@@ -40,6 +41,8 @@ pub fn validate(kind: &str, obj: &Value, namespaced: bool) -> Vec<Cause> {
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => apps::validate(kind, obj),
         "Job" => batch::validate_job(obj),
         "ControllerRevision" => apps::validate_controller_revision(obj),
+        "PersistentVolumeClaim" => storage::validate_persistent_volume_claim(obj),
+        "PersistentVolume" => storage::validate_persistent_volume(obj),
         _ => Vec::new(),
     });
     errs
@@ -63,6 +66,8 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value, namespaced: bool) -
         }
         "Job" => batch::validate_job_update(new, old),
         "ControllerRevision" => apps::validate_controller_revision_update(new, old),
+        "PersistentVolumeClaim" => storage::validate_persistent_volume_claim_update(new, old),
+        "PersistentVolume" => storage::validate_persistent_volume_update(new, old),
         "Node" => cluster::validate_node_update(new, old),
         "EndpointSlice" => network::validate_endpoint_slice_update(new, old),
         _ => Vec::new(),
@@ -200,6 +205,10 @@ mod tests {
             }
             "EndpointSlice" => json!({"addressType": "IPv4"}),
             "ControllerRevision" => json!({"data": {}, "revision": 1}),
+            "PersistentVolumeClaim" => json!({"spec": {"accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}}}),
+            "PersistentVolume" => json!({"spec": {"accessModes": ["ReadWriteOnce"],
+                "capacity": {"storage": "1Gi"}, "hostPath": {"path": "/data"}}}),
             "Event" => {
                 json!({"involvedObject": {"kind": "Pod", "namespace": "default", "name": "p"}})
             }
