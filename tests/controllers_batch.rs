@@ -12,7 +12,7 @@ use std::time::Duration;
 use berth_bench::nodesim::{self, NodeSimulator, SimConfig};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::wait::conditions;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -461,6 +461,24 @@ async fn a_statefulset_starts_its_pods_in_order_and_rolls() {
             i - 1
         );
     }
+    // Kubernetes' StatefulSet Events, one per pod created.
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    let config = watcher::Config::default().fields("involvedObject.name=web");
+    let mut stream = watcher::watcher(events, config)
+        .applied_objects()
+        .filter_map(|e| async move { e.ok() })
+        .filter(|e| {
+            std::future::ready(
+                e.reason.as_deref() == Some("SuccessfulCreate")
+                    && e.message.as_deref()
+                        == Some("create Pod web-2 in StatefulSet web successful"),
+            )
+        })
+        .boxed();
+    tokio::time::timeout(common::CONVERGE_TIMEOUT, stream.next())
+        .await
+        .expect("a SuccessfulCreate event for web-2")
+        .expect("the event watch ended");
     let pod = Api::<Pod>::namespaced(c.client.clone(), "default")
         .get("web-1")
         .await

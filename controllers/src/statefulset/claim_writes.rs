@@ -10,6 +10,8 @@ use serde_json::json;
 
 use super::claims::{self, PodRef, Retention};
 use super::{is_gone_or_conflict, StatefulSetError, StatefulSets};
+use crate::runtime::events::error_message;
+use crate::runtime::reference;
 
 impl StatefulSets {
     fn claims_api(&self, set: &StatefulSet) -> Api<PersistentVolumeClaim> {
@@ -54,16 +56,28 @@ impl StatefulSets {
                 .create(&PostParams::default(), &claim)
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => self.events.normal(
+                    &reference(set),
+                    "SuccessfulCreate",
+                    format!("create Claim {name} Pod {pod_name} in StatefulSet {set_name} success"),
+                ),
                 // Already there: the store lags.
                 Err(e) if is_gone_or_conflict(&e) => {}
                 Err(source) => {
+                    self.events.warning(
+                        &reference(set),
+                        "FailedCreate",
+                        format!(
+                            "create Claim {name} for Pod {pod_name} in StatefulSet {set_name} failed error: {}",
+                            error_message(&source)
+                        ),
+                    );
                     return Err(StatefulSetError::Claim {
                         op: "creating",
                         namespace: namespace.to_string(),
                         name,
                         source,
-                    })
+                    });
                 }
             }
         }

@@ -35,7 +35,10 @@ use crate::pods::{
     controller_of, controller_reference, from_template, is_available, is_controlled_by, is_ready,
     is_terminating, PodName,
 };
-use crate::runtime::{key_of, Action, Informer, NotSynced, Reconciler, Runner, Synced, WorkQueue};
+use crate::runtime::events::error_message;
+use crate::runtime::{
+    key_of, reference, Action, Informer, NotSynced, Reconciler, Recorder, Runner, Synced, WorkQueue,
+};
 
 pub use claims::claim_name;
 pub use plan::ordinal_of;
@@ -82,7 +85,11 @@ pub struct StatefulSets {
     /// None where the server has no ControllerRevisions.
     revisions: Option<Store<ControllerRevision>>,
     synced: Vec<(Synced, &'static str)>,
+    events: Recorder,
 }
+
+/// The component named in this controller's Events.
+pub const COMPONENT: &str = "statefulset-controller";
 
 fn set_key(pod: &Pod) -> Option<String> {
     let owner = controller_of(&pod.metadata)?;
@@ -145,6 +152,7 @@ impl StatefulSets {
             runner.informer(informer);
         }
         let controller = StatefulSets {
+            events: Recorder::new(client.clone(), COMPONENT),
             client,
             sets: sets.store(),
             pods: pods.store(),
@@ -404,16 +412,23 @@ impl StatefulSets {
                     );
                     return Ok(());
                 }
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 match api.create(&PostParams::default(), &pod).await {
-                    Ok(_) => Ok(()),
+                    Ok(_) => {
+                        self.pod_event("create", set, &pod_name, None);
+                        Ok(())
+                    }
                     // Already there: the store lags our create.
                     Err(e) if is_gone_or_conflict(&e) => Ok(()),
-                    Err(source) => Err(StatefulSetError::Pod {
-                        op: "creating",
-                        namespace,
-                        name: pod.metadata.name.unwrap_or_default(),
-                        source,
-                    }),
+                    Err(source) => {
+                        self.pod_event("create", set, &pod_name, Some(&source));
+                        Err(StatefulSetError::Pod {
+                            op: "creating",
+                            namespace,
+                            name: pod_name,
+                            source,
+                        })
+                    }
                 }
             }
             plan::Step::Delete(pod) => {
@@ -426,16 +441,45 @@ impl StatefulSets {
                     ..DeleteParams::default()
                 };
                 match api.delete(&name, &params).await {
-                    Ok(_) => Ok(()),
+                    Ok(_) => {
+                        self.pod_event("delete", set, &name, None);
+                        Ok(())
+                    }
                     Err(e) if is_gone_or_conflict(&e) => Ok(()),
-                    Err(source) => Err(StatefulSetError::Pod {
-                        op: "deleting",
-                        namespace,
-                        name,
-                        source,
-                    }),
+                    Err(source) => {
+                        self.pod_event("delete", set, &name, Some(&source));
+                        Err(StatefulSetError::Pod {
+                            op: "deleting",
+                            namespace,
+                            name,
+                            source,
+                        })
+                    }
                 }
             }
+        }
+    }
+
+    /// Kubernetes' StatefulSet pod Events: `SuccessfulCreate` "create Pod web-0 in StatefulSet
+    /// web successful", or `FailedCreate` "... failed error: <message>".
+    fn pod_event(&self, verb: &str, set: &StatefulSet, pod: &str, error: Option<&kube::Error>) {
+        let set_name = set.metadata.name.as_deref().unwrap_or_default();
+        let reason = event_reason(verb, error.is_none());
+        let object = reference(set);
+        match error {
+            None => self.events.normal(
+                &object,
+                &reason,
+                format!("{verb} Pod {pod} in StatefulSet {set_name} successful"),
+            ),
+            Some(e) => self.events.warning(
+                &object,
+                &reason,
+                format!(
+                    "{verb} Pod {pod} in StatefulSet {set_name} failed error: {}",
+                    error_message(e)
+                ),
+            ),
         }
     }
 }
@@ -460,5 +504,27 @@ impl Reconciler for StatefulSets {
             Some(set) => self.sync(key, &set).await,
             None => Ok(Action::Done),
         }
+    }
+}
+/// `SuccessfulCreate` / `FailedDelete`…: Kubernetes titles the verb.
+fn event_reason(verb: &str, ok: bool) -> String {
+    let mut chars = verb.chars();
+    let titled: String = chars
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .into_iter()
+        .chain(chars)
+        .collect();
+    format!("{}{titled}", if ok { "Successful" } else { "Failed" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_reason;
+
+    #[test]
+    fn event_reasons_title_the_verb() {
+        assert_eq!(event_reason("create", true), "SuccessfulCreate");
+        assert_eq!(event_reason("delete", false), "FailedDelete");
     }
 }
