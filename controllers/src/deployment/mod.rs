@@ -19,7 +19,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::Client;
 
-use crate::pods::controller_of;
+use crate::pods::{controller_key, controller_of, controller_of_kind};
 use crate::replicaset::claim;
 use crate::runtime::{
     key_of, reference, Action, Change, Informer, NotSynced, Reconciler, Recorder, Runner, Synced,
@@ -88,9 +88,7 @@ fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) 
 
 /// The Deployment a ReplicaSet's controller reference names.
 fn deployment_key(rs: &ReplicaSet) -> Option<String> {
-    let r = controller_of(&rs.metadata)?;
-    (r.kind == "Deployment" && r.api_version.starts_with("apps/"))
-        .then(|| format!("{}/{}", namespace(&rs.metadata), r.name))
+    controller_key::<Deployment>(&rs.metadata)
 }
 
 pub(crate) fn selector_of(d: &Deployment) -> berth_api::LabelSelector {
@@ -146,8 +144,7 @@ impl DeploymentController {
             if change != Change::Deleted {
                 return;
             }
-            let Some(owner) = controller_of(&pod.metadata).filter(|r| r.kind == "ReplicaSet")
-            else {
+            let Some(owner) = controller_of_kind::<ReplicaSet>(&pod.metadata) else {
                 return;
             };
             let rs_ref = ObjectRef::new(&owner.name).within(namespace(&pod.metadata));

@@ -12,6 +12,7 @@ use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::apierrors::is_not_found;
 use crate::pods::controller_of;
 
 /// What a controller does about one object in its namespace.
@@ -44,10 +45,6 @@ fn preconditions(meta: &ObjectMeta) -> Vec<serde_json::Value> {
         json!({"op": "test", "path": "/metadata/uid", "value": meta.uid}),
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version}),
     ]
-}
-
-fn is_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 /// Makes `owner` the controller of `obj`. Ok(false) if the object is gone.
@@ -106,7 +103,7 @@ where
         .await
     {
         Ok(_) => Ok(true),
-        Err(e) if is_gone(&e) => Ok(false),
+        Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
