@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::apierrors::is_not_found;
 use crate::podcontrol::{DeletionSeen, PodControl, PodExpectations};
-use crate::pods::{controller_key, controller_of, controller_reference, is_active};
+use crate::pods::{controller_reference, is_active};
 use crate::runtime::{
     key_of, Action, Informer, NotSynced, Reconciler, Recorder, Runner, Synced, WorkQueue,
 };
@@ -96,29 +96,6 @@ pub(crate) fn selector_of(rs: &ReplicaSet) -> LabelSelector {
         .unwrap_or_else(|_| LabelSelector::nothing())
 }
 
-fn labels_match(selector: &LabelSelector, pod: &Pod) -> bool {
-    let empty = Default::default();
-    !selector.is_empty() && selector.matches(pod.metadata.labels.as_ref().unwrap_or(&empty))
-}
-
-/// Keys to sync for a pod: its controlling ReplicaSet, or, for an orphan, every ReplicaSet
-/// in its namespace that would adopt it.
-fn keys_for_pod(replicasets: &Store<ReplicaSet>, pod: &Pod) -> Vec<String> {
-    if let Some(key) = controller_key::<ReplicaSet>(&pod.metadata) {
-        return vec![key];
-    }
-    if controller_of(&pod.metadata).is_some() {
-        return Vec::new();
-    }
-    let ns = namespace(&pod.metadata);
-    replicasets
-        .state()
-        .iter()
-        .filter(|rs| namespace(&rs.metadata) == ns && labels_match(&selector_of(rs), pod))
-        .map(|rs| key_of(&**rs))
-        .collect()
-}
-
 impl ReplicaSetController {
     /// Registers the controller on `runner`. `pods` and `replicasets` are shared informers
     /// (the caller runs them); this adds the handlers it needs to both.
@@ -133,7 +110,9 @@ impl ReplicaSetController {
         let expectations = Arc::new(PodExpectations::new(DeletionSeen::Tracked));
         replicasets.enqueue(&queue, |rs: &ReplicaSet| vec![key_of(rs)]);
         let store = replicasets.store();
-        pods.enqueue(&queue, move |pod: &Pod| keys_for_pod(&store, pod));
+        pods.enqueue(&queue, move |pod: &Pod| {
+            claim::owner_keys(&store, pod, selector_of)
+        });
         expectations.observe::<ReplicaSet>(pods);
         let events = Recorder::new(client.clone(), COMPONENT);
         let controller = ReplicaSetController {
@@ -167,7 +146,7 @@ impl ReplicaSetController {
             .into_iter()
             .filter(|p| namespace(&p.metadata) == ns && is_active(p));
         for pod in candidates {
-            let matches = labels_match(&selector, &pod);
+            let matches = claim::selects(&selector, &pod.metadata);
             let pod_name = || pod.metadata.name.clone().unwrap_or_default();
             match claim::decide(uid, deleting, &pod.metadata, matches) {
                 claim::Claim::Keep => owned.push(pod),
