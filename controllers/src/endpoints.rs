@@ -14,6 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::Client;
 
+use crate::apierrors::{is_conflict, is_namespace_terminating, is_not_found};
 use crate::endpointslice::{
     find_port, hostname_for, ipv4_addresses, is_headless, is_managed, pod_reference, selects,
     should_pod_be_in_endpoints, Membership, HEADLESS_LABEL,
@@ -60,14 +61,7 @@ impl EndpointsController {
         queue: WorkQueue<String>,
         workers: usize,
     ) {
-        services.enqueue(&queue, |svc: &Service| vec![key_of(svc)]);
-        let membership = Arc::new(Membership::new(services.store()));
-        let q = queue.clone();
-        pods.observe(move |change, pod: &Pod| {
-            for key in membership.services_for(change, pod) {
-                q.add(key);
-            }
-        });
+        Membership::enqueue_services(services, pods, &queue);
         let mut endpoints = Informer::new(
             Api::<Endpoints>::all(client.clone()),
             watcher::Config::default(),
@@ -317,7 +311,7 @@ impl Reconciler for EndpointsController {
             if existing.is_some() {
                 match api.delete(name, &DeleteParams::default()).await {
                     Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(err("deleting", e)),
                 }
             }
@@ -339,12 +333,10 @@ impl Reconciler for EndpointsController {
         match result {
             Ok(()) => Ok(Action::Done),
             // Created meanwhile (the cache lags): the Endpoints event brings the key back.
-            Err(kube::Error::Api(s)) if s.code == 409 && existing.is_none() => {
+            Err(e) if is_conflict(&e) && existing.is_none() => {
                 Ok(Action::RequeueAfter(std::time::Duration::from_millis(200)))
             }
-            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("terminated") => {
-                Ok(Action::Done)
-            }
+            Err(e) if is_namespace_terminating(&e) => Ok(Action::Done),
             Err(e) => Err(err(
                 if existing.is_some() {
                     "updating"

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apierrors;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -19,6 +20,7 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podcontrol;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;

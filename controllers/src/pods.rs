@@ -14,6 +14,27 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
+/// The controller reference of `meta` if it names an object of kind `K` (kind and API group;
+/// any version).
+pub fn controller_of_kind<K: Resource<DynamicType = ()>>(
+    meta: &ObjectMeta,
+) -> Option<&OwnerReference> {
+    let r = controller_of(meta)?;
+    let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    (r.kind == K::kind(&()) && group == K::group(&())).then_some(r)
+}
+
+/// The queue key (`namespace/name`) of the `K` controlling the object with `meta`, which lives
+/// in its controller's namespace.
+pub fn controller_key<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> Option<String> {
+    let r = controller_of_kind::<K>(meta)?;
+    Some(format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        r.name
+    ))
+}
+
 /// Whether `meta` is controlled by the object with `uid`.
 pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
     controller_of(meta).is_some_and(|r| r.uid == uid)
@@ -196,5 +217,39 @@ mod tests {
         assert!(is_controlled_by(&pod.metadata, "u1"));
         assert!(!is_controlled_by(&pod.metadata, "u2"));
         assert_eq!(pod.metadata.labels, template.metadata.unwrap().labels);
+    }
+
+    #[test]
+    fn controller_key_names_the_controller_of_that_kind_and_group() {
+        use k8s_openapi::api::apps::v1::DaemonSet;
+        use k8s_openapi::api::batch::v1::Job;
+        let mut pod = Pod::default();
+        pod.metadata.namespace = Some("ns".into());
+        assert_eq!(controller_key::<ReplicaSet>(&pod.metadata), None);
+        let owner = |api_version: &str, kind: &str, controller| OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "web-abc".into(),
+            uid: "u".into(),
+            controller,
+            block_owner_deletion: None,
+        };
+        pod.metadata.owner_references = Some(vec![owner("apps/v1", "ReplicaSet", None)]);
+        assert_eq!(controller_key::<ReplicaSet>(&pod.metadata), None);
+        pod.metadata.owner_references = Some(vec![owner("apps/v1", "ReplicaSet", Some(true))]);
+        assert_eq!(
+            controller_key::<ReplicaSet>(&pod.metadata).as_deref(),
+            Some("ns/web-abc")
+        );
+        assert_eq!(controller_key::<DaemonSet>(&pod.metadata), None);
+        // Same kind, other group: not ours.
+        pod.metadata.owner_references =
+            Some(vec![owner("example.com/v1", "ReplicaSet", Some(true))]);
+        assert_eq!(controller_key::<ReplicaSet>(&pod.metadata), None);
+        pod.metadata.owner_references = Some(vec![owner("batch/v1", "Job", Some(true))]);
+        assert_eq!(
+            controller_key::<Job>(&pod.metadata).as_deref(),
+            Some("ns/web-abc")
+        );
     }
 }

@@ -12,21 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::well_known::labels::CONTROLLER_REVISION_HASH;
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 
+use crate::apierrors::is_gone_or_conflict;
 use crate::history::{self, HistoryError};
-use crate::pods::{controller_of, controller_reference, from_template, PodName};
+use crate::podcontrol::{Batches, DeletionSeen, Owner, PodControl, PodError, PodExpectations};
+use crate::pods::{controller_key, controller_reference, from_template, PodName};
 use crate::runtime::{
-    key_of, reference, Action, Change, Expectations, Informer, NotSynced, Reconciler, Recorder,
-    Runner, Synced, WorkQueue,
+    key_of, reference, Action, Informer, NotSynced, Reconciler, Recorder, Runner, Synced, WorkQueue,
 };
 
 pub use placement::{daemon_tolerations, fit, Fit};
@@ -39,14 +39,8 @@ pub enum DaemonSetError {
         #[source]
         source: kube::Error,
     },
-    #[error("{op} pod {namespace}/{name}")]
-    Pod {
-        op: &'static str,
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Pod(#[from] PodError),
     #[error("revisions of daemonset {key}")]
     History {
         key: String,
@@ -62,29 +56,14 @@ pub const COMPONENT: &str = "daemonset-controller";
 
 pub struct DaemonSets {
     client: Client,
-    events: Recorder,
+    pod_control: PodControl,
     sets: Store<DaemonSet>,
     pods: Store<Pod>,
     nodes: Store<Node>,
     /// None where the server has no ControllerRevisions.
     revisions: Option<Store<ControllerRevision>>,
     synced: Vec<(Synced, &'static str)>,
-    expectations: Arc<Expectations>,
-}
-
-fn set_key(pod: &Pod) -> Option<String> {
-    let owner = controller_of(&pod.metadata)?;
-    (owner.kind == "DaemonSet").then(|| {
-        format!(
-            "{}/{}",
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            owner.name
-        )
-    })
-}
-
-fn is_gone_or_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+    expectations: Arc<PodExpectations>,
 }
 
 impl DaemonSets {
@@ -102,19 +81,13 @@ impl DaemonSets {
             watcher::Config::default(),
         );
         sets.enqueue(&queue, |ds: &DaemonSet| vec![key_of(ds)]);
-        let expectations = Arc::new(Expectations::new());
-        {
-            let expectations = expectations.clone();
-            pods.observe(move |change, pod: &Pod| {
-                let Some(key) = set_key(pod) else { return };
-                match change {
-                    Change::Added => expectations.creation_observed(&key),
-                    Change::Deleted => expectations.deletion_observed(&key),
-                    Change::Modified => {}
-                }
-            });
-        }
-        pods.enqueue(&queue, |pod: &Pod| set_key(pod).into_iter().collect());
+        let expectations = Arc::new(PodExpectations::new(DeletionSeen::OnDelete));
+        expectations.observe::<DaemonSet>(pods);
+        pods.enqueue(&queue, |pod: &Pod| {
+            controller_key::<DaemonSet>(&pod.metadata)
+                .into_iter()
+                .collect()
+        });
         // A node that appears, changes labels or taints, or goes: every set looks again.
         let mut nodes = Informer::new(Api::<Node>::all(client.clone()), watcher::Config::default());
         let all_sets = sets.store();
@@ -133,8 +106,9 @@ impl DaemonSets {
             revisions = Some(informer.store());
             runner.informer(informer);
         }
+        let events = Recorder::new(client.clone(), COMPONENT);
         let controller = DaemonSets {
-            events: Recorder::new(client.clone(), COMPONENT),
+            pod_control: PodControl::new(client.clone(), Some(events)),
             client,
             sets: sets.store(),
             pods: pods.store(),
@@ -160,7 +134,6 @@ impl DaemonSets {
         };
         let namespace = ds.metadata.namespace.clone().unwrap_or_default();
         let prefix = format!("{}-", ds.metadata.name.as_deref().unwrap_or_default());
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let mut template = from_template(
             &spec.template,
             &namespace,
@@ -179,87 +152,30 @@ impl DaemonSets {
                 .get_or_insert_default()
                 .insert("pod-template-generation".into(), generation.to_string());
         }
-        self.expectations.expect(key, nodes.len(), 0);
-        let pp = PostParams::default();
-        let results = join_all(nodes.iter().map(|node| {
-            let mut pod = template.clone();
-            if let Some(spec) = pod.spec.as_mut() {
-                placement::add_daemon_tolerations(spec);
-                placement::pin_to_node(spec, node);
-            }
-            let api = api.clone();
-            let pp = &pp;
-            async move { api.create(pp, &pod).await }
-        }))
-        .await;
-        let mut first = None;
-        for r in results {
-            match &r {
-                Ok(pod) => {
-                    let pod = pod.metadata.name.as_deref().unwrap_or_default();
-                    self.events.created_pod(&reference(ds), pod);
+        let pods = nodes
+            .iter()
+            .map(|node| {
+                let mut pod = template.clone();
+                if let Some(spec) = pod.spec.as_mut() {
+                    placement::add_daemon_tolerations(spec);
+                    placement::pin_to_node(spec, node);
                 }
-                Err(e) => self.events.failed_create(&reference(ds), e),
-            }
-            if let Err(source) = r {
-                self.expectations.creation_observed(key);
-                if first.is_none() && !is_gone_or_conflict(&source) {
-                    first = Some(DaemonSetError::Pod {
-                        op: "creating",
-                        namespace: namespace.clone(),
-                        name: prefix.clone(),
-                        source,
-                    });
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
+                pod
+            })
+            .collect();
+        let owner = self.owner(ds, key);
+        self.pod_control
+            .create_all(&owner, pods, Batches::All, is_gone_or_conflict)
+            .await?;
+        Ok(())
     }
 
-    async fn delete_pods(
-        &self,
-        ds: &DaemonSet,
-        key: &str,
-        pods: &[&Pod],
-    ) -> Result<(), DaemonSetError> {
-        if pods.is_empty() {
-            return Ok(());
+    fn owner<'a>(&'a self, ds: &DaemonSet, key: &'a str) -> Owner<'a> {
+        Owner {
+            key,
+            expectations: &self.expectations,
+            reference: reference(ds),
         }
-        self.expectations.expect(key, 0, pods.len());
-        let results = join_all(pods.iter().map(|pod| async move {
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: pod.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&name, &params).await {
-                Ok(_) => {
-                    self.events.deleted_pod(&reference(ds), &name);
-                    Ok(())
-                }
-                Err(source) => {
-                    self.events.failed_delete(&reference(ds), &source);
-                    self.expectations.deletion_observed(key);
-                    if is_gone_or_conflict(&source) {
-                        Ok(())
-                    } else {
-                        Err(DaemonSetError::Pod {
-                            op: "deleting",
-                            namespace,
-                            name,
-                            source,
-                        })
-                    }
-                }
-            }
-        }))
-        .await;
-        results.into_iter().collect()
     }
 
     async fn sync(&self, key: &str, ds: &DaemonSet) -> Result<Action, DaemonSetError> {
@@ -377,7 +293,9 @@ impl DaemonSets {
                 .max(1);
                 delete = plan::rolling_update(&nodes, &hash, max_unavailable, min_ready, now);
             }
-            self.delete_pods(ds, key, &delete).await?;
+            self.pod_control
+                .delete_all(&self.owner(ds, key), &delete)
+                .await?;
             self.create_pods(ds, key, &hash, &create).await?;
         }
 

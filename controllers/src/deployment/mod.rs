@@ -19,7 +19,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::Client;
 
-use crate::pods::controller_of;
+use crate::pods::{controller_key, controller_of_kind};
 use crate::replicaset::claim;
 use crate::runtime::{
     key_of, reference, Action, Change, Informer, NotSynced, Reconciler, Recorder, Runner, Synced,
@@ -88,37 +88,12 @@ fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) 
 
 /// The Deployment a ReplicaSet's controller reference names.
 fn deployment_key(rs: &ReplicaSet) -> Option<String> {
-    let r = controller_of(&rs.metadata)?;
-    (r.kind == "Deployment" && r.api_version.starts_with("apps/"))
-        .then(|| format!("{}/{}", namespace(&rs.metadata), r.name))
+    controller_key::<Deployment>(&rs.metadata)
 }
 
 pub(crate) fn selector_of(d: &Deployment) -> berth_api::LabelSelector {
     berth_api::LabelSelector::from_optional(d.spec.as_ref().map(|s| &s.selector))
         .unwrap_or_else(|_| berth_api::LabelSelector::nothing())
-}
-
-fn rs_labels_match(selector: &berth_api::LabelSelector, rs: &ReplicaSet) -> bool {
-    let empty = Default::default();
-    !selector.is_empty() && selector.matches(rs.metadata.labels.as_ref().unwrap_or(&empty))
-}
-
-/// Keys to sync for a ReplicaSet: its Deployment, or for an orphan every Deployment in its
-/// namespace that would adopt it.
-fn keys_for_rs(deployments: &Store<Deployment>, rs: &ReplicaSet) -> Vec<String> {
-    if let Some(key) = deployment_key(rs) {
-        return vec![key];
-    }
-    if controller_of(&rs.metadata).is_some() {
-        return Vec::new();
-    }
-    let ns = namespace(&rs.metadata);
-    deployments
-        .state()
-        .iter()
-        .filter(|d| namespace(&d.metadata) == ns && rs_labels_match(&selector_of(d), rs))
-        .map(|d| key_of(&**d))
-        .collect()
 }
 
 impl DeploymentController {
@@ -138,7 +113,9 @@ impl DeploymentController {
         );
         deployments.enqueue(&queue, |d: &Deployment| vec![key_of(d)]);
         let store = deployments.store();
-        replicasets.enqueue(&queue, move |rs: &ReplicaSet| keys_for_rs(&store, rs));
+        replicasets.enqueue(&queue, move |rs: &ReplicaSet| {
+            claim::owner_keys(&store, rs, selector_of)
+        });
         // A Recreate rollout waits until every old pod is gone: a pod's deletion is news.
         let rs_store = replicasets.store();
         let on_pod_delete = queue.clone();
@@ -146,8 +123,7 @@ impl DeploymentController {
             if change != Change::Deleted {
                 return;
             }
-            let Some(owner) = controller_of(&pod.metadata).filter(|r| r.kind == "ReplicaSet")
-            else {
+            let Some(owner) = controller_of_kind::<ReplicaSet>(&pod.metadata) else {
                 return;
             };
             let rs_ref = ObjectRef::new(&owner.name).within(namespace(&pod.metadata));
@@ -187,7 +163,7 @@ impl DeploymentController {
             .into_iter()
             .filter(|rs| namespace(&rs.metadata) == ns);
         for rs in candidates {
-            let matches = rs_labels_match(&selector, &rs);
+            let matches = claim::selects(&selector, &rs.metadata);
             let rs_name = || rs.metadata.name.clone().unwrap_or_default();
             let failed = |op, source| DeploymentError::ReplicaSet {
                 op,

@@ -12,8 +12,9 @@ use super::hash::{compute_hash, equal_ignore_hash, POD_TEMPLATE_HASH_LABEL};
 use super::revision::{self, REVISION};
 use super::rolling;
 use super::status::{self, condition, get_condition, progress_deadline, set_condition};
-use super::sync::{not_found, Rollout, SCALING_REPLICA_SET};
+use super::sync::{Rollout, SCALING_REPLICA_SET};
 use super::DeploymentError;
+use crate::apierrors::{is_conflict, is_namespace_terminating, is_not_found};
 use crate::pods::{controller_reference, is_controlled_by};
 use crate::runtime::events::error_message;
 use crate::runtime::reference;
@@ -44,7 +45,7 @@ impl Rollout<'_> {
                     .insert(REVISION.into(), rev.into());
                 Ok(())
             }
-            Err(e) if not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(DeploymentError::Write {
                 what: "revision annotation",
                 key: self.key.to_string(),
@@ -155,7 +156,7 @@ impl Rollout<'_> {
         revision::set_new_rs_annotations(&self.d, &mut rs, new_revision, false, surge);
         let (created, existed) = match self.api().create(&PostParams::default(), &rs).await {
             Ok(created) => (created, false),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(e) if is_conflict(&e) => {
                 let found = self
                     .api()
                     .get_opt(&name)
@@ -184,8 +185,7 @@ impl Rollout<'_> {
                 }
             }
             Err(e) => {
-                let terminating = matches!(&e, kube::Error::Api(s)
-                    if s.code == 403 && s.message.contains("being terminated"));
+                let terminating = is_namespace_terminating(&e);
                 let message = format!(
                     "Failed to create new replica set \"{name}\": {}",
                     error_message(&e)

@@ -18,6 +18,7 @@ use super::rolling::{self, desired, rs_actual, rs_spec};
 use super::scale::{self, by_creation};
 use super::status::{self, condition, get_condition, progress_deadline, set_condition};
 use super::DeploymentError;
+use crate::apierrors::is_not_found;
 use crate::pods::controller_of;
 use crate::runtime::{reference, Action, Recorder};
 
@@ -36,10 +37,6 @@ pub(super) struct Rollout<'a> {
 
 fn paused(d: &Deployment) -> bool {
     d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false)
-}
-
-pub(super) fn not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 fn status_equal(old: Option<&DeploymentStatus>, new: &DeploymentStatus) -> bool {
@@ -178,7 +175,7 @@ impl<'a> Rollout<'a> {
                 self.d.status = Some(status);
                 Ok(())
             }
-            Err(e) if not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(DeploymentError::Write {
                 what: "status",
                 key: self.key.to_string(),
@@ -476,7 +473,7 @@ impl<'a> Rollout<'a> {
                 Ok(_) => {
                     tracing::debug!(deployment = self.key, replicaset = %name, "deleted an old revision");
                 }
-                Err(e) if not_found(&e) => {}
+                Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(self.rs_error("deleting", name, e)),
             }
         }

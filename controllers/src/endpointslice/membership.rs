@@ -3,13 +3,13 @@
 //! and new pod; an informer here reports only the new one, so the last answer per pod is kept.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::reflector::Store;
 
 use super::desired::selects;
-use crate::runtime::{key_of, Change};
+use crate::runtime::{key_of, Change, Informer, WorkQueue};
 
 /// Maps pod changes to the keys of the Services they affect.
 pub struct Membership {
@@ -23,6 +23,23 @@ impl Membership {
             services,
             last: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Queues on `queue` every Service that changes and, for every pod change, the Services
+    /// it concerns: what both the Endpoints and the EndpointSlice controllers react to.
+    pub fn enqueue_services(
+        services: &mut Informer<Service>,
+        pods: &mut Informer<Pod>,
+        queue: &WorkQueue<String>,
+    ) {
+        services.enqueue(queue, |svc: &Service| vec![key_of(svc)]);
+        let membership = Arc::new(Membership::new(services.store()));
+        let q = queue.clone();
+        pods.observe(move |change, pod: &Pod| {
+            for key in membership.services_for(change, pod) {
+                q.add(key);
+            }
+        });
     }
 
     /// The Services to reconcile after `change` to `pod`.

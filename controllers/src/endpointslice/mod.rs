@@ -28,9 +28,8 @@ pub use desired::{
 pub use membership::Membership;
 pub use plan::{plan, Desired, Plan};
 
-use crate::runtime::{
-    key_of, Action, Change, Informer, NotSynced, Reconciler, Runner, Synced, WorkQueue,
-};
+use crate::apierrors::{is_namespace_terminating, is_not_found};
+use crate::runtime::{Action, Change, Informer, NotSynced, Reconciler, Runner, Synced, WorkQueue};
 use tracker::Tracker;
 
 /// How long a Service whose slices the cache has not caught up with waits before looking
@@ -87,14 +86,7 @@ impl EndpointSliceController {
             pods,
             nodes,
         } = informers;
-        services.enqueue(&queue, |svc: &Service| vec![key_of(svc)]);
-        let membership = Arc::new(Membership::new(services.store()));
-        let q = queue.clone();
-        pods.observe(move |change, pod: &Pod| {
-            for key in membership.services_for(change, pod) {
-                q.add(key);
-            }
-        });
+        Membership::enqueue_services(services, pods, &queue);
         let waiting_for_nodes: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
         let (q, waiting) = (queue.clone(), waiting_for_nodes.clone());
         nodes.observe(move |change, node: &Node| {
@@ -192,11 +184,7 @@ impl EndpointSliceController {
                 match api.create(&pp, slice).await {
                     Ok(created) => self.tracker.written(key, &created, &self.slices),
                     // The namespace is being deleted: so is the Service.
-                    Err(kube::Error::Api(s))
-                        if s.code == 403 && s.message.contains("terminated") =>
-                    {
-                        return Ok(())
-                    }
+                    Err(e) if is_namespace_terminating(&e) => return Ok(()),
                     Err(e) => return Err(err("creating", e)),
                 }
             }
@@ -213,7 +201,7 @@ impl EndpointSliceController {
             let name = slice.metadata.name.clone().unwrap_or_default();
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(err("deleting", e)),
             }
             self.tracker.deleted(key, slice, &self.slices);

@@ -22,16 +22,21 @@ use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 
-use crate::pods::{controller_of, controller_reference, from_template, is_active, PodName};
+use crate::apierrors::{is_gone_or_conflict, is_not_found};
+use crate::podcontrol::{Batches, DeletionSeen, Owner, PodControl, PodError, PodExpectations};
+use crate::pods::{
+    controller_key, controller_of, controller_of_kind, controller_reference, from_template,
+    is_active, PodName,
+};
 use crate::runtime::{
-    key_of, reference, Action, Change, Expectations, Informer, NotSynced, Reconciler, Recorder,
-    Runner, Synced, WorkQueue,
+    key_of, reference, Action, Change, Informer, NotSynced, Reconciler, Recorder, Runner, Synced,
+    WorkQueue,
 };
 
 pub use status::{
@@ -73,14 +78,8 @@ pub enum JobError {
         #[source]
         source: kube::Error,
     },
-    #[error("{op} pod {namespace}/{name}")]
-    Pod {
-        op: &'static str,
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Pod(#[from] PodError),
     #[error(transparent)]
     NotSynced(#[from] NotSynced),
 }
@@ -88,34 +87,19 @@ pub enum JobError {
 pub struct JobController {
     client: Client,
     events: Recorder,
+    pod_control: PodControl,
     jobs: Store<Job>,
     pods: Store<Pod>,
     synced: [Synced; 2],
     config: JobConfig,
-    expectations: Arc<Expectations>,
+    expectations: Arc<PodExpectations>,
     /// Pods whose tracking finalizer this controller removed, until the informer shows it gone:
     /// a stale store must not count them twice.
     releasing: Arc<Mutex<BTreeSet<String>>>,
 }
 
-/// `namespace/name` of the Job controlling `pod`, if a Job does.
-fn job_key(pod: &Pod) -> Option<String> {
-    let owner = controller_of(&pod.metadata)?;
-    (owner.kind == "Job" && owner.api_version.starts_with("batch/")).then(|| {
-        format!(
-            "{}/{}",
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            owner.name
-        )
-    })
-}
-
 fn uid(pod: &Pod) -> &str {
     pod.metadata.uid.as_deref().unwrap_or_default()
-}
-
-fn is_conflict_or_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
 }
 
 impl JobController {
@@ -129,29 +113,25 @@ impl JobController {
     ) {
         let mut jobs = Informer::new(Api::<Job>::all(client.clone()), watcher::Config::default());
         jobs.enqueue(&queue, |job: &Job| vec![key_of(job)]);
-        let expectations = Arc::new(Expectations::new());
+        let expectations = Arc::new(PodExpectations::new(DeletionSeen::OnDeleteOrTerminating));
         let releasing = Arc::new(Mutex::new(BTreeSet::new()));
         {
-            let (expectations, releasing) = (expectations.clone(), releasing.clone());
+            let releasing = releasing.clone();
             pods.observe(move |change, pod: &Pod| {
                 if change == Change::Deleted || !status::has_tracking_finalizer(pod) {
                     lock(&releasing).remove(uid(pod));
                 }
-                let Some(key) = job_key(pod) else { return };
-                match change {
-                    Change::Added => expectations.creation_observed(&key),
-                    Change::Deleted => expectations.deletion_observed(&key),
-                    Change::Modified if pod.metadata.deletion_timestamp.is_some() => {
-                        expectations.deletion_observed(&key)
-                    }
-                    Change::Modified => {}
-                }
             });
         }
-        pods.enqueue(&queue, |pod: &Pod| job_key(pod).into_iter().collect());
+        expectations.observe::<Job>(pods);
+        pods.enqueue(&queue, |pod: &Pod| {
+            controller_key::<Job>(&pod.metadata).into_iter().collect()
+        });
         let workers = config.workers;
+        let events = Recorder::new(client.clone(), COMPONENT);
         let controller = JobController {
-            events: Recorder::new(client.clone(), COMPONENT),
+            pod_control: PodControl::new(client.clone(), Some(events.clone())),
+            events,
             client,
             jobs: jobs.store(),
             pods: pods.store(),
@@ -171,7 +151,7 @@ impl JobController {
             .into_iter()
             .filter(|p| {
                 p.metadata.namespace.as_deref() == Some(namespace)
-                    && controller_of(&p.metadata).is_some_and(|o| o.kind == "Job" && o.name == name)
+                    && controller_of_kind::<Job>(&p.metadata).is_some_and(|o| o.name == name)
             })
             .collect()
     }
@@ -192,15 +172,15 @@ impl JobController {
                     .await
                 {
                     Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) if is_not_found(&e) => Ok(()),
                     Err(source) => {
                         lock(&self.releasing).remove(uid(pod));
-                        Err(JobError::Pod {
+                        Err(JobError::Pod(PodError {
                             op: "removing the tracking finalizer of",
                             namespace: namespace.to_string(),
                             name,
                             source,
-                        })
+                        }))
                     }
                 }
             }
@@ -258,82 +238,23 @@ impl JobController {
             .finalizers
             .get_or_insert_default()
             .push(JOB_TRACKING.to_string());
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        self.expectations.expect(key, count, 0);
-        let pp = PostParams::default();
-        let results = join_all((0..count).map(|_| api.create(&pp, &pod))).await;
-        let mut first_error = None;
-        for result in results {
-            match &result {
-                Ok(pod) => {
-                    let pod = pod.metadata.name.as_deref().unwrap_or_default();
-                    self.events.created_pod(&reference(job), pod);
-                }
-                Err(e) => self.events.failed_create(&reference(job), e),
-            }
-            if let Err(source) = result {
-                // Never to be observed: lower the expectation now.
-                self.expectations.creation_observed(key);
-                if first_error.is_none() && !is_conflict_or_gone(&source) {
-                    first_error = Some(JobError::Pod {
-                        op: "creating",
-                        namespace: namespace.clone(),
-                        name: prefix.clone(),
-                        source,
-                    });
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => {
-                tracing::debug!(job = key, count, "created pods");
-                Ok(())
-            }
-        }
+        self.pod_control
+            .create_all(
+                &self.owner(job, key),
+                vec![pod; count],
+                Batches::All,
+                is_gone_or_conflict,
+            )
+            .await?;
+        Ok(())
     }
 
-    async fn delete_pods(&self, job: &Job, key: &str, pods: &[&Pod]) -> Result<(), JobError> {
-        if pods.is_empty() {
-            return Ok(());
+    fn owner<'a>(&'a self, job: &Job, key: &'a str) -> Owner<'a> {
+        Owner {
+            key,
+            expectations: &self.expectations,
+            reference: reference(job),
         }
-        self.expectations.expect(key, 0, pods.len());
-        let results = join_all(pods.iter().map(|pod| {
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: pod.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            async move {
-                match api.delete(&name, &params).await {
-                    Ok(_) => {
-                        self.events.deleted_pod(&reference(job), &name);
-                        Ok(())
-                    }
-                    Err(source) => {
-                        self.events.failed_delete(&reference(job), &source);
-                        self.expectations.deletion_observed(key);
-                        if is_conflict_or_gone(&source) {
-                            Ok(())
-                        } else {
-                            Err(JobError::Pod {
-                                op: "deleting",
-                                namespace,
-                                name,
-                                source,
-                            })
-                        }
-                    }
-                }
-            }
-        }))
-        .await;
-        results.into_iter().collect()
     }
 
     async fn sync(&self, key: &str, job: &Job) -> Result<Action, JobError> {
@@ -523,7 +444,9 @@ impl JobController {
         st.conditions = Some(conditions).filter(|c| !c.is_empty());
         st.uncounted_terminated_pods.get_or_insert_default();
 
-        self.delete_pods(&job, key, &delete).await?;
+        self.pod_control
+            .delete_all(&self.owner(&job, key), &delete)
+            .await?;
         if create > 0 {
             self.create_pods(&job, key, create).await?;
         }

@@ -11,6 +11,7 @@ use kube::Client;
 
 use super::status::finished;
 use super::JobError;
+use crate::apierrors::is_gone_or_conflict;
 use crate::runtime::Action;
 
 /// Time left before a finished Job expires; None if it is not finished or has no TTL.
@@ -69,7 +70,7 @@ pub async fn expire(
             );
             Ok(Action::Done)
         }
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::Done),
+        Err(e) if is_gone_or_conflict(&e) => Ok(Action::Done),
         Err(source) => Err(JobError::Job {
             op: "deleting the expired",
             key: key.to_string(),

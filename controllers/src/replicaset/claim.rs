@@ -6,13 +6,18 @@
 
 use std::fmt::Debug;
 
+use berth_api::LabelSelector;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::pods::controller_of;
+use crate::apierrors::is_not_found;
+use crate::pods::{controller_key, controller_of};
+use crate::runtime::key_of;
 
 /// What a controller does about one object in its namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +30,42 @@ pub enum Claim {
     Adopt,
     /// Controlled by us but no longer matching: let it go.
     Release,
+}
+
+/// Whether a non-empty `selector` matches the labels of `meta`.
+pub fn selects(selector: &LabelSelector, meta: &ObjectMeta) -> bool {
+    let empty = Default::default();
+    !selector.is_empty() && selector.matches(meta.labels.as_ref().unwrap_or(&empty))
+}
+
+/// Keys to sync for `child`: its controlling `O`, or, for an orphan, every `O` in its
+/// namespace whose selector (`selector_of`) would adopt it; none if another kind controls it.
+pub fn owner_keys<O, C>(
+    owners: &Store<O>,
+    child: &C,
+    selector_of: fn(&O) -> LabelSelector,
+) -> Vec<String>
+where
+    O: Resource<DynamicType = ()> + Clone + 'static,
+    C: Resource,
+{
+    let meta = child.meta();
+    if let Some(key) = controller_key::<O>(meta) {
+        return vec![key];
+    }
+    if controller_of(meta).is_some() {
+        return Vec::new();
+    }
+    let ns = meta.namespace.as_deref().unwrap_or_default();
+    owners
+        .state()
+        .iter()
+        .filter(|o| {
+            o.meta().namespace.as_deref().unwrap_or_default() == ns
+                && selects(&selector_of(o), meta)
+        })
+        .map(|o| key_of(&**o))
+        .collect()
 }
 
 /// Decides for one object; `owner_deleting` stops adoptions and releases while the owner goes.
@@ -44,10 +85,6 @@ fn preconditions(meta: &ObjectMeta) -> Vec<serde_json::Value> {
         json!({"op": "test", "path": "/metadata/uid", "value": meta.uid}),
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version}),
     ]
-}
-
-fn is_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 /// Makes `owner` the controller of `obj`. Ok(false) if the object is gone.
@@ -106,7 +143,7 @@ where
         .await
     {
         Ok(_) => Ok(true),
-        Err(e) if is_gone(&e) => Ok(false),
+        Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }

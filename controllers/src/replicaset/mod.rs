@@ -10,8 +10,7 @@ mod manage;
 mod ranking;
 mod status;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use berth_api::LabelSelector;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -22,10 +21,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 use serde_json::json;
 
-use crate::pods::{controller_of, controller_reference, is_active};
+use crate::apierrors::is_not_found;
+use crate::podcontrol::{DeletionSeen, PodControl, PodExpectations};
+use crate::pods::{controller_reference, is_active};
 use crate::runtime::{
-    key_of, Action, Change, Expectations, Informer, NotSynced, Reconciler, Recorder, Runner,
-    Synced, WorkQueue,
+    key_of, Action, Informer, NotSynced, Reconciler, Recorder, Runner, Synced, WorkQueue,
 };
 
 pub use ranking::{pods_to_delete, DELETION_COST};
@@ -76,39 +76,13 @@ pub enum ReplicaSetError {
     NotSynced(#[from] NotSynced),
 }
 
-/// Deletions issued per ReplicaSet key, by pod key, so each is counted once whether it shows
-/// as a deletion timestamp, a delete, or both (Kubernetes' `UIDTrackingControllerExpectations`).
-#[derive(Debug, Default)]
-struct PendingDeletes(Mutex<HashMap<String, HashSet<String>>>);
-
-impl PendingDeletes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
-        // Every update is a single insert or remove: a panicking holder leaves it consistent.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn expect(&self, rs: &str, pods: HashSet<String>) {
-        self.lock().insert(rs.to_string(), pods);
-    }
-
-    /// True the first time `pod` is seen going, if its deletion was expected.
-    fn observed(&self, rs: &str, pod: &str) -> bool {
-        self.lock().get_mut(rs).is_some_and(|set| set.remove(pod))
-    }
-
-    fn forget(&self, rs: &str) {
-        self.lock().remove(rs);
-    }
-}
-
 /// The ReplicaSet controller.
 pub struct ReplicaSetController {
     client: Client,
-    events: Recorder,
+    pod_control: PodControl,
     pods: Store<Pod>,
     replicasets: Store<ReplicaSet>,
-    expectations: Arc<Expectations>,
-    pending: Arc<PendingDeletes>,
+    expectations: Arc<PodExpectations>,
     synced: [Synced; 2],
 }
 
@@ -116,40 +90,10 @@ fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) 
     meta.namespace.as_deref().unwrap_or_default()
 }
 
-/// The ReplicaSet a pod's controller reference names, as a queue key.
-fn owner_key(pod: &Pod) -> Option<String> {
-    let r = controller_of(&pod.metadata)?;
-    (r.kind == "ReplicaSet" && r.api_version.starts_with("apps/"))
-        .then(|| format!("{}/{}", namespace(&pod.metadata), r.name))
-}
-
 /// Parses a ReplicaSet's selector; an absent or invalid one selects nothing.
 pub(crate) fn selector_of(rs: &ReplicaSet) -> LabelSelector {
     LabelSelector::from_optional(rs.spec.as_ref().map(|s| &s.selector))
         .unwrap_or_else(|_| LabelSelector::nothing())
-}
-
-fn labels_match(selector: &LabelSelector, pod: &Pod) -> bool {
-    let empty = Default::default();
-    !selector.is_empty() && selector.matches(pod.metadata.labels.as_ref().unwrap_or(&empty))
-}
-
-/// Keys to sync for a pod: its controlling ReplicaSet, or, for an orphan, every ReplicaSet
-/// in its namespace that would adopt it.
-fn keys_for_pod(replicasets: &Store<ReplicaSet>, pod: &Pod) -> Vec<String> {
-    if let Some(key) = owner_key(pod) {
-        return vec![key];
-    }
-    if controller_of(&pod.metadata).is_some() {
-        return Vec::new();
-    }
-    let ns = namespace(&pod.metadata);
-    replicasets
-        .state()
-        .iter()
-        .filter(|rs| namespace(&rs.metadata) == ns && labels_match(&selector_of(rs), pod))
-        .map(|rs| key_of(&**rs))
-        .collect()
 }
 
 impl ReplicaSetController {
@@ -163,34 +107,20 @@ impl ReplicaSetController {
         queue: WorkQueue<String>,
         workers: usize,
     ) {
-        let expectations = Arc::new(Expectations::new());
-        let pending = Arc::new(PendingDeletes::default());
+        let expectations = Arc::new(PodExpectations::new(DeletionSeen::Tracked));
         replicasets.enqueue(&queue, |rs: &ReplicaSet| vec![key_of(rs)]);
         let store = replicasets.store();
-        pods.enqueue(&queue, move |pod: &Pod| keys_for_pod(&store, pod));
-        {
-            let expectations = expectations.clone();
-            let pending = pending.clone();
-            pods.observe(move |change, pod: &Pod| {
-                let Some(rs) = owner_key(pod) else {
-                    return;
-                };
-                let going = pod.metadata.deletion_timestamp.is_some();
-                if change == Change::Added {
-                    expectations.creation_observed(&rs);
-                }
-                if (change == Change::Deleted || going) && pending.observed(&rs, &key_of(pod)) {
-                    expectations.deletion_observed(&rs);
-                }
-            });
-        }
+        pods.enqueue(&queue, move |pod: &Pod| {
+            claim::owner_keys(&store, pod, selector_of)
+        });
+        expectations.observe::<ReplicaSet>(pods);
+        let events = Recorder::new(client.clone(), COMPONENT);
         let controller = ReplicaSetController {
-            events: Recorder::new(client.clone(), COMPONENT),
+            pod_control: PodControl::new(client.clone(), Some(events)),
             client,
             pods: pods.store(),
             replicasets: replicasets.store(),
             expectations,
-            pending,
             synced: [pods.synced(), replicasets.synced()],
         };
         runner.controller(controller, queue, workers);
@@ -216,7 +146,7 @@ impl ReplicaSetController {
             .into_iter()
             .filter(|p| namespace(&p.metadata) == ns && is_active(p));
         for pod in candidates {
-            let matches = labels_match(&selector, &pod);
+            let matches = claim::selects(&selector, &pod.metadata);
             let pod_name = || pod.metadata.name.clone().unwrap_or_default();
             match claim::decide(uid, deleting, &pod.metadata, matches) {
                 claim::Claim::Keep => owned.push(pod),
@@ -301,7 +231,7 @@ impl ReplicaSetController {
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(ReplicaSetError::Status {
                 key: key.to_string(),
                 source,
@@ -329,7 +259,6 @@ impl Reconciler for ReplicaSetController {
         };
         let Some(rs) = self.replicasets.get(&ObjectRef::new(name).within(ns)) else {
             self.expectations.forget(key);
-            self.pending.forget(key);
             return Ok(Action::Done);
         };
         // Read before the pods: a pod observed in between is then in the list we act on.
@@ -380,42 +309,4 @@ fn error_chain(e: &ReplicaSetError) -> String {
         cur = err.source();
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_pending_deletion_counts_once() {
-        let p = PendingDeletes::default();
-        p.expect(
-            "ns/rs",
-            HashSet::from(["ns/a".to_string(), "ns/b".to_string()]),
-        );
-        assert!(p.observed("ns/rs", "ns/a"));
-        // The same pod again (timestamp, then delete): not counted twice.
-        assert!(!p.observed("ns/rs", "ns/a"));
-        assert!(!p.observed("ns/other", "ns/b"));
-        p.forget("ns/rs");
-        assert!(!p.observed("ns/rs", "ns/b"));
-    }
-
-    #[test]
-    fn pods_key_to_their_controlling_replicaset() {
-        let mut pod = Pod::default();
-        pod.metadata.namespace = Some("ns".into());
-        assert_eq!(owner_key(&pod), None);
-        pod.metadata.owner_references = Some(vec![
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "ReplicaSet".into(),
-                name: "web-abc".into(),
-                uid: "u".into(),
-                controller: Some(true),
-                block_owner_deletion: None,
-            },
-        ]);
-        assert_eq!(owner_key(&pod).as_deref(), Some("ns/web-abc"));
-    }
 }

@@ -20,6 +20,8 @@ use kube::{Client, Resource};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::apierrors::{is_gone_or_conflict, is_namespace_terminating};
+
 /// Events waiting to be written; more are dropped (client-go's `maxQueuedEvents`).
 pub const QUEUE_CAPACITY: usize = 1000;
 /// Distinct events remembered for aggregation (client-go's `maxLruCacheEntries`).
@@ -136,7 +138,7 @@ impl Recorder {
     /// `FailedDelete` "Error deleting: <error>", unless the pod was already gone (404) or
     /// replaced by another of its name (409 on the UID precondition).
     pub fn failed_delete(&self, owner: &ObjectReference, error: &kube::Error) {
-        if !matches!(error, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
+        if !is_gone_or_conflict(error) {
             let message = format!("Error deleting: {}", error_message(error));
             self.warning(owner, FAILED_DELETE, message);
         }
@@ -157,11 +159,6 @@ impl Recorder {
             tracing::debug!(component = %self.component, reason = ?ev.reason, object = ?ev.involved_object.name, "event dropped: the event queue is full or closed");
         }
     }
-}
-
-/// A 403 for a namespace being deleted: creates there fail until it is gone.
-fn is_namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
 }
 
 /// A new Event (count 1) named `<object>.<hex nanoseconds>` as client-go names them; one about
