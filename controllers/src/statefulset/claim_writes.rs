@@ -9,7 +9,8 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::claims::{self, PodRef, Retention};
-use super::{is_gone_or_conflict, StatefulSetError, StatefulSets};
+use super::{StatefulSetError, StatefulSets};
+use crate::apierrors::is_gone_or_conflict;
 use crate::runtime::events::error_message;
 use crate::runtime::reference;
 

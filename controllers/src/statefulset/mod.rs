@@ -24,15 +24,17 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
 };
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 
+use crate::apierrors::is_gone_or_conflict;
 use crate::history::{self, HistoryError, Revision};
+use crate::podcontrol::{PodControl, PodError};
 use crate::pods::{
-    controller_of, controller_reference, from_template, is_available, is_controlled_by, is_ready,
+    controller_key, controller_reference, from_template, is_available, is_controlled_by, is_ready,
     is_terminating, PodName,
 };
 use crate::runtime::events::error_message;
@@ -51,14 +53,8 @@ pub enum StatefulSetError {
         #[source]
         source: kube::Error,
     },
-    #[error("{op} pod {namespace}/{name}")]
-    Pod {
-        op: &'static str,
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Pod(#[from] PodError),
     #[error("{op} persistentvolumeclaim {namespace}/{name}")]
     Claim {
         op: &'static str,
@@ -86,25 +82,12 @@ pub struct StatefulSets {
     revisions: Option<Store<ControllerRevision>>,
     synced: Vec<(Synced, &'static str)>,
     events: Recorder,
+    /// Without a recorder: StatefulSets word their pod Events their own way ([`Self::pod_event`]).
+    pod_control: PodControl,
 }
 
 /// The component named in this controller's Events.
 pub const COMPONENT: &str = "statefulset-controller";
-
-fn set_key(pod: &Pod) -> Option<String> {
-    let owner = controller_of(&pod.metadata)?;
-    (owner.kind == "StatefulSet").then(|| {
-        format!(
-            "{}/{}",
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            owner.name
-        )
-    })
-}
-
-fn is_gone_or_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
-}
 
 impl StatefulSets {
     /// Registers the controller on `runner`; `pods` (shared with other controllers) feeds it.
@@ -121,7 +104,11 @@ impl StatefulSets {
             watcher::Config::default(),
         );
         sets.enqueue(&queue, |s: &StatefulSet| vec![key_of(s)]);
-        pods.enqueue(&queue, |pod: &Pod| set_key(pod).into_iter().collect());
+        pods.enqueue(&queue, |pod: &Pod| {
+            controller_key::<StatefulSet>(&pod.metadata)
+                .into_iter()
+                .collect()
+        });
         let mut claims = Informer::new(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             watcher::Config::default(),
@@ -153,6 +140,7 @@ impl StatefulSets {
         }
         let controller = StatefulSets {
             events: Recorder::new(client.clone(), COMPONENT),
+            pod_control: PodControl::new(client.clone(), None),
             client,
             sets: sets.store(),
             pods: pods.store(),
@@ -398,8 +386,7 @@ impl StatefulSets {
         step: &plan::Step<'_>,
         update: &Revision,
     ) -> Result<(), StatefulSetError> {
-        let namespace = set.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let owner = reference(set);
         match step {
             plan::Step::Create(ordinal) => {
                 let Some(pod) = Self::new_pod(set, *ordinal, update) else {
@@ -413,51 +400,29 @@ impl StatefulSets {
                     return Ok(());
                 }
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                match api.create(&PostParams::default(), &pod).await {
-                    Ok(_) => {
-                        self.pod_event("create", set, &pod_name, None);
-                        Ok(())
-                    }
+                match self.pod_control.create(&owner, &pod).await {
+                    Ok(_) => self.pod_event("create", set, &pod_name, None),
                     // Already there: the store lags our create.
-                    Err(e) if is_gone_or_conflict(&e) => Ok(()),
-                    Err(source) => {
-                        self.pod_event("create", set, &pod_name, Some(&source));
-                        Err(StatefulSetError::Pod {
-                            op: "creating",
-                            namespace,
-                            name: pod_name,
-                            source,
-                        })
+                    Err(e) if is_gone_or_conflict(&e.source) => {}
+                    Err(e) => {
+                        self.pod_event("create", set, &pod_name, Some(&e.source));
+                        return Err(e.into());
                     }
                 }
             }
             plan::Step::Delete(pod) => {
                 let name = pod.metadata.name.clone().unwrap_or_default();
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: pod.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match api.delete(&name, &params).await {
-                    Ok(_) => {
-                        self.pod_event("delete", set, &name, None);
-                        Ok(())
-                    }
-                    Err(e) if is_gone_or_conflict(&e) => Ok(()),
-                    Err(source) => {
-                        self.pod_event("delete", set, &name, Some(&source));
-                        Err(StatefulSetError::Pod {
-                            op: "deleting",
-                            namespace,
-                            name,
-                            source,
-                        })
+                match self.pod_control.delete(&owner, pod).await {
+                    Ok(()) => self.pod_event("delete", set, &name, None),
+                    Err(e) if is_gone_or_conflict(&e.source) => {}
+                    Err(e) => {
+                        self.pod_event("delete", set, &name, Some(&e.source));
+                        return Err(e.into());
                     }
                 }
             }
         }
+        Ok(())
     }
 
     /// Kubernetes' StatefulSet pod Events: `SuccessfulCreate` "create Pod web-0 in StatefulSet
