@@ -18,27 +18,7 @@ use kube::runtime::wait::conditions;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 
-use common::{wait_for, InProcessControllers, InProcessScheduler, Server};
-
-/// kubectl off the async runtime's threads, so the controllers keep running meanwhile.
-async fn kubectl(server: &Server, args: &[&str]) -> String {
-    let k = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        k.ok(&refs)
-    })
-    .await
-    .expect("the kubectl task")
-}
-
-async fn apply(server: &Server, manifest: &str) {
-    let k = server.kubectl();
-    let manifest = manifest.to_string();
-    tokio::task::spawn_blocking(move || k.ok_stdin(&["apply", "-f", "-"], &manifest))
-        .await
-        .expect("the kubectl task");
-}
+use common::{apply, kubectl, wait_for, InProcessControllers, InProcessScheduler, Server};
 
 /// A control plane (controllers with an instant Job back-off, scheduler) and `nodes` simulated
 /// nodes named `<prefix>0…`.

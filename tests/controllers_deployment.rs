@@ -17,43 +17,12 @@ use kube::runtime::watcher::{self, Event};
 use kube::ResourceExt;
 use serde_json::json;
 
-use common::{wait_for, InProcessControllers, InProcessScheduler, Server};
+use common::{
+    kubectl, kubectl_fails, kubectl_stdin, wait_for, InProcessControllers, InProcessScheduler,
+    Server,
+};
 
 const NS: &str = "default";
-
-async fn kubectl(server: &Server, args: &[&str]) -> String {
-    let kubectl = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl.ok(&args)
-    })
-    .await
-    .expect("kubectl thread")
-}
-
-async fn kubectl_stdin(server: &Server, args: &[&str], stdin: &str) -> String {
-    let kubectl = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.to_string();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl.ok_stdin(&args, &stdin)
-    })
-    .await
-    .expect("kubectl thread")
-}
-
-async fn kubectl_fails(server: &Server, args: &[&str]) -> String {
-    let kubectl = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl.fails(&args)
-    })
-    .await
-    .expect("kubectl thread")
-}
 
 /// `kubectl rollout status` until it reports success.
 async fn rolled_out(server: &Server, name: &str) {

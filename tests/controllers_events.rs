@@ -15,33 +15,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 
-use common::{InProcessControllers, InProcessScheduler, Server, CONVERGE_TIMEOUT};
+use common::{
+    kubectl, kubectl_stdin, InProcessControllers, InProcessScheduler, Server, CONVERGE_TIMEOUT,
+};
 
 const NS: &str = "default";
-
-/// kubectl off the async runtime's threads, so the controllers keep running meanwhile.
-async fn kubectl(server: &Server, args: &[&str]) -> String {
-    let k = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        k.ok(&refs)
-    })
-    .await
-    .expect("the kubectl task")
-}
-
-async fn kubectl_stdin(server: &Server, args: &[&str], stdin: &str) -> String {
-    let k = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.to_string();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        k.ok_stdin(&refs, &stdin)
-    })
-    .await
-    .expect("the kubectl task")
-}
 
 /// Watches the Events in `NS` until one satisfies `pred`.
 async fn wait_event(client: &kube::Client, what: &str, pred: impl Fn(&Event) -> bool) -> Event {

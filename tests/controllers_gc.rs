@@ -13,7 +13,7 @@ use kube::runtime::wait::conditions;
 use kube::ResourceExt;
 use serde_json::json;
 
-use common::{wait_for, InProcessControllers, Server};
+use common::{kubectl, wait_for, InProcessControllers, Server};
 
 fn object<T: k8s_openapi::serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("a valid object")
@@ -70,17 +70,6 @@ fn owner_uids(meta: &kube::api::ObjectMeta) -> Vec<String> {
         .flatten()
         .map(|o: &OwnerReference| o.uid.clone())
         .collect()
-}
-
-async fn kubectl(server: &Server, args: &[&str]) -> String {
-    let kubectl = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl.ok(&args)
-    })
-    .await
-    .expect("kubectl thread")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,27 +11,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::Api;
 use kube::ResourceExt;
 
-use common::{header, row, wait_for, InProcessControllers, InProcessScheduler, Server};
-
-/// kubectl off the async runtime's threads, so the controllers keep running meanwhile.
-async fn kubectl(server: &Server, args: &[&str]) -> String {
-    let k = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        k.ok(&refs)
-    })
-    .await
-    .expect("the kubectl task")
-}
-
-async fn apply(server: &Server, manifest: &str) {
-    let k = server.kubectl();
-    let manifest = manifest.to_string();
-    tokio::task::spawn_blocking(move || k.ok_stdin(&["apply", "-f", "-"], &manifest))
-        .await
-        .expect("the kubectl task");
-}
+use common::{
+    apply, header, kubectl, row, wait_for, InProcessControllers, InProcessScheduler, Server,
+};
 
 struct Cluster {
     server: Server,

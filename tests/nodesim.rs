@@ -18,45 +18,10 @@ use kube::api::{Api, ListParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 
-use common::{header, row, ChildGuard, LineReader, Server};
+use common::{header, kubectl, kubectl_fails, kubectl_stdin, row, ChildGuard, LineReader, Server};
 
 /// Upper bound for anything the tests wait for; the waits themselves end on events.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// kubectl off the async runtime's threads, so the simulator keeps running meanwhile.
-async fn kubectl(server: &Server, args: &[&str]) -> String {
-    let k = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        k.ok(&refs)
-    })
-    .await
-    .expect("the kubectl task")
-}
-
-async fn kubectl_stdin(server: &Server, args: &[&str], stdin: &str) -> String {
-    let k = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.to_string();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        k.ok_stdin(&refs, &stdin)
-    })
-    .await
-    .expect("the kubectl task")
-}
-
-async fn kubectl_fails(server: &Server, args: &[&str]) -> String {
-    let k = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        k.fails(&refs)
-    })
-    .await
-    .expect("the kubectl task")
-}
 
 fn renew_time(lease: &Lease) -> MicroTime {
     lease

@@ -13,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::{json, Value};
 
-use common::{wait_for, InProcessScheduler, Server, CONVERGE_TIMEOUT};
+use common::{kubectl, wait_for, InProcessScheduler, Server, CONVERGE_TIMEOUT};
 
 fn object<T: k8s_openapi::serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("a valid object")
@@ -116,17 +116,6 @@ async fn wait_for_event(client: &kube::Client, name: &str, reason: &str) -> Stri
         "involvedObject of {ev:?}"
     );
     ev.message.unwrap_or_default()
-}
-
-async fn kubectl(server: &Server, args: &[&str]) -> String {
-    let kubectl = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl.ok(&args)
-    })
-    .await
-    .expect("kubectl thread")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,31 +18,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
-use common::{Server, CONVERGE_TIMEOUT};
-
-/// Runs kubectl off the async runtime; panics with its output unless it succeeds.
-async fn kubectl(server: &Server, args: &[&str]) -> String {
-    let kubectl = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl.ok(&args)
-    })
-    .await
-    .expect("kubectl thread")
-}
-
-async fn kubectl_stdin(server: &Server, args: &[&str], stdin: &str) -> String {
-    let kubectl = server.kubectl();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.to_string();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl.ok_stdin(&args, &stdin)
-    })
-    .await
-    .expect("kubectl thread")
-}
+use common::{kubectl, kubectl_stdin, Server, CONVERGE_TIMEOUT};
 
 async fn nodes(server: &Server, count: usize, lease_period: Duration) -> NodeSimulator {
     nodesim::start(

@@ -528,3 +528,46 @@ impl Drop for InProcessScheduler {
         }
     }
 }
+
+/// Runs `f` with this server's kubectl off the async runtime's threads, so in-process
+/// components keep running while kubectl waits.
+async fn off_runtime<T: Send + 'static>(
+    server: &Server,
+    f: impl FnOnce(Kubectl) -> T + Send + 'static,
+) -> T {
+    let kubectl = server.kubectl();
+    tokio::task::spawn_blocking(move || f(kubectl))
+        .await
+        .expect("the kubectl task")
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn borrowed(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// [`Kubectl::ok`] from async code.
+pub async fn kubectl(server: &Server, args: &[&str]) -> String {
+    let args = owned(args);
+    off_runtime(server, move |k| k.ok(&borrowed(&args))).await
+}
+
+/// [`Kubectl::ok_stdin`] from async code.
+pub async fn kubectl_stdin(server: &Server, args: &[&str], stdin: &str) -> String {
+    let (args, stdin) = (owned(args), stdin.to_string());
+    off_runtime(server, move |k| k.ok_stdin(&borrowed(&args), &stdin)).await
+}
+
+/// [`Kubectl::fails`] from async code.
+pub async fn kubectl_fails(server: &Server, args: &[&str]) -> String {
+    let args = owned(args);
+    off_runtime(server, move |k| k.fails(&borrowed(&args))).await
+}
+
+/// `kubectl apply -f -` of `manifest`.
+pub async fn apply(server: &Server, manifest: &str) {
+    kubectl_stdin(server, &["apply", "-f", "-"], manifest).await;
+}
