@@ -7,8 +7,8 @@ use std::hash::{BuildHasher, Hasher};
 use crate::plugins::inter_pod::{self, InterPodFilter};
 use crate::plugins::spread::{self, SpreadFilter, SpreadScore};
 use crate::plugins::{
-    basic, default_normalize, images, node_affinity, resources, taints, weights, Reason,
-    MAX_NODE_SCORE,
+    basic, default_normalize, images, node_affinity, resource_scores, resources, taints, weights,
+    Reason, MAX_NODE_SCORE,
 };
 use crate::pod_info::PodInfo;
 use crate::snapshot::{NodeHot, NodeInfo, Snapshot};
@@ -41,6 +41,8 @@ pub struct Scheduler {
     feasible: Vec<u32>,
     totals: Vec<i64>,
     raw: Vec<i64>,
+    /// Per slot, the two resource scores (see [`resource_scores::dense_scores`]).
+    dense: Vec<i32>,
     image_sums: Vec<i64>,
     image_slots: Vec<u32>,
     /// Per slot, its index in `feasible` or [`NOT_FEASIBLE`] (valid for existing nodes).
@@ -64,6 +66,7 @@ impl Scheduler {
             feasible: Vec::new(),
             totals: Vec::new(),
             raw: Vec::new(),
+            dense: Vec::new(),
             image_sums: Vec::new(),
             image_slots: Vec::new(),
             candidate: Vec::new(),
@@ -172,17 +175,32 @@ impl Scheduler {
         self.candidate = candidates;
         self.feasible = feasible;
         let full_taint_score = weights::TAINT_TOLERATION * MAX_NODE_SCORE;
-        let scores = self.feasible.iter().map(|&i| &hot[i as usize]);
-        if resources::balanced_applies(pod) {
-            self.totals.extend(scores.map(|h| {
-                full_taint_score
-                    + weights::LEAST_ALLOCATED * resources::least_allocated(pod, h)
-                    + weights::BALANCED_ALLOCATION * resources::balanced_allocation(pod, h)
-            }));
-        } else {
-            self.totals.extend(scores.map(|h| {
-                full_taint_score + weights::LEAST_ALLOCATED * resources::least_allocated(pod, h)
-            }));
+        let balanced = resources::balanced_applies(pod);
+        let feasible = self.feasible.iter().map(|&i| i as usize);
+        match resource_scores::PodRequests::of(pod) {
+            Some(requests) => {
+                resource_scores::dense_scores(
+                    snapshot.resource_columns(),
+                    requests,
+                    balanced,
+                    &mut self.dense,
+                );
+                let dense = &self.dense[..hot.len()];
+                self.totals.extend(feasible.map(|i| {
+                    full_taint_score
+                        + match dense[i] {
+                            resource_scores::PLAIN => {
+                                resource_scores::plain_scores(pod, &hot[i], balanced)
+                            }
+                            score => i64::from(score),
+                        }
+                }));
+            }
+            None => {
+                self.totals.extend(feasible.map(|i| {
+                    full_taint_score + resource_scores::plain_scores(pod, &hot[i], balanced)
+                }))
+            }
         }
     }
 

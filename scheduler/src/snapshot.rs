@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use berth_api::k8s_openapi::api::core::v1 as core;
 use berth_api::QuantityError;
 
+use crate::plugins::resource_scores::ResourceColumns;
 use crate::pod_info::{HostPort, PodInfo, PodInfoError, Resources};
 use crate::selectors::Taint;
 use crate::topology::{AntiGroups, Column, IdMap, LabelColumns, PodGroups};
@@ -118,6 +119,8 @@ impl NodeHot {
 pub struct Snapshot {
     slots: Vec<NodeInfo>,
     hot: Vec<NodeHot>,
+    /// `hot`'s cpu and memory numbers as the vectorized resource scores read them.
+    resource_columns: ResourceColumns,
     free: Vec<u32>,
     by_name: HashMap<String, u32>,
     /// `namespace/name` → where its pod is accounted.
@@ -354,6 +357,10 @@ impl Snapshot {
         &self.hot
     }
 
+    pub(crate) fn resource_columns(&self) -> &ResourceColumns {
+        &self.resource_columns
+    }
+
     pub(crate) fn image_nodes(&self, image: &str) -> Option<&IdMap<u32, i64>> {
         self.images.get(image)
     }
@@ -426,6 +433,7 @@ impl Snapshot {
             None => {
                 self.slots.push(info);
                 self.hot.push(NodeHot::default());
+                self.resource_columns.push(&NodeHot::default());
                 self.columns.grow(self.slots.len());
                 (self.slots.len() - 1) as u32
             }
@@ -442,11 +450,15 @@ impl Snapshot {
         self.by_name.remove(&info.name);
         *info = NodeInfo::default();
         self.hot[slot as usize] = NodeHot::default();
+        self.resource_columns
+            .set(slot as usize, &self.hot[slot as usize]);
         self.free.push(slot);
     }
 
     fn refresh(&mut self, slot: u32) {
-        self.hot[slot as usize] = NodeHot::of(&self.slots[slot as usize]);
+        let hot = NodeHot::of(&self.slots[slot as usize]);
+        self.hot[slot as usize] = hot;
+        self.resource_columns.set(slot as usize, &hot);
     }
 }
 

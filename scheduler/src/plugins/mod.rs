@@ -6,6 +6,7 @@ pub(crate) mod basic;
 pub(crate) mod images;
 pub(crate) mod inter_pod;
 pub(crate) mod node_affinity;
+pub(crate) mod resource_scores;
 pub(crate) mod resources;
 pub(crate) mod spread;
 pub(crate) mod taints;
