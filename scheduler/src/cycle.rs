@@ -4,6 +4,8 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+mod plain;
+
 use crate::plugins::inter_pod::{self, InterPodFilter};
 use crate::plugins::spread::{self, SpreadFilter, SpreadScore};
 use crate::plugins::{
@@ -51,6 +53,8 @@ pub struct Scheduler {
     /// how many.
     soft_taints: Vec<(u32, i64)>,
     failures: Vec<(u32, Reason)>,
+    /// Per slot, the plain-pod cycle's scores (see [`plain`]).
+    slot_scores: Vec<i32>,
 }
 
 impl Scheduler {
@@ -72,6 +76,7 @@ impl Scheduler {
             candidate: Vec::new(),
             soft_taints: Vec::new(),
             failures: Vec::new(),
+            slot_scores: Vec::new(),
         }
     }
 
@@ -84,6 +89,20 @@ impl Scheduler {
         if snapshot.num_nodes() == 0 {
             return Err(Unschedulable::no_nodes());
         }
+        if plain::applies(pod, snapshot) {
+            if let Some(result) = self.schedule_plain(pod, snapshot) {
+                return Ok(result);
+            }
+        }
+        self.schedule_general(pod, snapshot)
+    }
+
+    /// The cycle with every plugin, for any pod.
+    fn schedule_general(
+        &mut self,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> Result<ScheduleResult, Unschedulable> {
         let hot = snapshot.hot();
         let slots = snapshot.slots();
         self.filter(pod, snapshot, hot, slots);

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use berth_api::k8s_openapi::api::core::v1 as core;
 use berth_api::QuantityError;
 
+use crate::plugins::fit_columns::FitColumns;
 use crate::plugins::resource_scores::ResourceColumns;
 use crate::pod_info::{HostPort, PodInfo, PodInfoError, Resources};
 use crate::selectors::Taint;
@@ -121,6 +122,8 @@ pub struct Snapshot {
     hot: Vec<NodeHot>,
     /// `hot`'s cpu and memory numbers as the vectorized resource scores read them.
     resource_columns: ResourceColumns,
+    /// `hot`'s NodeResourcesFit numbers and filter flags as the plain-pod pass reads them.
+    fit_columns: FitColumns,
     free: Vec<u32>,
     by_name: HashMap<String, u32>,
     /// `namespace/name` → where its pod is accounted.
@@ -361,6 +364,10 @@ impl Snapshot {
         &self.resource_columns
     }
 
+    pub(crate) fn fit_columns(&self) -> &FitColumns {
+        &self.fit_columns
+    }
+
     pub(crate) fn image_nodes(&self, image: &str) -> Option<&IdMap<u32, i64>> {
         self.images.get(image)
     }
@@ -434,6 +441,7 @@ impl Snapshot {
                 self.slots.push(info);
                 self.hot.push(NodeHot::default());
                 self.resource_columns.push(&NodeHot::default());
+                self.fit_columns.push(&NodeHot::default());
                 self.columns.grow(self.slots.len());
                 (self.slots.len() - 1) as u32
             }
@@ -452,6 +460,8 @@ impl Snapshot {
         self.hot[slot as usize] = NodeHot::default();
         self.resource_columns
             .set(slot as usize, &self.hot[slot as usize]);
+        self.fit_columns
+            .set(slot as usize, &self.hot[slot as usize]);
         self.free.push(slot);
     }
 
@@ -459,6 +469,7 @@ impl Snapshot {
         let hot = NodeHot::of(&self.slots[slot as usize]);
         self.hot[slot as usize] = hot;
         self.resource_columns.set(slot as usize, &hot);
+        self.fit_columns.set(slot as usize, &hot);
     }
 }
 

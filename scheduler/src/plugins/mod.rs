@@ -3,6 +3,7 @@
 //! the cycle normalizes to 0–100 and weighs as kube-scheduler's defaults do.
 
 pub(crate) mod basic;
+pub(crate) mod fit_columns;
 pub(crate) mod images;
 pub(crate) mod inter_pod;
 pub(crate) mod node_affinity;

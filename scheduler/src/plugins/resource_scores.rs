@@ -14,6 +14,7 @@
 use crate::pod_info::PodInfo;
 use crate::snapshot::NodeHot;
 
+use super::fit_columns::{FitColumns, FitWant};
 use super::{resources, weights};
 
 /// Capacities at or above this take the plain path (see the module docs).
@@ -97,6 +98,14 @@ pub(crate) struct PodRequests {
 }
 
 impl PodRequests {
+    #[cfg(test)]
+    pub(crate) const ZERO: PodRequests = PodRequests {
+        cpu: 0.0,
+        memory: 0.0,
+        nz_cpu: 0.0,
+        nz_memory: 0.0,
+    };
+
     pub(crate) fn of(pod: &PodInfo) -> Option<PodRequests> {
         let r = &pod.requests;
         let values = [r.milli_cpu, r.memory, pod.non_zero_cpu, pod.non_zero_memory];
@@ -135,35 +144,126 @@ fn fill<const BALANCED: bool>(c: &ResourceColumns, pod: PodRequests, out: &mut V
     let (req_cpu, req_memory) = (&c.req_cpu[..n], &c.req_memory[..n]);
     let (nz_cpu, nz_memory) = (&c.nz_cpu[..n], &c.nz_memory[..n]);
     out.extend((0..n).map(|i| {
-        // ⌊(c − r) × 100 / c⌋, or 0 when over-committed: the nudged quotient is more than
-        // 2⁻⁴³ above its floor and as far below the next integer, so rounding it less ½
-        // gives the floor (NaN slots give garbage, replaced by PLAIN below).
+        node_score::<BALANCED>(
+            [cap_cpu[i], cap_memory[i]],
+            [inv_cpu[i], inv_memory[i]],
+            [req_cpu[i], req_memory[i]],
+            [nz_cpu[i], nz_memory[i]],
+            pod,
+        )
+    }));
+}
+
+/// Marks a slot [`fit_scores`] found infeasible; below every score and [`PLAIN`].
+pub(crate) const INFEASIBLE: i32 = i32::MIN;
+
+/// For every slot, [`dense_scores`]'s value where the pod fits ([`FitWant::fits`]) and
+/// [`INFEASIBLE`] elsewhere: NodeResourcesFit and both resource scores in one pass.
+pub(crate) fn fit_scores(
+    columns: &ResourceColumns,
+    fit: &FitColumns,
+    want: FitWant,
+    pod: PodRequests,
+    balanced: bool,
+    out: &mut Vec<i32>,
+) {
+    out.clear();
+    match (balanced, want.wants_ephemeral()) {
+        (true, false) => fit_fill::<true, false>(columns, fit, want, pod, out),
+        (true, true) => fit_fill::<true, true>(columns, fit, want, pod, out),
+        (false, false) => fit_fill::<false, false>(columns, fit, want, pod, out),
+        (false, true) => fit_fill::<false, true>(columns, fit, want, pod, out),
+    }
+}
+
+// Kept out of line so profiles show the pass on its own; it runs once per cycle.
+#[inline(never)]
+fn fit_fill<const BALANCED: bool, const EPHEMERAL: bool>(
+    c: &ResourceColumns,
+    f: &FitColumns,
+    want: FitWant,
+    pod: PodRequests,
+    out: &mut Vec<i32>,
+) {
+    let n = c.cap_cpu.len().min(f.len());
+    out.resize(n, 0);
+    let out = &mut out[..n];
+    let (cap_cpu, cap_memory) = (&c.cap_cpu[..n], &c.cap_memory[..n]);
+    let (inv_cpu, inv_memory) = (&c.inv_cpu[..n], &c.inv_memory[..n]);
+    let (req_cpu, req_memory) = (&c.req_cpu[..n], &c.req_memory[..n]);
+    let (nz_cpu, nz_memory) = (&c.nz_cpu[..n], &c.nz_memory[..n]);
+    let (free_cpu, free_memory) = (&f.free_cpu[..n], &f.free_memory[..n]);
+    let (free_ephemeral, free_pods, blocked) =
+        (&f.free_ephemeral[..n], &f.free_pods[..n], &f.blocked[..n]);
+    for i in 0..n {
+        // `&`, not `&&`: no branch per node, so the loop vectorizes.
+        let fits = (blocked[i] <= want.max_blocked)
+            & (free_pods[i] > 0.0)
+            & (want.cpu <= free_cpu[i])
+            & (want.memory <= free_memory[i])
+            & (!EPHEMERAL | (want.ephemeral <= free_ephemeral[i]));
+        // node_score spelled out with one lane per node rather than per resource, and
+        // selects instead of branches, so the loop vectorizes across nodes.
         let least =
             |cap: f64, inv: f64, r: f64| round(((cap - r) * 100.0 * inv).max(0.0) + (NUDGE - 0.5));
-        let l = (least(cap_cpu[i], inv_cpu[i], nz_cpu[i] + pod.nz_cpu).wrapping_add(least(
+        let l = least(cap_cpu[i], inv_cpu[i], nz_cpu[i] + pod.nz_cpu).wrapping_add(least(
             cap_memory[i],
             inv_memory[i],
             nz_memory[i] + pod.nz_memory,
-        ))) as u64
-            / 2;
-        let score = (weights::LEAST_ALLOCATED as u64).wrapping_mul(l);
-        let plain_node = inv_cpu[i].is_nan();
-        if !BALANCED {
-            return if plain_node { PLAIN } else { score as i32 };
+        ));
+        let mut score = (weights::LEAST_ALLOCATED as u64).wrapping_mul(l as u64 / 2);
+        let mut exact = !inv_cpu[i].is_nan();
+        if BALANCED {
+            let cpu = ((req_cpu[i] + pod.cpu) * inv_cpu[i]).min(1.0);
+            let memory = ((req_memory[i] + pod.memory) * inv_memory[i]).min(1.0);
+            let s = (1.0 - ((cpu - memory) * 0.5).abs()) * 100.0;
+            let below = s - ((s + ROUND) - ROUND);
+            let t = round(s).wrapping_sub(i64::from(below < 0.0)) as u64;
+            score = score.wrapping_add((weights::BALANCED_ALLOCATION as u64).wrapping_mul(t));
+            exact &= below.abs() > NEAR;
         }
-        let cpu = ((req_cpu[i] + pod.cpu) * inv_cpu[i]).min(1.0);
-        let memory = ((req_memory[i] + pod.memory) * inv_memory[i]).min(1.0);
-        // Within [50, 100] for nodes in bounds; NaN for the others.
-        let s = (1.0 - ((cpu - memory) * 0.5).abs()) * 100.0;
-        let nearest = (s + ROUND) - ROUND;
-        let below = s - nearest;
-        let t = round(s).wrapping_sub(i64::from(below < 0.0)) as u64;
-        if below.abs() > NEAR && !plain_node {
-            score.wrapping_add((weights::BALANCED_ALLOCATION as u64).wrapping_mul(t)) as i32
-        } else {
-            PLAIN
-        }
-    }));
+        let score = if exact { score as i32 } else { PLAIN };
+        out[i] = if fits { score } else { INFEASIBLE };
+    }
+}
+
+/// One slot's weighted resource scores, or [`PLAIN`]; `[cpu, memory]` pairs.
+#[inline(always)]
+fn node_score<const BALANCED: bool>(
+    cap: [f64; 2],
+    inv: [f64; 2],
+    req: [f64; 2],
+    nz: [f64; 2],
+    pod: PodRequests,
+) -> i32 {
+    // ⌊(c − r) × 100 / c⌋, or 0 when over-committed: the nudged quotient is more than
+    // 2⁻⁴³ above its floor and as far below the next integer, so rounding it less ½
+    // gives the floor (NaN slots give garbage, replaced by PLAIN below).
+    let least =
+        |cap: f64, inv: f64, r: f64| round(((cap - r) * 100.0 * inv).max(0.0) + (NUDGE - 0.5));
+    let l = (least(cap[0], inv[0], nz[0] + pod.nz_cpu).wrapping_add(least(
+        cap[1],
+        inv[1],
+        nz[1] + pod.nz_memory,
+    ))) as u64
+        / 2;
+    let score = (weights::LEAST_ALLOCATED as u64).wrapping_mul(l);
+    let plain_node = inv[0].is_nan();
+    if !BALANCED {
+        return if plain_node { PLAIN } else { score as i32 };
+    }
+    let cpu = ((req[0] + pod.cpu) * inv[0]).min(1.0);
+    let memory = ((req[1] + pod.memory) * inv[1]).min(1.0);
+    // Within [50, 100] for nodes in bounds; NaN for the others.
+    let s = (1.0 - ((cpu - memory) * 0.5).abs()) * 100.0;
+    let nearest = (s + ROUND) - ROUND;
+    let below = s - nearest;
+    let t = round(s).wrapping_sub(i64::from(below < 0.0)) as u64;
+    if (below.abs() > NEAR) & !plain_node {
+        score.wrapping_add((weights::BALANCED_ALLOCATION as u64).wrapping_mul(t)) as i32
+    } else {
+        PLAIN
+    }
 }
 
 /// 1.5 × 2⁵²: adding it to an `f64` under 2⁵¹ in magnitude rounds that to an integer, which
