@@ -144,13 +144,34 @@ fn fill<const BALANCED: bool>(c: &ResourceColumns, pod: PodRequests, out: &mut V
     let (req_cpu, req_memory) = (&c.req_cpu[..n], &c.req_memory[..n]);
     let (nz_cpu, nz_memory) = (&c.nz_cpu[..n], &c.nz_memory[..n]);
     out.extend((0..n).map(|i| {
-        node_score::<BALANCED>(
-            [cap_cpu[i], cap_memory[i]],
-            [inv_cpu[i], inv_memory[i]],
-            [req_cpu[i], req_memory[i]],
-            [nz_cpu[i], nz_memory[i]],
-            pod,
-        )
+        // ⌊(c − r) × 100 / c⌋, or 0 when over-committed: the nudged quotient is more than
+        // 2⁻⁴³ above its floor and as far below the next integer, so rounding it less ½
+        // gives the floor (NaN slots give garbage, replaced by PLAIN below).
+        let least =
+            |cap: f64, inv: f64, r: f64| round(((cap - r) * 100.0 * inv).max(0.0) + (NUDGE - 0.5));
+        let l = (least(cap_cpu[i], inv_cpu[i], nz_cpu[i] + pod.nz_cpu).wrapping_add(least(
+            cap_memory[i],
+            inv_memory[i],
+            nz_memory[i] + pod.nz_memory,
+        ))) as u64
+            / 2;
+        let score = (weights::LEAST_ALLOCATED as u64).wrapping_mul(l);
+        let plain_node = inv_cpu[i].is_nan();
+        if !BALANCED {
+            return if plain_node { PLAIN } else { score as i32 };
+        }
+        let cpu = ((req_cpu[i] + pod.cpu) * inv_cpu[i]).min(1.0);
+        let memory = ((req_memory[i] + pod.memory) * inv_memory[i]).min(1.0);
+        // Within [50, 100] for nodes in bounds; NaN for the others.
+        let s = (1.0 - ((cpu - memory) * 0.5).abs()) * 100.0;
+        let nearest = (s + ROUND) - ROUND;
+        let below = s - nearest;
+        let t = round(s).wrapping_sub(i64::from(below < 0.0)) as u64;
+        if below.abs() > NEAR && !plain_node {
+            score.wrapping_add((weights::BALANCED_ALLOCATION as u64).wrapping_mul(t)) as i32
+        } else {
+            PLAIN
+        }
     }));
 }
 
@@ -202,8 +223,7 @@ fn fit_fill<const BALANCED: bool, const EPHEMERAL: bool>(
             & (want.cpu <= free_cpu[i])
             & (want.memory <= free_memory[i])
             & (!EPHEMERAL | (want.ephemeral <= free_ephemeral[i]));
-        // node_score spelled out with one lane per node rather than per resource, and
-        // selects instead of branches, so the loop vectorizes across nodes.
+        // `fill`'s arithmetic, with selects for its branches.
         let least =
             |cap: f64, inv: f64, r: f64| round(((cap - r) * 100.0 * inv).max(0.0) + (NUDGE - 0.5));
         let l = least(cap_cpu[i], inv_cpu[i], nz_cpu[i] + pod.nz_cpu).wrapping_add(least(
@@ -224,45 +244,6 @@ fn fit_fill<const BALANCED: bool, const EPHEMERAL: bool>(
         }
         let score = if exact { score as i32 } else { PLAIN };
         out[i] = if fits { score } else { INFEASIBLE };
-    }
-}
-
-/// One slot's weighted resource scores, or [`PLAIN`]; `[cpu, memory]` pairs.
-#[inline(always)]
-fn node_score<const BALANCED: bool>(
-    cap: [f64; 2],
-    inv: [f64; 2],
-    req: [f64; 2],
-    nz: [f64; 2],
-    pod: PodRequests,
-) -> i32 {
-    // ⌊(c − r) × 100 / c⌋, or 0 when over-committed: the nudged quotient is more than
-    // 2⁻⁴³ above its floor and as far below the next integer, so rounding it less ½
-    // gives the floor (NaN slots give garbage, replaced by PLAIN below).
-    let least =
-        |cap: f64, inv: f64, r: f64| round(((cap - r) * 100.0 * inv).max(0.0) + (NUDGE - 0.5));
-    let l = (least(cap[0], inv[0], nz[0] + pod.nz_cpu).wrapping_add(least(
-        cap[1],
-        inv[1],
-        nz[1] + pod.nz_memory,
-    ))) as u64
-        / 2;
-    let score = (weights::LEAST_ALLOCATED as u64).wrapping_mul(l);
-    let plain_node = inv[0].is_nan();
-    if !BALANCED {
-        return if plain_node { PLAIN } else { score as i32 };
-    }
-    let cpu = ((req[0] + pod.cpu) * inv[0]).min(1.0);
-    let memory = ((req[1] + pod.memory) * inv[1]).min(1.0);
-    // Within [50, 100] for nodes in bounds; NaN for the others.
-    let s = (1.0 - ((cpu - memory) * 0.5).abs()) * 100.0;
-    let nearest = (s + ROUND) - ROUND;
-    let below = s - nearest;
-    let t = round(s).wrapping_sub(i64::from(below < 0.0)) as u64;
-    if (below.abs() > NEAR) & !plain_node {
-        score.wrapping_add((weights::BALANCED_ALLOCATION as u64).wrapping_mul(t)) as i32
-    } else {
-        PLAIN
     }
 }
 
