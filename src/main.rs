@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use berth_controllers::leader::{CONTROLLERS_LEASE, SCHEDULER_LEASE};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -32,8 +33,8 @@ enum Command {
     Server(ServerArgs),
     /// Run the Kubernetes API server alone.
     Apiserver(ApiserverArgs),
-    /// Run the controllers (namespace lifecycle, default ServiceAccounts, node IPAM) against an
-    /// API server.
+    /// Run the controllers (workloads, endpoints, garbage collection, namespaces, nodes)
+    /// against an API server, leader-elected.
     Controllers(ControllersArgs),
     /// Run the scheduler against an API server.
     Scheduler(SchedulerArgs),
@@ -242,7 +243,6 @@ fn controller_config(flags: &ControllerFlags) -> berth_controllers::Config {
     }
 }
 
-use berth_controllers::leader::{CONTROLLERS_LEASE, SCHEDULER_LEASE};
 /// The components' names in Events, as Kubernetes'.
 const CONTROLLERS: &str = "kube-controller-manager";
 const SCHEDULER: &str = "default-scheduler";
