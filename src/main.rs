@@ -211,14 +211,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => serve(args.server, Some(args.controllers)),
         Command::Server(args) => server(args),
         Command::Apiserver(args) => serve(args, None),
-        Command::Controllers(args) => berth_controllers::run_until_interrupted(
-            &args.kubeconfig,
-            &berth_controllers::Config {
-                leader_election: args.leader.config(CONTROLLERS_LEASE, CONTROLLERS),
-                ..controller_config(&args.controllers)
-            },
-        )
-        .context("berth controllers"),
+        Command::Controllers(args) => controllers(&args),
         Command::Scheduler(args) => scheduler(&args),
         Command::Cleanup(args) => cleanup(&args.data_dir),
         Command::Bench(BenchCommand::Apiserver(opts)) => {
@@ -247,18 +240,30 @@ fn controller_config(flags: &ControllerFlags) -> berth_controllers::Config {
 const CONTROLLERS: &str = "kube-controller-manager";
 const SCHEDULER: &str = "default-scheduler";
 
+/// `berth controllers`: elected, it exits non-zero when it loses its Lease (as
+/// kube-controller-manager).
+fn controllers(args: &ControllersArgs) -> anyhow::Result<()> {
+    let config = controller_config(&args.controllers);
+    config.validate().context("berth controllers")?;
+    let election = args.leader.config(CONTROLLERS_LEASE, CONTROLLERS);
+    let ran = berth_controllers::leader::run_until_interrupted(
+        &args.kubeconfig,
+        "berth-controllers",
+        election.as_ref(),
+        |client, stop| async move { berth_controllers::run(client, &config, stop).await },
+    )
+    .context("berth controllers")?;
+    ran.transpose().context("berth controllers")?;
+    Ok(())
+}
+
 /// `berth scheduler`: elected, it exits non-zero when it loses its Lease (as kube-scheduler).
 fn scheduler(args: &SchedulerArgs) -> anyhow::Result<()> {
-    let Some(election) = args.leader.config(SCHEDULER_LEASE, SCHEDULER) else {
-        return berth_scheduler::run_until_interrupted(
-            &args.kubeconfig,
-            berth_scheduler::RunConfig::default(),
-        )
-        .context("berth scheduler");
-    };
+    let election = args.leader.config(SCHEDULER_LEASE, SCHEDULER);
     berth_controllers::leader::run_until_interrupted(
         &args.kubeconfig,
-        &election,
+        "berth-scheduler",
+        election.as_ref(),
         |client, stop| berth_scheduler::run(client, berth_scheduler::RunConfig::default(), stop),
     )
     .context("berth scheduler")?;
@@ -277,6 +282,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         }
     };
     let controllers = controller_config(&args.controllers);
+    controllers.validate().context("berth server")?;
     let _controllers = berth_controllers::leader::spawn(
         &kubeconfig,
         "berth-controllers",
@@ -309,22 +315,35 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 /// admin, once it is up.
 fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::Result<()> {
     let running = start_apiserver(args)?;
-    // Kept alive for as long as the process runs.
-    let _controllers = match controllers {
-        Some(flags) => Some(
-            berth_controllers::spawn(&running.kubeconfig, controller_config(&flags))
-                .context("starting the controllers")?,
-        ),
-        None => None,
-    };
-    // `berth up` schedules too; `berth apiserver` serves alone.
-    let _scheduler = match _controllers {
-        Some(_) => Some(
-            berth_scheduler::spawn(&running.kubeconfig, berth_scheduler::RunConfig::default())
-                .context("starting the scheduler")?,
-        ),
-        None => None,
-    };
+    // Kept alive for as long as the process runs; `berth up` runs one copy of each, unelected.
+    let mut components = Vec::new();
+    if let Some(flags) = controllers {
+        let config = controller_config(&flags);
+        config.validate().context("berth up")?;
+        components.push(
+            berth_controllers::leader::spawn(
+                &running.kubeconfig,
+                "berth-controllers",
+                None,
+                move |client, stop| {
+                    let config = config.clone();
+                    async move { berth_controllers::run(client, &config, stop).await }
+                },
+            )
+            .context("starting the controllers")?,
+        );
+        components.push(
+            berth_controllers::leader::spawn(
+                &running.kubeconfig,
+                "berth-scheduler",
+                None,
+                |client, stop| {
+                    berth_scheduler::run(client, berth_scheduler::RunConfig::default(), stop)
+                },
+            )
+            .context("starting the scheduler")?,
+        );
+    }
     announce(&running);
     loop {
         std::thread::park();

@@ -28,6 +28,4 @@ pub mod serviceaccount;
 mod start;
 pub mod statefulset;
 
-pub use start::{
-    client_from_kubeconfig, run, run_until_interrupted, spawn, Config, Running, StartError,
-};
+pub use start::{client_from_kubeconfig, run, Config, StartError};

@@ -16,7 +16,6 @@ use crate::endpoints::EndpointsController;
 use crate::endpointslice::{self, EndpointSliceController};
 use crate::gc::GarbageCollector;
 use crate::ipam::{CidrAllocator, CidrError, Ipv4Cidr, NodeIpam};
-use crate::leader::{run_as_leader, LeaderConfig, LeaderError};
 use crate::namespace::{self, NamespaceLifecycle};
 use crate::nodelifecycle::{Grace, NodeLifecycle, PodsByNode, TaintEviction};
 use crate::replicaset::ReplicaSetController;
@@ -41,10 +40,6 @@ pub enum StartError {
     },
     #[error("starting the controllers' runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("the controllers' thread panicked")]
-    Panicked,
-    #[error("leader election")]
-    Leader(#[source] Box<LeaderError>),
 }
 
 /// What the controllers are told.
@@ -62,8 +57,6 @@ pub struct Config {
     pub node_monitor_grace_period: Duration,
     /// The same for a node that never reported Ready (`--node-startup-grace-period`).
     pub node_startup_grace_period: Duration,
-    /// Run only while holding this Lease (`--leader-elect`); None runs unconditionally.
-    pub leader_election: Option<LeaderConfig>,
     /// The Job controller's pod re-creation back-off and workers.
     pub job: crate::job::JobConfig,
     /// ReplicaSets synced at once (Kubernetes' `--concurrent-replicaset-syncs`).
@@ -81,7 +74,6 @@ impl Default for Config {
             max_endpoints_per_slice: crate::endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
             node_monitor_grace_period: crate::nodelifecycle::DEFAULT_MONITOR_GRACE,
             node_startup_grace_period: crate::nodelifecycle::DEFAULT_STARTUP_GRACE,
-            leader_election: None,
             job: crate::job::JobConfig::default(),
             replicaset_workers: 5,
             deployment_workers: 5,
@@ -90,6 +82,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks what `run` would reject, so a process can report it before starting anything.
+    pub fn validate(&self) -> Result<(), StartError> {
+        self.allocator()?;
+        Ok(())
+    }
+
     fn allocator(&self) -> Result<CidrAllocator, CidrError> {
         let cluster: Ipv4Cidr = self.cluster_cidr.parse()?;
         CidrAllocator::new(cluster, self.node_cidr_mask_size)
@@ -97,29 +95,8 @@ impl Config {
 }
 
 /// Runs every controller against `client` until `shutdown` completes, then stops them cleanly.
-/// With `config.leader_election`, only while holding that Lease: a lost Lease stops the
-/// controllers and returns [`StartError::Leader`].
+/// Leader election, when wanted, wraps this (`leader::spawn`, `leader::run_until_interrupted`).
 pub async fn run(
-    client: Client,
-    config: &Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), StartError> {
-    let Some(election) = &config.leader_election else {
-        return run_controllers(client, config, shutdown).await;
-    };
-    let for_work = client.clone();
-    match run_as_leader(client, election, shutdown, |stop| {
-        run_controllers(for_work, config, stop)
-    })
-    .await
-    {
-        Ok(Some(ran)) => ran,
-        Ok(None) => Ok(()),
-        Err(e) => Err(StartError::Leader(Box::new(e))),
-    }
-}
-
-async fn run_controllers(
     client: Client,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send,
@@ -299,84 +276,5 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, StartError> {
     Client::try_from(config).map_err(|source| StartError::Client {
         path: path.to_path_buf(),
         source,
-    })
-}
-
-/// Controllers running on their own thread and tokio runtime.
-pub struct Running {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), StartError>>>,
-}
-
-impl Running {
-    /// Stops the controllers and waits for them.
-    pub fn stop(mut self) -> Result<(), StartError> {
-        self.finish()
-    }
-
-    fn finish(&mut self) -> Result<(), StartError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.thread.take() {
-            Some(t) => t.join().map_err(|_| StartError::Panicked)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.finish();
-    }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("berth-controllers")
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)
-}
-
-/// Runs the controllers against the server `kubeconfig` names until SIGINT (`berth controllers`).
-pub fn run_until_interrupted(kubeconfig: &Path, config: &Config) -> Result<(), StartError> {
-    config.allocator()?;
-    let rt = runtime()?;
-    rt.block_on(async {
-        let client = client_from_kubeconfig(kubeconfig).await?;
-        let interrupted = async {
-            if let Err(e) = tokio::signal::ctrl_c().await {
-                tracing::warn!(error = %e, "no SIGINT handler; running until killed");
-                std::future::pending::<()>().await;
-            }
-        };
-        run(client, config, interrupted).await
-    })
-}
-
-/// Starts the controllers against the server `kubeconfig` names on a thread of their own, until
-/// `Running::stop` or drop (`berth up`). Configuration and kubeconfig errors are reported here.
-pub fn spawn(kubeconfig: &Path, config: Config) -> Result<Running, StartError> {
-    config.allocator()?;
-    let rt = runtime()?;
-    let client = rt.block_on(client_from_kubeconfig(kubeconfig))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("berth-controllers".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                // A dropped sender stops the controllers too.
-                let shutdown = async move {
-                    let _ = stopped.await;
-                };
-                run(client, &config, shutdown).await
-            })
-        })
-        .map_err(StartError::Runtime)?;
-    Ok(Running {
-        stop: Some(stop),
-        thread: Some(thread),
     })
 }

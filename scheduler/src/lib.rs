@@ -6,7 +6,8 @@
 //! weights, and picks the best. Those modules do no I/O, no async, take no lock and keep no global
 //! state. Around them, `run` (watches, the scheduling queue, the loop), `queue` and `binder`
 //! (pods/binding, PodScheduled=False and FailedScheduling events) make it an API client like any
-//! other; it never reaches into the API server's internals.
+//! other; it never reaches into the API server's internals. Processes start it from a
+//! kubeconfig, leader-elected or not, through `berth_controllers::leader` (the binary wires it).
 #![forbid(unsafe_code)]
 
 mod binder;
@@ -17,7 +18,6 @@ mod queue;
 mod run;
 mod selectors;
 mod snapshot;
-mod start;
 mod topology;
 mod unschedulable;
 
@@ -34,5 +34,4 @@ pub use selectors::{
     AffinityTerm, NodeSelectorTerm, RequiredNodeAffinity, Taint, TaintEffect, Toleration,
 };
 pub use snapshot::{NodeInfo, Snapshot, SnapshotError};
-pub use start::{client_from_kubeconfig, run_until_interrupted, spawn, Running, StartError};
 pub use unschedulable::Unschedulable;

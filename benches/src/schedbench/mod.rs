@@ -59,9 +59,9 @@ pub enum SchedBenchError {
     #[error("starting the client runtime")]
     Runtime(#[source] std::io::Error),
     #[error("connecting to the API server")]
-    Connect(#[source] berth_scheduler::StartError),
+    Connect(#[source] berth_controllers::StartError),
     #[error("starting the scheduler")]
-    Scheduler(#[source] berth_scheduler::StartError),
+    Scheduler(#[source] berth_controllers::leader::LeaderError),
     #[error("simulating nodes")]
     Nodes(#[source] nodesim::SimError),
     #[error("{op}")]
@@ -291,10 +291,15 @@ pub fn measure(opts: &Options) -> Result<Report, SchedBenchError> {
     if let Some(n) = opts.bind_concurrency {
         config.bind_concurrency = n.max(1);
     }
-    let scheduler =
-        berth_scheduler::spawn(&kubeconfig, config).map_err(SchedBenchError::Scheduler)?;
+    let scheduler = berth_controllers::leader::spawn(
+        &kubeconfig,
+        "berth-scheduler",
+        None,
+        move |client, stop| berth_scheduler::run(client, config.clone(), stop),
+    )
+    .map_err(SchedBenchError::Scheduler)?;
     runtime.block_on(async {
-        let client = berth_scheduler::client_from_kubeconfig(&kubeconfig)
+        let client = berth_controllers::client_from_kubeconfig(&kubeconfig)
             .await
             .map_err(SchedBenchError::Connect)?;
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))
@@ -375,9 +380,7 @@ pub fn measure(opts: &Options) -> Result<Report, SchedBenchError> {
         let observed = observer
             .await
             .map_err(|e| SchedBenchError::Unexpected(format!("the observer failed: {e}")))??;
-        if let Err(e) = scheduler.stop() {
-            tracing::warn!(error = %e, "stopping the scheduler");
-        }
+        scheduler.stop();
         sim.shutdown().await;
 
         let first = sent.first().unwrap_or(observed.last_bound);

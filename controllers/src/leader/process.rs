@@ -27,19 +27,23 @@ async fn client(kubeconfig: &Path) -> Result<Client, LeaderError> {
         .map_err(|e| Box::new(e).into())
 }
 
-/// Runs `work` whenever elected, until SIGINT; returns [`LeaderError::Lost`] if the Lease is
-/// lost (the caller exits non-zero), `Ok(None)` if interrupted before being elected.
+/// Runs `work` in the foreground, on a runtime named `component`, until SIGINT: with
+/// `election`, only once elected, returning [`LeaderError::Lost`] if the Lease is lost (the
+/// caller exits non-zero) and `Ok(None)` if interrupted before being elected; without, at once.
 pub fn run_until_interrupted<W, Fut>(
     kubeconfig: &Path,
-    config: &LeaderConfig,
+    component: &str,
+    election: Option<&LeaderConfig>,
     work: W,
 ) -> Result<Option<Fut::Output>, LeaderError>
 where
     W: FnOnce(Client, Shutdown) -> Fut,
     Fut: Future + Send,
 {
-    config.validate()?;
-    let rt = runtime(&config.component)?;
+    if let Some(config) = election {
+        config.validate()?;
+    }
+    let rt = runtime(component)?;
     rt.block_on(async {
         let client = client(kubeconfig).await?;
         let interrupted = async {
@@ -47,6 +51,9 @@ where
                 tracing::warn!(error = %e, "no SIGINT handler; running until killed");
                 std::future::pending::<()>().await;
             }
+        };
+        let Some(config) = election else {
+            return Ok(Some(work(client, interrupted.boxed()).await));
         };
         let for_work = client.clone();
         run_as_leader(client, config, interrupted, move |stop| {
