@@ -281,25 +281,12 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
             running.kubeconfig
         }
     };
-    let controllers = controller_config(&args.controllers);
-    controllers.validate().context("berth server")?;
-    let _controllers = berth_controllers::leader::spawn(
+    let _components = spawn_components(
         &kubeconfig,
-        "berth-controllers",
+        controller_config(&args.controllers),
         args.leader.config(CONTROLLERS_LEASE, CONTROLLERS),
-        move |client, stop| {
-            let config = controllers.clone();
-            async move { berth_controllers::run(client, &config, stop).await }
-        },
-    )
-    .context("starting the controllers")?;
-    let _scheduler = berth_controllers::leader::spawn(
-        &kubeconfig,
-        "berth-scheduler",
         args.leader.config(SCHEDULER_LEASE, SCHEDULER),
-        |client, stop| berth_scheduler::run(client, berth_scheduler::RunConfig::default(), stop),
-    )
-    .context("starting the scheduler")?;
+    )?;
     if args.join.is_some() {
         println!(
             "berth: joined the control plane of {}",
@@ -316,38 +303,47 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::Result<()> {
     let running = start_apiserver(args)?;
     // Kept alive for as long as the process runs; `berth up` runs one copy of each, unelected.
-    let mut components = Vec::new();
-    if let Some(flags) = controllers {
-        let config = controller_config(&flags);
-        config.validate().context("berth up")?;
-        components.push(
-            berth_controllers::leader::spawn(
-                &running.kubeconfig,
-                "berth-controllers",
-                None,
-                move |client, stop| {
-                    let config = config.clone();
-                    async move { berth_controllers::run(client, &config, stop).await }
-                },
-            )
-            .context("starting the controllers")?,
-        );
-        components.push(
-            berth_controllers::leader::spawn(
-                &running.kubeconfig,
-                "berth-scheduler",
-                None,
-                |client, stop| {
-                    berth_scheduler::run(client, berth_scheduler::RunConfig::default(), stop)
-                },
-            )
-            .context("starting the scheduler")?,
-        );
-    }
+    let _components = match controllers {
+        Some(flags) => {
+            spawn_components(&running.kubeconfig, controller_config(&flags), None, None)?
+        }
+        None => Vec::new(),
+    };
     announce(&running);
     loop {
         std::thread::park();
     }
+}
+
+/// The controllers and the scheduler, each on a thread of its own against the API server
+/// `kubeconfig` names; with an election, each acts only while it holds its Lease.
+fn spawn_components(
+    kubeconfig: &std::path::Path,
+    controllers: berth_controllers::Config,
+    controllers_election: Option<berth_controllers::leader::LeaderConfig>,
+    scheduler_election: Option<berth_controllers::leader::LeaderConfig>,
+) -> anyhow::Result<Vec<berth_controllers::leader::Elected>> {
+    controllers
+        .validate()
+        .context("the controllers' settings")?;
+    let controllers = berth_controllers::leader::spawn(
+        kubeconfig,
+        "berth-controllers",
+        controllers_election,
+        move |client, stop| {
+            let config = controllers.clone();
+            async move { berth_controllers::run(client, &config, stop).await }
+        },
+    )
+    .context("starting the controllers")?;
+    let scheduler = berth_controllers::leader::spawn(
+        kubeconfig,
+        "berth-scheduler",
+        scheduler_election,
+        |client, stop| berth_scheduler::run(client, berth_scheduler::RunConfig::default(), stop),
+    )
+    .context("starting the scheduler")?;
+    Ok(vec![controllers, scheduler])
 }
 
 fn start_apiserver(args: ApiserverArgs) -> anyhow::Result<berth_apiserver::Running> {
