@@ -84,9 +84,9 @@ impl PodExpectations {
         self.lock().remove(key);
     }
 
-    /// `count` creations are about to be issued for `key`; replaces what was expected before.
+    /// `count` creations are about to be issued for `key`, on top of what is outstanding.
     pub(crate) fn expect_creations(&self, key: &str, count: usize) {
-        self.counts.expect(key, count, 0);
+        self.counts.raise(key, count, 0);
     }
 
     /// A creation for `key` failed or was never tried: it will not be observed.
@@ -94,13 +94,15 @@ impl PodExpectations {
         self.counts.creation_observed(key);
     }
 
-    /// Deletions of `pods` are about to be issued for `key`; replaces what was expected before.
+    /// Deletions of `pods` are about to be issued for `key`, on top of what is outstanding.
     pub(crate) fn expect_deletions(&self, key: &str, pods: &[&Pod]) {
         if self.seen == DeletionSeen::Tracked {
-            let keys = pods.iter().map(|p| key_of(*p)).collect();
-            self.lock().insert(key.to_string(), keys);
+            self.lock()
+                .entry(key.to_string())
+                .or_default()
+                .extend(pods.iter().map(|p| key_of(*p)));
         }
-        self.counts.expect(key, 0, pods.len());
+        self.counts.raise(key, 0, pods.len());
     }
 
     /// The deletion of `pod` for `key` failed: it will not be observed (as a deletion of ours).
@@ -191,5 +193,18 @@ mod tests {
         e.expect_deletions("ns/o", &[&b]);
         e.forget("ns/o");
         assert!(e.satisfied("ns/o"));
+    }
+
+    #[test]
+    fn a_sync_that_deletes_then_creates_waits_for_both() {
+        // A DaemonSet's sync: delete a misscheduled pod, create one on a new node.
+        let e = PodExpectations::new(DeletionSeen::OnDelete);
+        let old = pod("old", false);
+        e.expect_deletions("ns/ds", &[&old]);
+        e.expect_creations("ns/ds", 1);
+        e.observed(Change::Added, "ns/ds", &pod("new", false));
+        assert!(!e.satisfied("ns/ds"), "the deletion is still outstanding");
+        e.observed(Change::Deleted, "ns/ds", &old);
+        assert!(e.satisfied("ns/ds"));
     }
 }

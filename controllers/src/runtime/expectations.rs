@@ -42,6 +42,26 @@ impl Expectations {
         );
     }
 
+    /// Adds `adds` creations and `deletes` deletions to what is still outstanding for `key`
+    /// (Kubernetes' `RaiseExpectations`), so one sync that both deletes and creates — a
+    /// DaemonSet's — waits for both. Counts already met (zero or below, from changes observed
+    /// beyond what was expected) or expired start again from zero.
+    pub fn raise(&self, key: &str, adds: usize, deletes: usize) {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let e = map.entry(key.to_string()).or_insert(Expected {
+            adds: 0,
+            deletes: 0,
+            set_at: now,
+        });
+        if now.saturating_duration_since(e.set_at) > EXPECTATIONS_TTL {
+            (e.adds, e.deletes) = (0, 0);
+        }
+        e.adds = e.adds.max(0) + adds as i64;
+        e.deletes = e.deletes.max(0) + deletes as i64;
+        e.set_at = now;
+    }
+
     /// One expected creation was seen (or its request failed and will not be seen).
     pub fn creation_observed(&self, key: &str) {
         if let Some(e) = self.lock().get_mut(key) {
@@ -117,6 +137,26 @@ mod tests {
         assert!(e.satisfied_at("k", later));
         assert!(!e.satisfied("k"));
         e.forget("k");
+        assert!(e.satisfied("k"));
+    }
+
+    #[test]
+    fn raised_expectations_add_up_and_restart_once_met() {
+        let e = Expectations::new();
+        e.raise("k", 0, 2);
+        e.raise("k", 3, 0);
+        for _ in 0..3 {
+            e.creation_observed("k");
+        }
+        assert!(!e.satisfied("k"), "two deletions still outstanding");
+        e.deletion_observed("k");
+        e.deletion_observed("k");
+        assert!(e.satisfied("k"));
+        // An extra observation leaves a count below zero; the next raise starts from zero.
+        e.creation_observed("k");
+        e.raise("k", 1, 0);
+        assert!(!e.satisfied("k"));
+        e.creation_observed("k");
         assert!(e.satisfied("k"));
     }
 }
