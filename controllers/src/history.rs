@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use berth_api::well_known::labels::CONTROLLER_REVISION_HASH;
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use kube::runtime::watcher;
 
+use crate::apierrors::is_not_found;
 use crate::pods::{controller_of, is_controlled_by};
 use crate::runtime::{Informer, WorkQueue};
 
@@ -229,15 +230,19 @@ pub async fn ensure(
     }
 }
 
-/// Deletes the oldest revisions beyond `limit` that no live pod uses and that are not `keep`.
+/// Deletes the oldest revisions beyond `limit` that none of `pods` uses and that are not `keep`.
 pub async fn truncate(
     client: &Client,
     namespace: &str,
     revisions: &[Arc<ControllerRevision>],
-    in_use: &[&str],
+    pods: &[Arc<Pod>],
     keep: &[&str],
     limit: i32,
 ) -> Result<(), HistoryError> {
+    let in_use: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| hash_label(&p.metadata))
+        .collect();
     let unused: Vec<&Arc<ControllerRevision>> = revisions
         .iter()
         .filter(|r| {
@@ -252,7 +257,7 @@ pub async fn truncate(
         let name = r.metadata.name.clone().unwrap_or_default();
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) if is_not_found(&e) => {}
             Err(source) => {
                 return Err(HistoryError::Api {
                     op: "deleting",

@@ -27,5 +27,6 @@ pub mod runtime;
 pub mod serviceaccount;
 mod start;
 pub mod statefulset;
+mod status;
 
 pub use start::{client_from_kubeconfig, run, Config, StartError};

@@ -28,6 +28,7 @@ use crate::pods::{controller_key, controller_reference, from_template, PodName};
 use crate::runtime::{
     key_of, reference, Action, Informer, NotSynced, Reconciler, Recorder, Runner, Synced, WorkQueue,
 };
+use crate::status::status_differs;
 
 pub use placement::{daemon_tolerations, fit, Fit};
 
@@ -310,13 +311,7 @@ impl DaemonSets {
             "updatedNumberScheduled": c.updated,
             "observedGeneration": ds.metadata.generation,
         }});
-        let old = serde_json::to_value(&status).unwrap_or_default();
-        let changed = new_status["status"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .any(|(k, v)| old.get(k).unwrap_or(&json!(0)) != v);
-        if changed {
+        if status_differs(&status, &new_status["status"]) {
             Api::<DaemonSet>::namespaced(self.client.clone(), &namespace)
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&new_status))
                 .await
@@ -327,15 +322,11 @@ impl DaemonSets {
         }
 
         if let Some(revisions) = &revisions {
-            let in_use: Vec<&str> = mine
-                .iter()
-                .filter_map(|p| history::hash_label(&p.metadata))
-                .collect();
             history::truncate(
                 &self.client,
                 &namespace,
                 revisions,
-                &in_use,
+                &mine,
                 &[current.name.as_str()],
                 spec.revision_history_limit.unwrap_or(10),
             )

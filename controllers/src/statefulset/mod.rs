@@ -41,6 +41,7 @@ use crate::runtime::events::error_message;
 use crate::runtime::{
     key_of, reference, Action, Informer, NotSynced, Reconciler, Recorder, Runner, Synced, WorkQueue,
 };
+use crate::status::status_differs;
 
 pub use claims::claim_name;
 pub use plan::ordinal_of;
@@ -342,13 +343,7 @@ impl StatefulSets {
             "currentRevision": current_revision,
             "updateRevision": update.name,
         }});
-        let old = serde_json::to_value(&status).unwrap_or_default();
-        let changed = new_status["status"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .any(|(k, v)| old.get(k).unwrap_or(&json!(0)) != v);
-        if changed {
+        if status_differs(&status, &new_status["status"]) {
             Api::<StatefulSet>::namespaced(self.client.clone(), &namespace)
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&new_status))
                 .await
@@ -358,15 +353,11 @@ impl StatefulSets {
                 })?;
         }
         if let Some(revisions) = &revisions {
-            let in_use: Vec<&str> = mine
-                .iter()
-                .filter_map(|p| history::hash_label(&p.metadata))
-                .collect();
             history::truncate(
                 &self.client,
                 &namespace,
                 revisions,
-                &in_use,
+                &mine,
                 &[update.name.as_str(), current_revision.as_str()],
                 spec.revision_history_limit.unwrap_or(10),
             )
