@@ -1,2 +1,7 @@
-//! Berth's data plane: pod networking over netlink and Services forwarded by the BPF programs in
-//! `bpf/`, loaded with aya. Not yet built: see the data-plane issue.
+//! Berth's data plane: pod networking over netlink and (later) Services forwarded by the BPF
+//! programs in `bpf/`, loaded with aya.
+//!
+//! - [`podnet`]: a pod's network namespace gets loopback and a veth with an address from the
+//!   node's podCIDR and a default route.
+
+pub mod podnet;

@@ -1,0 +1,1 @@
+//! Pod networking: veth pairs, addresses and routes over rtnetlink, and pod IPs from the node's podCIDR.

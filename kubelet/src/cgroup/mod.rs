@@ -1,0 +1,1 @@
+//! cgroup drivers: v2, v1 and hybrid, detected at runtime.

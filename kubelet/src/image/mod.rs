@@ -1,0 +1,1 @@
+//! Pulling and storing OCI images. See the image module docs once built.

@@ -1,0 +1,1 @@
+//! The only module with `unsafe`: thin wrappers over the syscalls nix lacks. Every block says why it is sound.
