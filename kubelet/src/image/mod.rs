@@ -1,1 +1,5 @@
-//! Pulling and storing OCI images. See the image module docs once built.
+//! Pulling and storing OCI images.
+
+pub mod config;
+
+pub use config::ImageConfig;
