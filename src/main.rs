@@ -24,8 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a whole single-node cluster in one process on the embedded store (for now: the API
-    /// server, the controllers and the scheduler; later issues add the kubelet and data plane).
+    /// Run a whole single-node cluster in one process on the embedded store: the API server,
+    /// the controllers, the scheduler and a kubelet running this host's pods.
     Up(UpArgs),
     /// Run the control plane: the API server on the embedded store, and the controllers and the
     /// scheduler, each leader-elected. With --join, only the controllers and the scheduler,
@@ -33,6 +33,12 @@ enum Command {
     Server(ServerArgs),
     /// Run the Kubernetes API server alone.
     Apiserver(ApiserverArgs),
+    /// Run the kubelet: register this host as a Node and run the pods bound to it, in real
+    /// containers.
+    Kubelet(KubeletArgs),
+    /// The per-pod shim the kubelet starts (internal).
+    #[command(hide = true)]
+    Shim(ShimArgs),
     /// Run the controllers (workloads, endpoints, garbage collection, namespaces, nodes)
     /// against an API server, leader-elected.
     Controllers(ControllersArgs),
@@ -167,6 +173,64 @@ struct UpArgs {
     server: ApiserverArgs,
     #[command(flatten)]
     controllers: ControllerFlags,
+    /// Run the kubelet too (needs root); false runs the control plane alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    kubelet: bool,
+    #[command(flatten)]
+    node: KubeletFlags,
+}
+
+#[derive(Args, Clone)]
+struct KubeletFlags {
+    /// The Node's name (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The Node's InternalIP (default: the address of the interface with the default route).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// A registry reached over plain HTTP, HOST:PORT (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
+    /// Registry mirrors and credentials (JSON; see the README).
+    #[arg(long)]
+    registry_config: Option<PathBuf>,
+    /// The cgroup Berth creates its pods' cgroups under, in every hierarchy.
+    #[arg(long, default_value = "berth")]
+    cgroup_base: String,
+    /// Most pods this node runs.
+    #[arg(long, default_value_t = 500)]
+    max_pods: u32,
+    /// pids.max for each pod (-1: unlimited).
+    #[arg(long, default_value_t = -1)]
+    pod_pids_limit: i64,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+}
+
+#[derive(Args)]
+struct KubeletArgs {
+    /// Kubeconfig naming the API server and the node's credentials.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Holds the kubelet's state: pods, images, IPAM.
+    #[arg(long, default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: KubeletFlags,
+}
+
+#[derive(Args)]
+struct ShimArgs {
+    #[arg(long)]
+    pod_dir: PathBuf,
+    #[arg(long)]
+    hostname: String,
+    #[arg(long)]
+    host_network: bool,
+    #[arg(long)]
+    host_ipc: bool,
 }
 
 #[derive(Args)]
@@ -197,6 +261,10 @@ struct CleanupArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The shim first and alone: one thread, nothing else set up, to stay small.
+    if let Command::Shim(args) = &cli.command {
+        return shim(args);
+    }
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
@@ -208,9 +276,11 @@ fn main() -> anyhow::Result<()> {
         logs.init();
     }
     match cli.command {
-        Command::Up(args) => serve(args.server, Some(args.controllers)),
+        Command::Up(args) => up(args),
+        Command::Kubelet(args) => kubelet(&args),
+        Command::Shim(args) => shim(&args),
         Command::Server(args) => server(args),
-        Command::Apiserver(args) => serve(args, None),
+        Command::Apiserver(args) => serve(args),
         Command::Controllers(args) => controllers(&args),
         Command::Scheduler(args) => scheduler(&args),
         Command::Cleanup(args) => cleanup(&args.data_dir),
@@ -298,17 +368,101 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the API server; with `controllers`, also the controllers and the scheduler, as its
-/// admin, once it is up.
-fn serve(args: ApiserverArgs, controllers: Option<ControllerFlags>) -> anyhow::Result<()> {
-    let running = start_apiserver(args)?;
-    // Kept alive for as long as the process runs; `berth up` runs one copy of each, unelected.
-    let _components = match controllers {
-        Some(flags) => {
-            spawn_components(&running.kubeconfig, controller_config(&flags), None, None)?
-        }
-        None => Vec::new(),
+/// `berth up`: the API server, the controllers and the scheduler, and (unless --kubelet=false)
+/// a kubelet registering this host, all in one process.
+fn up(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = args.server.data_dir.clone();
+    let running = start_apiserver(args.server)?;
+    let _components =
+        spawn_components(&running.kubeconfig, controller_config(&args.controllers), None, None)?;
+    let _kubelet = if args.kubelet {
+        let config = kubelet_config(&data_dir, &args.node)?;
+        Some(spawn_kubelet(&running.kubeconfig, config)?)
+    } else {
+        None
     };
+    announce(&running);
+    loop {
+        std::thread::park();
+    }
+}
+
+fn kubelet_config(
+    data_dir: &std::path::Path,
+    flags: &KubeletFlags,
+) -> anyhow::Result<berth_kubelet::KubeletConfig> {
+    let mut registry = match &flags.registry_config {
+        Some(path) => berth_kubelet::image::RegistryConfig::load(path)
+            .with_context(|| format!("reading {}", path.display()))?,
+        None => berth_kubelet::image::RegistryConfig::default(),
+    };
+    registry.insecure.extend(flags.insecure_registries.iter().cloned());
+    let node_name = match &flags.node_name {
+        Some(name) => name.clone(),
+        None => hostname::get()
+            .context("reading the hostname")?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
+    Ok(berth_kubelet::KubeletConfig {
+        node_name,
+        node_ip: flags.node_ip.unwrap_or_else(berth_kubelet::default_node_ip),
+        data_dir: data_dir.to_owned(),
+        berth_exe: std::env::current_exe().context("locating the berth binary")?,
+        cgroup_base: flags.cgroup_base.clone(),
+        registry,
+        cluster_dns: None,
+        cluster_domain: flags.cluster_domain.clone(),
+        max_pods: flags.max_pods,
+        pod_pids_limit: u64::try_from(flags.pod_pids_limit).ok(),
+        node_labels: Default::default(),
+    })
+}
+
+/// The kubelet on a thread of its own, against the API server `kubeconfig` names.
+fn spawn_kubelet(
+    kubeconfig: &std::path::Path,
+    config: berth_kubelet::KubeletConfig,
+) -> anyhow::Result<berth_controllers::leader::Elected> {
+    berth_controllers::leader::spawn(kubeconfig, "berth-kubelet", None, move |client, stop| {
+        let config = config.clone();
+        async move {
+            if let Err(e) = berth_kubelet::run(client, config, stop).await {
+                tracing::error!(error = %e, "the kubelet stopped");
+            }
+        }
+    })
+    .context("starting the kubelet")
+}
+
+/// `berth kubelet`: runs until interrupted; pods keep running after it exits.
+fn kubelet(args: &KubeletArgs) -> anyhow::Result<()> {
+    let config = kubelet_config(&args.data_dir, &args.node)?;
+    let ran = berth_controllers::leader::run_until_interrupted(
+        &args.kubeconfig,
+        "berth-kubelet",
+        None,
+        |client, stop| berth_kubelet::run(client, config, stop),
+    )
+    .context("berth kubelet")?;
+    ran.transpose().context("berth kubelet")?;
+    Ok(())
+}
+
+/// `berth shim`: see berth_kubelet::shim.
+fn shim(args: &ShimArgs) -> anyhow::Result<()> {
+    let config = berth_kubelet::shim::ShimConfig {
+        pod_dir: args.pod_dir.clone(),
+        hostname: args.hostname.clone(),
+        host_network: args.host_network,
+        host_ipc: args.host_ipc,
+    };
+    berth_kubelet::shim::run(&config).context("berth shim")
+}
+
+/// `berth apiserver`: the API server alone.
+fn serve(args: ApiserverArgs) -> anyhow::Result<()> {
+    let running = start_apiserver(args)?;
     announce(&running);
     loop {
         std::thread::park();

@@ -8,10 +8,45 @@
 //!   root, capabilities, seccomp, straight into its cgroup.
 //! - [`shim`]: `berth shim`, the per-pod process that holds the pod's namespaces and is the parent
 //!   of its containers, so the kubelet can restart without touching them.
+//! - [`podspec`]: a pod's container resolved into a runtime spec: env, argv, volumes, security.
+//! - [`node`]: the Node's registration, Lease and status.
+//! - `pods`: one worker per pod, from sandbox to status.
 
 pub mod cgroup;
+mod config;
+mod events;
 pub mod image;
+pub mod node;
+pub mod podspec;
+mod pods;
 pub mod qos;
+mod run;
 pub mod runtime;
 pub mod shim;
 mod sys;
+
+pub use config::KubeletConfig;
+pub use pods::status;
+pub use run::{default_node_ip, run};
+
+/// Why the kubelet could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+    #[error(transparent)]
+    Network(#[from] berth_dataplane::podnet::PodNetError),
+    #[error("{op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    Config { message: String },
+}

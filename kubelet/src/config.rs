@@ -1,0 +1,39 @@
+//! How a kubelet is configured (flags of `berth kubelet`, `berth agent`, `berth up`).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use crate::image::RegistryConfig;
+
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub node_name: String,
+    /// The node's InternalIP.
+    pub node_ip: IpAddr,
+    /// Root of the kubelet's state: `pods/<uid>/` (shim socket, volumes, logs, container layers),
+    /// `images/`, `ipam/`.
+    pub data_dir: PathBuf,
+    /// This binary, re-executed as `berth shim`.
+    pub berth_exe: PathBuf,
+    /// The top cgroup Berth owns in every hierarchy (`<root>/<base>/kubepods/...`).
+    pub cgroup_base: String,
+    pub registry: RegistryConfig,
+    /// Cluster DNS server for pods with dnsPolicy ClusterFirst (none yet: the host's resolver).
+    pub cluster_dns: Option<Ipv4Addr>,
+    pub cluster_domain: String,
+    pub max_pods: u32,
+    /// pids.max for each pod (kubelet's podPidsLimit); None = unlimited.
+    pub pod_pids_limit: Option<u64>,
+    /// Labels set on the Node at registration, besides the well-known ones.
+    pub node_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl KubeletConfig {
+    pub fn pods_dir(&self) -> PathBuf {
+        self.data_dir.join("pods")
+    }
+
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir().join(uid)
+    }
+}

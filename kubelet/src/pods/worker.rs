@@ -1,0 +1,416 @@
+//! One task per pod: it owns everything the kubelet does for that pod and is the only writer of
+//! its status. It wakes on a new version of the pod from the watch, on an exit reported by the
+//! pod's shim, or when a back-off expires, and then syncs: sandbox, init containers in order,
+//! containers as the restart policy says, status. A pod marked for deletion is stopped within its
+//! grace period, torn down, and deleted for good.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::ResourceExt;
+use tokio::sync::{mpsc, watch};
+
+use super::backoff::{go_duration, Backoff};
+use super::context::Context;
+use super::sandbox::Sandbox;
+use super::status::{pod_status, Attempt, ContainerRecord, PodRuntime};
+use crate::qos::QosClass;
+use crate::shim::{Event, Exit};
+
+/// How often a running pod is synced even when nothing happened (kubelet: syncFrequency).
+const RESYNC: Duration = Duration::from_secs(60);
+/// After SIGKILL, how long to wait for the exit before giving up on a container.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) enum Wake {
+    Exited { id: String, exit: Exit },
+    ShimGone { pid: i32 },
+}
+
+pub(crate) struct Worker {
+    pub(super) ctx: Arc<Context>,
+    pub(super) uid: String,
+    pub(super) pod: Pod,
+    pub(super) qos: QosClass,
+    pub(super) sandbox: Option<Sandbox>,
+    pub(super) init: Vec<ContainerRecord>,
+    pub(super) containers: Vec<ContainerRecord>,
+    pub(super) restart_backoff: HashMap<String, Backoff>,
+    pub(super) pull_backoff: HashMap<String, Backoff>,
+    pub(super) wake_tx: mpsc::UnboundedSender<Wake>,
+    wake_rx: mpsc::UnboundedReceiver<Wake>,
+    start_time: String,
+    failed: Option<(String, String)>,
+    last_status: Option<serde_json::Value>,
+    /// The pod reached Succeeded or Failed and its sandbox is gone.
+    finished: bool,
+}
+
+/// Runs a pod's worker until the pod is gone from the API and from the node.
+pub(crate) async fn run(ctx: Arc<Context>, uid: String, mut pods: watch::Receiver<Option<Pod>>) {
+    let Some(pod) = pods.borrow_and_update().clone() else {
+        // Known only from the node (found after a restart): tear down what is left.
+        super::sandbox::teardown_orphan(&ctx, &uid).await;
+        return;
+    };
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let record = |c: &k8s_openapi::api::core::v1::Container| ContainerRecord {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut w = Worker {
+        qos: QosClass::of(&pod),
+        init: spec.init_containers.iter().flatten().map(record).collect(),
+        containers: spec.containers.iter().map(record).collect(),
+        ctx,
+        uid,
+        pod,
+        sandbox: None,
+        restart_backoff: HashMap::new(),
+        pull_backoff: HashMap::new(),
+        wake_tx,
+        wake_rx,
+        start_time: super::now(),
+        failed: None,
+        last_status: None,
+        finished: false,
+    };
+    w.adopt().await;
+    loop {
+        let deleted = pods.borrow().is_none();
+        if let Some(pod) = pods.borrow_and_update().clone() {
+            w.pod = pod;
+        }
+        if deleted || w.pod.metadata.deletion_timestamp.is_some() {
+            w.terminate(deleted).await;
+            return;
+        }
+        let next = w.sync().await;
+        let deadline = next.unwrap_or_else(|| Instant::now() + RESYNC);
+        tokio::select! {
+            changed = pods.changed() => {
+                if changed.is_err() {
+                    // The kubelet is shutting down: leave the pod running for the next one.
+                    return;
+                }
+            }
+            Some(wake) = w.wake_rx.recv() => w.apply(wake),
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        while let Ok(wake) = w.wake_rx.try_recv() {
+            w.apply(wake);
+        }
+    }
+}
+
+impl Worker {
+    pub(super) fn name(&self) -> String {
+        format!("{}_{}({})", self.pod.name_any(), self.pod.namespace().unwrap_or_default(), self.uid)
+    }
+
+    pub(super) fn apply(&mut self, wake: Wake) {
+        match wake {
+            Wake::Exited { id, exit } => {
+                let all = self.init.iter_mut().chain(self.containers.iter_mut());
+                for c in all {
+                    if let Some(a) = c.current.as_mut().filter(|a| a.id == id && a.exit.is_none()) {
+                        a.exit = Some(exit.clone());
+                        c.ready = false;
+                        c.started = false;
+                    }
+                }
+            }
+            Wake::ShimGone { pid } => {
+                if self.sandbox.as_ref().is_none_or(|s| s.pid != pid) {
+                    return;
+                }
+                tracing::warn!(pod = %self.name(), "kubelet: the pod's shim went away");
+                self.sandbox = None;
+                let now = super::now();
+                for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
+                    if let Some(a) = c.current.as_mut().filter(|a| a.exit.is_none()) {
+                        a.exit = Some(Exit { code: 137, signal: Some(9), finished_at: now.clone(), oom_killed: false });
+                        c.ready = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn restart_policy(&self) -> &str {
+        self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always")
+    }
+
+    /// One pass; returns when it next wants to run (a back-off expiring).
+    async fn sync(&mut self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        if self.sandbox.is_none() {
+            if let Err(message) = self.create_sandbox().await {
+                let pod = self.pod.clone();
+                self.ctx.recorder.event(&pod, None, true, "FailedCreatePodSandBox", message.clone());
+                for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
+                    c.waiting = Some(("ContainerCreating".into(), String::new()));
+                }
+                self.report().await;
+                let b = self.restart_backoff.entry(String::new()).or_default();
+                return Some(Instant::now() + b.fail(Instant::now(), None));
+            }
+        }
+        let mut next: Option<Instant> = None;
+        let mut earliest = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        let initialized = self.sync_init(&mut earliest).await;
+        if initialized {
+            for i in 0..self.containers.len() {
+                let wake = self.sync_container(false, i).await;
+                earliest(wake);
+            }
+        }
+        self.report().await;
+        let status_phase = self.last_status.as_ref().and_then(|s| s["phase"].as_str().map(str::to_owned));
+        if matches!(status_phase.as_deref(), Some("Succeeded" | "Failed")) {
+            // Terminal: nothing will run again; give back the IP, cgroups and the shim, keep logs.
+            self.release_sandbox().await;
+            self.finished = true;
+            return None;
+        }
+        next
+    }
+
+    /// Init containers one at a time, in order. True once all have succeeded.
+    async fn sync_init(&mut self, earliest: &mut impl FnMut(Option<Instant>)) -> bool {
+        for i in 0..self.init.len() {
+            let c = &self.init[i];
+            if c.terminated().is_some_and(|e| e.code == 0)
+                || c.current.as_ref().and_then(|a| a.exit.as_ref()).is_some_and(|e| e.code == 0)
+            {
+                self.init[i].waiting = None;
+                continue;
+            }
+            let wake = self.sync_container(true, i).await;
+            earliest(wake);
+            return false;
+        }
+        true
+    }
+
+    /// Starts or restarts one container if it should run and isn't; returns a back-off deadline.
+    async fn sync_container(&mut self, init: bool, i: usize) -> Option<Instant> {
+        let record = if init { &self.init[i] } else { &self.containers[i] };
+        if record.running() {
+            return None;
+        }
+        let now = Instant::now();
+        let name = record.name.clone();
+        if let Some(exit) = record.current.as_ref().and_then(|a| a.exit.clone()) {
+            // Init containers restart on failure unless the policy is Never (kubelet does too).
+            let restart = match self.restart_policy() {
+                "Always" => !init || exit.code != 0,
+                "OnFailure" => exit.code != 0,
+                _ => false,
+            };
+            let record = if init { &mut self.init[i] } else { &mut self.containers[i] };
+            if !restart {
+                record.waiting = None;
+                return None;
+            }
+            let backoff = self.restart_backoff.entry(name.clone()).or_default();
+            if record.waiting.as_ref().is_none_or(|w| w.0 != "CrashLoopBackOff") {
+                // Just exited: start the back-off.
+                let ran_for = ran_for(record.current.as_ref());
+                backoff.fail(now, ran_for);
+            }
+            if let Some(until) = backoff.waiting(now) {
+                let message = format!(
+                    "back-off {} restarting failed container={} pod={}",
+                    go_duration(backoff.delay()),
+                    name,
+                    self.name()
+                );
+                if record.waiting.as_ref().is_none_or(|w| w.0 != "CrashLoopBackOff") {
+                    record.waiting = Some(("CrashLoopBackOff".into(), message.clone()));
+                    let pod = self.pod.clone();
+                    let event = format!("Back-off restarting failed container {name} in pod {}", self.name());
+                    self.ctx.recorder.event(&pod, Some(&name), true, "BackOff", event);
+                }
+                return Some(until);
+            }
+        }
+        if let Some(until) = self.pull_backoff.get(&name).and_then(|b| b.waiting(now)) {
+            let record = if init { &mut self.init[i] } else { &mut self.containers[i] };
+            let image = record.image.clone();
+            record.waiting = Some(("ImagePullBackOff".into(), format!("Back-off pulling image \"{image}\"")));
+            return Some(until);
+        }
+        match self.start_container(init, i).await {
+            Ok(()) => None,
+            Err(wait) => wait,
+        }
+    }
+
+    /// Patches pods/status when it changed.
+    pub(super) async fn report(&mut self) {
+        let rt = PodRuntime {
+            sandbox_ready: self.sandbox.is_some(),
+            pod_ip: self.sandbox.as_ref().and_then(|s| s.ip.map(|ip| ip.to_string())),
+            host_ip: self.ctx.config.node_ip.to_string(),
+            start_time: Some(self.start_time.clone()),
+            qos_class: self.qos.as_str(),
+            init: self.init.clone(),
+            containers: self.containers.clone(),
+            failed: self.failed.clone(),
+        };
+        let status = pod_status(&self.pod, &rt, &super::now());
+        let value = serde_json::to_value(&status).unwrap_or_default();
+        if self.last_status.as_ref() == Some(&value) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"metadata": {"uid": self.uid}, "status": value});
+        match api.patch_status(&self.pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+            Ok(pod) => {
+                self.pod = pod;
+                self.last_status = Some(value);
+            }
+            Err(e) => tracing::warn!(pod = %self.name(), error = %e, "kubelet: patching pod status"),
+        }
+    }
+
+    /// The pod is being deleted (or is gone from the API): stop every container within the grace
+    /// period, tear the sandbox down, and delete the pod object for good.
+    async fn terminate(&mut self, gone: bool) {
+        let grace = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30)
+            .max(0) as u64;
+        self.stop_all(Duration::from_secs(grace)).await;
+        self.release_sandbox().await;
+        super::sandbox::remove_pod_dir(&self.ctx, &self.uid);
+        if gone {
+            return;
+        }
+        self.report().await;
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod.namespace().unwrap_or_default());
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+            ..Default::default()
+        };
+        match api.delete(&self.pod.name_any(), &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => tracing::warn!(pod = %self.name(), error = %e, "kubelet: deleting pod"),
+        }
+    }
+
+    /// SIGTERM to every running container, SIGKILL to those still running after `grace`.
+    pub(super) async fn stop_all(&mut self, grace: Duration) {
+        let running: Vec<(String, String)> = self
+            .init
+            .iter()
+            .chain(self.containers.iter())
+            .filter(|c| c.running())
+            .filter_map(|c| c.current.as_ref().map(|a| (c.name.clone(), a.id.clone())))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let pod = self.pod.clone();
+        for (name, id) in &running {
+            self.ctx.recorder.event(&pod, Some(name), false, "Killing", format!("Stopping container {name}"));
+            self.kill(id, libc::SIGTERM).await;
+        }
+        if !self.wait_exits(Instant::now() + grace).await {
+            for (_, id) in &running {
+                self.kill(id, libc::SIGKILL).await;
+            }
+            self.wait_exits(Instant::now() + KILL_WAIT).await;
+        }
+    }
+
+    async fn kill(&self, id: &str, signal: i32) {
+        let Some(sandbox) = &self.sandbox else { return };
+        let request = crate::shim::Request::Kill { id: id.to_owned(), signal };
+        if let Err(e) = sandbox.shim.request(&request).await {
+            tracing::warn!(pod = %self.name(), error = %e, "kubelet: signalling a container");
+        }
+    }
+
+    /// Waits for exits until nothing runs (true) or the deadline passes (false).
+    async fn wait_exits(&mut self, deadline: Instant) -> bool {
+        loop {
+            let running = self.init.iter().chain(self.containers.iter()).any(|c| c.running());
+            if !running || self.sandbox.is_none() {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline.into(), self.wake_rx.recv()).await {
+                Ok(Some(wake)) => self.apply(wake),
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Applies the shim's view after a kubelet restart: containers keep running, exits that
+    /// happened meanwhile are not lost.
+    async fn adopt(&mut self) {
+        match Sandbox::adopt(&self.ctx, &self.pod, &self.uid, self.wake_tx.clone()).await {
+            Ok(Some((sandbox, states))) => {
+                self.sandbox = Some(sandbox);
+                for state in states {
+                    let attempt = Attempt { id: state.id.clone(), started_at: state.started_at.clone(), exit: state.exit.clone() };
+                    let image_id = |image: &str| self.ctx.images.get(image).map(|i| i.repo_digest);
+                    let all = self.init.iter_mut().chain(self.containers.iter_mut());
+                    for c in all.filter(|c| c.name == state.name) {
+                        let newer = c.current.as_ref().is_none_or(|_| state.attempt >= c.restart_count);
+                        if newer {
+                            c.previous = c.current.take();
+                            c.restart_count = state.attempt;
+                            c.ready = attempt.exit.is_none();
+                            c.started = attempt.exit.is_none();
+                            c.current = Some(attempt.clone());
+                            c.image_id = image_id(&c.image);
+                        } else {
+                            c.previous = Some(attempt.clone());
+                        }
+                    }
+                }
+                tracing::info!(pod = %self.name(), "kubelet: re-adopted a running pod");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(pod = %self.name(), error = %e, "kubelet: re-adopting a pod"),
+        }
+    }
+
+    pub(super) fn fail_pod(&mut self, reason: &str, message: String) {
+        self.failed = Some((reason.to_owned(), message));
+    }
+}
+
+fn ran_for(attempt: Option<&Attempt>) -> Option<Duration> {
+    let a = attempt?;
+    let start: k8s_openapi::jiff::Timestamp = a.started_at.parse().ok()?;
+    let end: k8s_openapi::jiff::Timestamp = a.exit.as_ref()?.finished_at.parse().ok()?;
+    let d = end.duration_since(start);
+    Some(Duration::from_secs(d.as_secs().max(0) as u64))
+}
+
+impl From<Event> for Wake {
+    fn from(event: Event) -> Wake {
+        match event {
+            Event::Exited { id, exit } => Wake::Exited { id, exit },
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The kubelet's top level: register the Node, wait for its pod CIDR, open the image store,
+//! detect the cgroup driver, then run the node status loop and the pods until shutdown.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_dataplane::podnet::{Ipv4Cidr, PodNetConfig, PodNetwork};
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::ContainerImage;
+
+use crate::cgroup::CgroupManager;
+use crate::config::KubeletConfig;
+use crate::events::Recorder;
+use crate::image::ImageStore;
+use crate::node::{self, NodeAgent, NodeConfig, Providers};
+use crate::pods::{self, Context};
+use crate::KubeletError;
+
+/// How long to wait for the IPAM controller to give the Node a pod CIDR.
+const POD_CIDR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the kubelet until `shutdown`. Pods keep running after it returns: their shims hold them,
+/// and the next kubelet re-adopts them.
+pub async fn run(
+    client: kube::Client,
+    config: KubeletConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), KubeletError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shutdown = shutdown.shared();
+    std::fs::create_dir_all(config.pods_dir())
+        .map_err(|source| KubeletError::Io { op: "create", path: config.pods_dir(), source })?;
+    let images = ImageStore::open(&config.data_dir.join("images"), config.registry.clone())?;
+    let cgroups = CgroupManager::detect(Path::new("/proc/self/mountinfo"), &config.cgroup_base)?;
+
+    let node_config = NodeConfig {
+        internal_ip: config.node_ip,
+        hostname: config.node_name.clone(),
+        labels: config.node_labels.clone(),
+        max_pods: config.max_pods,
+        data_dir: config.data_dir.clone(),
+        ..NodeConfig::new(&config.node_name)
+    };
+    let host = node::read_host(&node_config.roots(), &config.data_dir)?;
+    let listed = images.clone();
+    let providers = Providers {
+        readiness: Arc::new(|| Ok(())),
+        images: Arc::new(move || {
+            listed
+                .list()
+                .into_iter()
+                .map(|i| ContainerImage { names: Some(i.names), size_bytes: Some(i.size as i64) })
+                .collect()
+        }),
+    };
+    let mut agent = NodeAgent::new(client.clone(), node_config, host.clone(), providers);
+    let node = agent.register().await?;
+    tracing::info!(node = %config.node_name, "kubelet: node registered");
+    let agent_stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = agent.run(agent_stop).await {
+            tracing::error!(error = %e, "kubelet: the node status loop stopped");
+        }
+    });
+
+    let pod_cidr = node::wait_pod_cidr(&client, &config.node_name, POD_CIDR_TIMEOUT).await?;
+    let cidr: Ipv4Cidr = pod_cidr.parse().map_err(|e| KubeletError::Config {
+        message: format!("the node's podCIDR {pod_cidr:?}: {e}"),
+    })?;
+    let network = PodNetwork::new(PodNetConfig {
+        pod_cidr: cidr,
+        state_dir: config.data_dir.join("ipam"),
+        mtu: 1500,
+    })?;
+    let allocatable = node.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default();
+    let quantity = |name: &str| allocatable.get(name).map(|q| q.0.clone()).unwrap_or_default();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), &config.node_name),
+        client,
+        images,
+        cgroups,
+        network,
+        allocatable_cpu_millis: parse(&quantity("cpu")).map_or(0, |q| q.as_milli().max(0) as u64),
+        allocatable_memory: parse(&quantity("memory")).map_or(0, |q| q.as_value().max(0) as u64),
+        memory_capacity: host.memory_bytes,
+        gateway: None,
+        config,
+    });
+    pods::run(ctx, shutdown).await;
+    Ok(())
+}
+
+fn parse(q: &str) -> Option<berth_api::quantity::Quantity> {
+    berth_api::quantity::Quantity::parse(q).ok()
+}
+
+/// The address of the interface the default route leaves through (a UDP "connect" sends no
+/// packet), else loopback.
+pub fn default_node_ip() -> IpAddr {
+    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).map(|()| s))
+        .and_then(|s| s.local_addr());
+    match probe {
+        Ok(addr) if !addr.ip().is_unspecified() => addr.ip(),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
