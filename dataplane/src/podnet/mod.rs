@@ -111,8 +111,9 @@ pub enum PodNetError {
         op: &'static str,
         object: String,
         netns: String,
+        // Boxed: netlink errors carry the whole offending message, and errors should stay small.
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     #[error("interface {name} in network namespace {netns} is not berth's veth")]
     ForeignInterface { name: String, netns: PathBuf },

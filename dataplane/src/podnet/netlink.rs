@@ -128,7 +128,7 @@ impl Netns {
             op,
             object,
             netns,
-            source,
+            source: Box::new(source),
         }
     }
 
