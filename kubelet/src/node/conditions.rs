@@ -66,8 +66,14 @@ fn wanted(obs: &Observation) -> [Wanted; 4] {
         pressure(
             MEMORY_PRESSURE,
             p.memory,
-            ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
-            ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            (
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            ),
+            (
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
         ),
         pressure(
             DISK_PRESSURE,
@@ -78,8 +84,14 @@ fn wanted(obs: &Observation) -> [Wanted; 4] {
         pressure(
             PID_PRESSURE,
             p.pid,
-            ("KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
-            ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            (
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            ),
+            (
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
         ),
         ready,
     ]
@@ -158,22 +170,43 @@ mod tests {
         );
         let ready = find(&cs, READY);
         assert_eq!(
-            (ready.status.as_str(), ready.reason.as_deref(), ready.message.as_deref()),
-            ("True", Some("KubeletReady"), Some("kubelet is posting ready status"))
+            (
+                ready.status.as_str(),
+                ready.reason.as_deref(),
+                ready.message.as_deref()
+            ),
+            (
+                "True",
+                Some("KubeletReady"),
+                Some("kubelet is posting ready status")
+            )
         );
         let mem = find(&cs, MEMORY_PRESSURE);
         assert_eq!(
-            (mem.status.as_str(), mem.reason.as_deref(), mem.message.as_deref()),
+            (
+                mem.status.as_str(),
+                mem.reason.as_deref(),
+                mem.message.as_deref()
+            ),
             (
                 "False",
                 Some("KubeletHasSufficientMemory"),
                 Some("kubelet has sufficient memory available")
             )
         );
-        assert_eq!(find(&cs, DISK_PRESSURE).reason.as_deref(), Some("KubeletHasNoDiskPressure"));
-        assert_eq!(find(&cs, PID_PRESSURE).reason.as_deref(), Some("KubeletHasSufficientPID"));
-        assert!(cs.iter().all(|c| c.last_transition_time == Some(at(0))
-            && c.last_heartbeat_time == Some(at(0))));
+        assert_eq!(
+            find(&cs, DISK_PRESSURE).reason.as_deref(),
+            Some("KubeletHasNoDiskPressure")
+        );
+        assert_eq!(
+            find(&cs, PID_PRESSURE).reason.as_deref(),
+            Some("KubeletHasSufficientPID")
+        );
+        assert!(
+            cs.iter()
+                .all(|c| c.last_transition_time == Some(at(0))
+                    && c.last_heartbeat_time == Some(at(0)))
+        );
     }
 
     #[test]
@@ -185,19 +218,34 @@ mod tests {
         assert_eq!(ready.last_transition_time, Some(at(0)));
 
         let sick = Observation {
-            pressures: Pressures { memory: true, ..Default::default() },
+            pressures: Pressures {
+                memory: true,
+                ..Default::default()
+            },
             ready: Err("container runtime is down".into()),
         };
         let cs = update_conditions(&cs, &sick, &at(20));
         let ready = find(&cs, READY);
         assert_eq!(
-            (ready.status.as_str(), ready.reason.as_deref(), ready.message.as_deref()),
-            ("False", Some("KubeletNotReady"), Some("container runtime is down"))
+            (
+                ready.status.as_str(),
+                ready.reason.as_deref(),
+                ready.message.as_deref()
+            ),
+            (
+                "False",
+                Some("KubeletNotReady"),
+                Some("container runtime is down")
+            )
         );
         assert_eq!(ready.last_transition_time, Some(at(20)));
         let mem = find(&cs, MEMORY_PRESSURE);
         assert_eq!(
-            (mem.status.as_str(), mem.reason.as_deref(), mem.message.as_deref()),
+            (
+                mem.status.as_str(),
+                mem.reason.as_deref(),
+                mem.message.as_deref()
+            ),
             (
                 "True",
                 Some("KubeletHasInsufficientMemory"),
@@ -214,7 +262,10 @@ mod tests {
         };
         let cs = update_conditions(&cs, &sicker, &at(30));
         let ready = find(&cs, READY);
-        assert_eq!(ready.message.as_deref(), Some("network plugin is not ready"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("network plugin is not ready")
+        );
         assert_eq!(ready.last_transition_time, Some(at(20)));
     }
 
@@ -236,7 +287,10 @@ mod tests {
         assert!(cs[..4]
             .iter()
             .all(|c| c.status != "Unknown" && c.last_transition_time == Some(at(50))));
-        assert_eq!(find(&cs, "NetworkUnavailable").reason.as_deref(), Some("RouteCreated"));
+        assert_eq!(
+            find(&cs, "NetworkUnavailable").reason.as_deref(),
+            Some("RouteCreated")
+        );
     }
 
     #[test]

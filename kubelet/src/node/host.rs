@@ -211,8 +211,14 @@ pub(super) mod tests {
                 ("proc/cpuinfo", CPUINFO),
                 ("proc/sys/kernel/random/boot_id", "b00t-1d\n"),
                 ("proc/sys/kernel/osrelease", "6.18.0-test\n"),
-                ("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "4\n"),
-                ("sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "0\n"),
+                (
+                    "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
+                    "4\n",
+                ),
+                (
+                    "sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages",
+                    "0\n",
+                ),
                 ("sys/class/dmi/id/product_uuid", "UUID-1\n"),
                 ("etc/machine-id", "abc123\n"),
                 (

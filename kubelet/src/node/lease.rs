@@ -73,7 +73,9 @@ impl LeaseRenewer {
                         }
                         continue;
                     }
-                    Err(e) => return Err(NodeError::api("getting the lease of node", &self.name)(e)),
+                    Err(e) => {
+                        return Err(NodeError::api("getting the lease of node", &self.name)(e))
+                    }
                 },
             };
             let mut lease = renewed(base, &self.name, self.duration_seconds, Timestamp::now());
@@ -98,9 +100,7 @@ impl LeaseRenewer {
                 }
                 // Someone else wrote it (or deleted it): read it again (or create it).
                 Err(e) if is_status(&e, 409) || is_status(&e, 404) => continue,
-                Err(e) => {
-                    return Err(NodeError::api("renewing the lease of node", &self.name)(e))
-                }
+                Err(e) => return Err(NodeError::api("renewing the lease of node", &self.name)(e)),
             }
         }
         Err(NodeError::Conflicts {
@@ -160,7 +160,11 @@ mod tests {
         assert_eq!(spec.renew_time, Some(MicroTime(now)));
         let owner = node_owner("n1", "uid-1");
         assert_eq!(
-            (owner.api_version.as_str(), owner.kind.as_str(), owner.uid.as_str()),
+            (
+                owner.api_version.as_str(),
+                owner.kind.as_str(),
+                owner.uid.as_str()
+            ),
             ("v1", "Node", "uid-1")
         );
         assert_eq!(owner.controller, None);

@@ -23,13 +23,18 @@ pub fn fs_stats(path: &Path) -> Result<FsStats, NodeError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let frsize = u64::from(st.fragment_size());
+    let frsize = widen(st.fragment_size());
     Ok(FsStats {
-        total_bytes: u64::from(st.blocks()).saturating_mul(frsize),
-        available_bytes: u64::from(st.blocks_available()).saturating_mul(frsize),
-        inodes_total: u64::from(st.files()),
-        inodes_free: u64::from(st.files_free()),
+        total_bytes: widen(st.blocks()).saturating_mul(frsize),
+        available_bytes: widen(st.blocks_available()).saturating_mul(frsize),
+        inodes_total: widen(st.files()),
+        inodes_free: widen(st.files_free()),
     })
+}
+
+/// statvfs counts are 32-bit on some targets.
+fn widen<T: Into<u64>>(n: T) -> u64 {
+    n.into()
 }
 
 /// One observation of the node's resources.
@@ -251,15 +256,21 @@ mod tests {
 
         let mut u = healthy();
         u.memory_available_bytes = Some((100 << 20) - 1);
-        assert_eq!(t.observe(&u).memory, true);
+        assert!(t.observe(&u).memory);
         u.memory_available_bytes = Some(100 << 20);
-        assert_eq!(t.observe(&u).memory, false);
+        assert!(!t.observe(&u).memory);
         u.psi_memory_some_avg10 = Some(60.0);
-        assert_eq!(t.observe(&u).memory, true);
+        assert!(t.observe(&u).memory);
 
         let mut u = healthy();
         u.nodefs.available_bytes = 99;
-        assert_eq!(t.observe(&u), Pressures { disk: true, ..Default::default() });
+        assert_eq!(
+            t.observe(&u),
+            Pressures {
+                disk: true,
+                ..Default::default()
+            }
+        );
         u.nodefs.available_bytes = 100;
         assert!(!t.observe(&u).disk);
         u.nodefs.inodes_free = 4;
@@ -270,7 +281,13 @@ mod tests {
 
         let mut u = healthy();
         u.pids = Some((901, 1000));
-        assert_eq!(t.observe(&u), Pressures { pid: true, ..Default::default() });
+        assert_eq!(
+            t.observe(&u),
+            Pressures {
+                pid: true,
+                ..Default::default()
+            }
+        );
         u.pids = Some((900, 1000));
         assert!(!t.observe(&u).pid);
 
@@ -283,16 +300,28 @@ mod tests {
     fn pressure_is_held_for_the_transition_period() {
         let mut tracker = PressureTracker::new(Duration::from_secs(300));
         let t0 = Instant::now();
-        let on = Pressures { memory: true, ..Default::default() };
-        assert_eq!(tracker.update(Pressures::default(), t0), Pressures::default());
+        let on = Pressures {
+            memory: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            tracker.update(Pressures::default(), t0),
+            Pressures::default()
+        );
         assert_eq!(tracker.update(on, t0), on);
-        assert_eq!(tracker.update(Pressures::default(), t0 + Duration::from_secs(299)), on);
+        assert_eq!(
+            tracker.update(Pressures::default(), t0 + Duration::from_secs(299)),
+            on
+        );
         assert_eq!(
             tracker.update(Pressures::default(), t0 + Duration::from_secs(300)),
             Pressures::default()
         );
         let mut immediate = PressureTracker::new(Duration::ZERO);
         assert_eq!(immediate.update(on, t0), on);
-        assert_eq!(immediate.update(Pressures::default(), t0), Pressures::default());
+        assert_eq!(
+            immediate.update(Pressures::default(), t0),
+            Pressures::default()
+        );
     }
 }

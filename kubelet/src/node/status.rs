@@ -29,11 +29,19 @@ pub const MAX_NAMES_PER_IMAGE: usize = 5;
 pub type ResourceList = BTreeMap<String, K8sQuantity>;
 
 fn binary(bytes: u64) -> K8sQuantity {
-    Quantity::from_int(i64::try_from(bytes).unwrap_or(i64::MAX), QuantityFormat::BinarySI).into()
+    Quantity::from_int(
+        i64::try_from(bytes).unwrap_or(i64::MAX),
+        QuantityFormat::BinarySI,
+    )
+    .into()
 }
 
 fn decimal(n: u64) -> K8sQuantity {
-    Quantity::from_int(i64::try_from(n).unwrap_or(i64::MAX), QuantityFormat::DecimalSI).into()
+    Quantity::from_int(
+        i64::try_from(n).unwrap_or(i64::MAX),
+        QuantityFormat::DecimalSI,
+    )
+    .into()
 }
 
 /// `hugepages-2Mi` for a 2 MiB page.
@@ -73,8 +81,8 @@ pub fn allocatable(host: &HostInfo, max_pods: u32, thresholds: &Thresholds) -> R
         .saturating_sub(hugepages);
     out.insert("memory".into(), binary(memory));
     // Go's float arithmetic, as the kubelet's GetThresholdQuantity does it.
-    let reserved = (host.ephemeral_storage_bytes as f64 * thresholds.nodefs_available_percent
-        / 100.0) as u64;
+    let reserved =
+        (host.ephemeral_storage_bytes as f64 * thresholds.nodefs_available_percent / 100.0) as u64;
     out.insert(
         "ephemeral-storage".into(),
         binary(host.ephemeral_storage_bytes.saturating_sub(reserved)),
@@ -152,11 +160,7 @@ pub fn desired_status(current: Option<&NodeStatus>, inputs: StatusInputs<'_>) ->
     });
     status.images = Some(images(inputs.images));
     let existing = status.conditions.take().unwrap_or_default();
-    status.conditions = Some(update_conditions(
-        &existing,
-        inputs.observation,
-        inputs.now,
-    ));
+    status.conditions = Some(update_conditions(&existing, inputs.observation, inputs.now));
     status
 }
 
@@ -304,7 +308,12 @@ mod tests {
         let second = desired_status(Some(&first), inputs(&t1));
         assert!(!status_changed(Some(&first), &second), "a heartbeat only");
         assert_eq!(
-            second.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
+            second
+                .daemon_endpoints
+                .unwrap()
+                .kubelet_endpoint
+                .unwrap()
+                .port,
             10250
         );
         let info = second.node_info.unwrap();
@@ -316,7 +325,10 @@ mod tests {
         assert_eq!(addrs[1].type_, "Hostname");
 
         let sick = Observation {
-            pressures: Pressures { disk: true, ..Default::default() },
+            pressures: Pressures {
+                disk: true,
+                ..Default::default()
+            },
             ready: Ok(()),
         };
         let third = desired_status(
