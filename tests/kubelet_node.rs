@@ -472,6 +472,30 @@ async fn a_node_registers_heartbeats_reports_and_survives_a_restart() {
     assert_eq!(table.lines().count(), 2, "one node:\n{table}");
     assert_eq!(row(&table, NODE)[1], "Ready", "{table}");
 
+    // Another writer touches the Lease: the agent's next update conflicts, it reads the Lease
+    // again and keeps renewing.
+    let touched = leases
+        .patch(
+            NODE,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"metadata": {"labels": {"touched": "yes"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let lease = renewed_after(&leases, renew_time(&touched)).await;
+    assert_eq!(
+        lease
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("touched")
+            .map(String::as_str),
+        Some("yes"),
+        "renewed from the re-read Lease"
+    );
+
     agent2.stop().await;
     controllers.stop().await;
 }
