@@ -106,6 +106,21 @@ impl CgroupManager {
             .collect()
     }
 
+    /// The directory of a pod's (`container_dir: None`) or container's cgroup in the hierarchy
+    /// that holds `controller`, for reading files this API does not cover.
+    pub fn controller_dir(
+        &self,
+        controller: &str,
+        qos: QosClass,
+        pod_uid: &str,
+        container_dir: Option<&str>,
+    ) -> Result<Option<PathBuf>, CgroupError> {
+        let rel = self.target_rel(qos, pod_uid, container_dir)?;
+        Ok(self.ctl(controller).map(|c| match c {
+            Ctl::V1(root) | Ctl::V2(root) => root.join(rel),
+        }))
+    }
+
     /// The v1 hierarchy that has `controller`, else the v2 root if it offers it.
     pub(super) fn ctl(&self, controller: &str) -> Option<Ctl<'_>> {
         if let Some(root) = self.roots.v1.get(controller) {
