@@ -2,8 +2,12 @@
 //!
 //! Layout, as Kubernetes' cgroupfs driver: `<hierarchy>/<base>/kubepods/{burstable,besteffort}/
 //! pod<uid>/<container>`, Guaranteed pods directly under `kubepods`. Berth writes only below
-//! `<hierarchy>/<base>` (base is one path component named `berth…`), with one exception: on a
-//! pure v2 host, controllers missing from the root's `cgroup.subtree_control` are enabled there.
+//! `<hierarchy>/<base>` (base is one path component named `berth…`), with one exception: when
+//! Berth sets limits through v2 (a pure v2 host, or a hybrid one whose v2 tree holds cpu, memory
+//! or pids), those controllers are enabled in the v2 root's `cgroup.subtree_control` if missing.
+//!
+//! v2 forbids processes in a cgroup that passes controllers down, so a pod cgroup holds none:
+//! every process (a pod's shim too) goes into a leaf made with `ensure_container`.
 //!
 //! A limit goes to the hierarchy that has its controller: the v1 one when the controller is
 //! mounted as v1, else the v2 one when the v2 root offers it. So a hybrid host (v1 controllers
