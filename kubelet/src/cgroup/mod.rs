@@ -23,6 +23,7 @@ mod mountinfo;
 mod oom;
 mod remove;
 pub mod resources;
+mod stats;
 mod write;
 
 #[cfg(test)]
@@ -30,10 +31,11 @@ mod testutil;
 
 use std::path::PathBuf;
 
-pub use manager::{attach, CgroupManager, CpuStats, MemoryUsage};
+pub use manager::{attach, CgroupManager};
 pub use mountinfo::Roots;
 pub use oom::OomEvents;
 pub use resources::Resources;
+pub use stats::{CpuStats, MemoryUsage};
 
 /// Which cgroup hierarchies the host mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
