@@ -62,7 +62,8 @@ impl AnyManifest {
 
     pub fn is_index(&self, content_type: Option<&str>) -> bool {
         let ty = self.media_type.as_deref().or(content_type);
-        matches!(ty, Some(OCI_INDEX) | Some(DOCKER_LIST)) || (self.config.is_none() && !self.manifests.is_empty())
+        matches!(ty, Some(OCI_INDEX) | Some(DOCKER_LIST))
+            || (self.config.is_none() && !self.manifests.is_empty())
     }
 }
 
@@ -101,11 +102,12 @@ pub struct RootFs {
 
 impl ImageConfigFile {
     pub fn parse(bytes: &[u8], object: &str) -> Result<Self, ImageError> {
-        let file: ImageConfigFile = serde_json::from_slice(bytes).map_err(|e| ImageError::Malformed {
-            what: "image config",
-            object: object.to_string(),
-            message: e.to_string(),
-        })?;
+        let file: ImageConfigFile =
+            serde_json::from_slice(bytes).map_err(|e| ImageError::Malformed {
+                what: "image config",
+                object: object.to_string(),
+                message: e.to_string(),
+            })?;
         for d in &file.rootfs.diff_ids {
             check_digest(d, "diff id", object)?;
         }
@@ -126,9 +128,17 @@ impl ImageConfigFile {
 
 /// The hex of a `sha256:<64 hex>` digest; anything else is refused, since digests become file
 /// names in the store.
-pub fn check_digest<'a>(digest: &'a str, what: &'static str, object: &str) -> Result<&'a str, ImageError> {
+pub fn check_digest<'a>(
+    digest: &'a str,
+    what: &'static str,
+    object: &str,
+) -> Result<&'a str, ImageError> {
     match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => Ok(hex),
+        Some(hex)
+            if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            Ok(hex)
+        }
         _ => Err(ImageError::Malformed {
             what,
             object: object.to_string(),
@@ -154,11 +164,7 @@ pub fn select_platform<'a>(
         let v = d.platform.as_ref().and_then(|p| p.variant.as_deref());
         match (v, variant) {
             (Some(a), Some(b)) if a == b => return Some(d),
-            (None, _) | (_, None) => {
-                if fallback.is_none() {
-                    fallback = Some(d)
-                }
-            }
+            (None, _) | (_, None) if fallback.is_none() => fallback = Some(d),
             _ => {}
         }
     }
@@ -211,8 +217,14 @@ mod tests {
             entry("arm64", None, "b"),
         ];
         assert_eq!(select_platform(&idx, "amd64", None).unwrap().digest, "x");
-        assert_eq!(select_platform(&idx, "arm", Some("v7")).unwrap().digest, "a7");
-        assert_eq!(select_platform(&idx, "arm64", Some("v8")).unwrap().digest, "b");
+        assert_eq!(
+            select_platform(&idx, "arm", Some("v7")).unwrap().digest,
+            "a7"
+        );
+        assert_eq!(
+            select_platform(&idx, "arm64", Some("v8")).unwrap().digest,
+            "b"
+        );
         assert!(select_platform(&idx, "s390x", None).is_none());
         let mut windows = entry("amd64", None, "w");
         windows.platform.as_mut().unwrap().os = "windows".into();
@@ -244,7 +256,10 @@ mod tests {
     #[test]
     fn compression_magic() {
         assert_eq!(sniff_compression(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(sniff_compression(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);
+        assert_eq!(
+            sniff_compression(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
         assert_eq!(sniff_compression(b"bin/"), Compression::None);
         assert_eq!(sniff_compression(b""), Compression::None);
     }

@@ -30,7 +30,9 @@ impl ImageRef {
         // oci-spec adds `latest` to a digest-only reference's display but not to its tag.
         let tag = parsed.tag().map(str::to_string);
         if let Some(d) = &digest {
-            let hex = d.strip_prefix("sha256:").ok_or_else(|| invalid("only sha256 digests are supported".into()))?;
+            let hex = d
+                .strip_prefix("sha256:")
+                .ok_or_else(|| invalid("only sha256 digests are supported".into()))?;
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid("malformed sha256 digest".into()));
             }
@@ -41,7 +43,11 @@ impl ImageRef {
         Ok(ImageRef {
             registry: parsed.registry().to_string(),
             repository: parsed.repository().to_string(),
-            tag: if digest.is_some() && tag.is_none() { None } else { tag.or(Some("latest".into())) },
+            tag: if digest.is_some() && tag.is_none() {
+                None
+            } else {
+                tag.or(Some("latest".into()))
+            },
             digest,
         })
     }
@@ -150,7 +156,10 @@ mod tests {
         assert_eq!(r.repository, "x/y");
         assert_eq!(r.tag, None);
         assert_eq!(r.key(), format!("127.0.0.1:5000/x/y@{d}"));
-        assert_eq!(r.on_registry("mirror:1").to_string(), format!("mirror:1/x/y@{d}"));
+        assert_eq!(
+            r.on_registry("mirror:1").to_string(),
+            format!("mirror:1/x/y@{d}")
+        );
         let r = ImageRef::parse("127.0.0.1:5000/x:v1").unwrap();
         assert_eq!(r.tagged().unwrap(), "127.0.0.1:5000/x:v1");
         assert_eq!(r.on_registry("m:2").to_string(), "m:2/x:v1");
@@ -160,7 +169,10 @@ mod tests {
     fn invalid_references_are_errors() {
         for bad in ["", " busybox", "UPPER/case", "x@sha256:abc", "a::b"] {
             assert!(
-                matches!(ImageRef::parse(bad), Err(ImageError::InvalidReference { .. })),
+                matches!(
+                    ImageRef::parse(bad),
+                    Err(ImageError::InvalidReference { .. })
+                ),
                 "{bad:?} should be invalid"
             );
         }
@@ -173,10 +185,19 @@ mod tests {
         assert_eq!(PullPolicy::from_k8s(None, "busybox:latest"), Always);
         assert_eq!(PullPolicy::from_k8s(None, "busybox:1.36"), IfNotPresent);
         let d = format!("sha256:{}", "b".repeat(64));
-        assert_eq!(PullPolicy::from_k8s(None, &format!("busybox@{d}")), IfNotPresent);
-        assert_eq!(PullPolicy::from_k8s(None, &format!("busybox:latest@{d}")), Always);
+        assert_eq!(
+            PullPolicy::from_k8s(None, &format!("busybox@{d}")),
+            IfNotPresent
+        );
+        assert_eq!(
+            PullPolicy::from_k8s(None, &format!("busybox:latest@{d}")),
+            Always
+        );
         assert_eq!(PullPolicy::from_k8s(Some("Never"), "busybox"), Never);
-        assert_eq!(PullPolicy::from_k8s(Some("IfNotPresent"), "busybox"), IfNotPresent);
+        assert_eq!(
+            PullPolicy::from_k8s(Some("IfNotPresent"), "busybox"),
+            IfNotPresent
+        );
         assert_eq!(PullPolicy::from_k8s(Some("Always"), "busybox:1"), Always);
     }
 

@@ -188,9 +188,18 @@ mod tests {
         let creds = credentials_from_docker_config(json.as_bytes()).unwrap();
         assert_eq!(creds.len(), 2);
         let hub = creds.iter().find(|c| c.registry == "docker.io").unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("alice", "pa:ss"));
-        let local = creds.iter().find(|c| c.registry == "127.0.0.1:5000").unwrap();
-        assert_eq!((local.username.as_str(), local.password.as_str()), ("bob", "pw"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("alice", "pa:ss")
+        );
+        let local = creds
+            .iter()
+            .find(|c| c.registry == "127.0.0.1:5000")
+            .unwrap();
+        assert_eq!(
+            (local.username.as_str(), local.password.as_str()),
+            ("bob", "pw")
+        );
         assert!(!format!("{local:?}").contains("pw"));
     }
 
@@ -220,7 +229,10 @@ mod tests {
         .unwrap();
         let config = RegistryConfig::load(&path).unwrap();
         assert_eq!(config.insecure, vec!["127.0.0.1:5000"]);
-        assert_eq!(config.hosts_for("docker.io"), vec!["m1:5000", "m2", "docker.io"]);
+        assert_eq!(
+            config.hosts_for("docker.io"),
+            vec!["m1:5000", "m2", "docker.io"]
+        );
         assert_eq!(config.hosts_for("quay.io"), vec!["quay.io"]);
         let secret = Credentials {
             registry: "reg.example".into(),
@@ -233,7 +245,17 @@ mod tests {
         assert_eq!(found[1].username, "u");
         assert!(config.credentials_for("other", &[secret]).is_empty());
         std::fs::write(&path, b"{").unwrap();
-        assert!(matches!(RegistryConfig::load(&path), Err(ImageError::Json { .. })));
-        assert_eq!(RegistryConfig::load(&dir.path().join("none")).unwrap_err().to_string().split(' ').next(), Some("read"));
+        assert!(matches!(
+            RegistryConfig::load(&path),
+            Err(ImageError::Json { .. })
+        ));
+        assert_eq!(
+            RegistryConfig::load(&dir.path().join("none"))
+                .unwrap_err()
+                .to_string()
+                .split(' ')
+                .next(),
+            Some("read")
+        );
     }
 }

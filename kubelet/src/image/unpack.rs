@@ -25,6 +25,11 @@ const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const MAX_SYMLINK_HOPS: usize = 40;
 
+/// Whether `dir` of an unpacked layer is an opaque directory (hides lower layers' contents).
+pub fn is_opaque(dir: &Path) -> io::Result<bool> {
+    Ok(crate::sys::xattr::lgetxattr(dir, OPAQUE_XATTR)?.as_deref() == Some(b"y"))
+}
+
 /// What unpacking learned about the layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpacked {
@@ -83,7 +88,9 @@ pub fn unpack_stream(
     let mut dirs = Vec::new();
     {
         let mut archive = tar::Archive::new(&mut reader);
-        let entries = archive.entries().map_err(ImageError::io("read layer tar", source))?;
+        let entries = archive
+            .entries()
+            .map_err(ImageError::io("read layer tar", source))?;
         for entry in entries {
             let mut entry = entry.map_err(ImageError::io("read layer tar", source))?;
             size += unpack_entry(&mut entry, dest, &mut dirs)?;
@@ -114,8 +121,16 @@ fn header_meta(header: &tar::Header, path: PathBuf) -> Meta {
     Meta {
         path,
         mode: header.mode().unwrap_or(0o644) & 0o7777,
-        uid: header.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0),
-        gid: header.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0),
+        uid: header
+            .uid()
+            .ok()
+            .and_then(|u| u32::try_from(u).ok())
+            .unwrap_or(0),
+        gid: header
+            .gid()
+            .ok()
+            .and_then(|g| u32::try_from(g).ok())
+            .unwrap_or(0),
         mtime: header.mtime().unwrap_or(0),
     }
 }
@@ -129,12 +144,18 @@ fn apply_metadata(meta: &Meta, set_mode: bool) -> Result<(), ImageError> {
             .map_err(ImageError::io("chmod", &meta.path))?;
     }
     let t = TimeSpec::new(i64::try_from(meta.mtime).unwrap_or(0), 0);
-    utimensat(nix::fcntl::AT_FDCWD, &meta.path, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| ImageError::Io {
-            op: "set mtime",
-            path: meta.path.clone(),
-            source: e.into(),
-        })
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        &meta.path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| ImageError::Io {
+        op: "set mtime",
+        path: meta.path.clone(),
+        source: e.into(),
+    })
 }
 
 /// Returns the bytes of file content written.
@@ -201,7 +222,8 @@ fn unpack_entry<R: Read>(
                 .open(&target)
                 .map_err(ImageError::io("create file", &target))?;
             written = io::copy(entry, &mut file).map_err(ImageError::io("write file", &target))?;
-            file.flush().map_err(ImageError::io("write file", &target))?;
+            file.flush()
+                .map_err(ImageError::io("write file", &target))?;
         }
         EntryType::Symlink => {
             let link = entry
@@ -494,8 +516,14 @@ mod tests {
         assert!(wh.file_type().is_char_device());
         assert_eq!(wh.rdev(), 0);
         assert!(!root.join("etc/.wh.motd").exists());
-        assert!(fs::symlink_metadata(root.join("gone/deep")).unwrap().file_type().is_char_device());
-        assert_eq!(lgetxattr(&root.join("var/cache"), OPAQUE_XATTR).unwrap(), Some(b"y".to_vec()));
+        assert!(fs::symlink_metadata(root.join("gone/deep"))
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        assert_eq!(
+            lgetxattr(&root.join("var/cache"), OPAQUE_XATTR).unwrap(),
+            Some(b"y".to_vec())
+        );
         assert!(!root.join("var/cache/.wh..wh..opq").exists());
         assert_eq!(fs::read(root.join("var/cache/new")).unwrap(), b"n");
         assert_eq!(lgetxattr(&root.join("etc"), OPAQUE_XATTR).unwrap(), None);
@@ -524,14 +552,27 @@ mod tests {
         assert_eq!(tool.mode() & 0o7777, 0o4755);
         assert_eq!((tool.uid(), tool.gid()), (1000, 1001));
         assert_eq!(tool.mtime(), 1_000_000);
-        assert_eq!(tool.ino(), fs::metadata(root.join("bin/tool2")).unwrap().ino());
-        assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), Path::new("tool"));
+        assert_eq!(
+            tool.ino(),
+            fs::metadata(root.join("bin/tool2")).unwrap().ino()
+        );
+        assert_eq!(
+            fs::read_link(root.join("bin/sh")).unwrap(),
+            Path::new("tool")
+        );
         let sh = fs::symlink_metadata(root.join("bin/sh")).unwrap();
         assert_eq!((sh.uid(), sh.mtime()), (1000, 1_000_000));
         let bin = fs::metadata(root.join("bin")).unwrap();
         assert_eq!(bin.mode() & 0o7777, 0o751);
-        assert_eq!(bin.mtime(), 1_000_000, "directory mtimes survive their children");
-        assert_eq!(fs::metadata(root.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+        assert_eq!(
+            bin.mtime(),
+            1_000_000,
+            "directory mtimes survive their children"
+        );
+        assert_eq!(
+            fs::metadata(root.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777
+        );
         assert_eq!(fs::metadata(&root).unwrap().mtime(), 1_000_000);
     }
 
@@ -540,7 +581,10 @@ mod tests {
         for name in ["../evil", "a/../../evil", "/../evil"] {
             let tar = tar_of(&[E::Raw(name, b"x")]);
             let (t, _root, r) = unpack(&tar);
-            assert!(matches!(r, Err(ImageError::PathEscape { .. })), "{name}: {r:?}");
+            assert!(
+                matches!(r, Err(ImageError::PathEscape { .. })),
+                "{name}: {r:?}"
+            );
             assert!(!t.path().join("evil").exists());
         }
         // `..` that stays inside is folded.
@@ -567,10 +611,17 @@ mod tests {
         let (t, root, r) = unpack(&tar);
         r.unwrap();
         assert!(!t.path().join("escaped").exists());
-        assert_eq!(fs::read(root.join("escaped")).unwrap(), b"x", "clamped at the layer root");
+        assert_eq!(
+            fs::read(root.join("escaped")).unwrap(),
+            b"x",
+            "clamped at the layer root"
+        );
         assert_eq!(fs::read(root.join("etc/passwd")).unwrap(), b"root");
         assert_eq!(fs::read(root.join("usr/lib/libc.so")).unwrap(), b"elf");
-        assert!(fs::symlink_metadata(root.join("lib")).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(root.join("lib"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

@@ -11,8 +11,12 @@ fn c_path(path: &Path) -> io::Result<CString> {
 }
 
 fn c_name(name: &str) -> io::Result<CString> {
-    CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains a NUL byte"))
+    CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "xattr name contains a NUL byte",
+        )
+    })
 }
 
 /// `lsetxattr(2)`: sets `name` on `path` itself, never on a symlink's target.
