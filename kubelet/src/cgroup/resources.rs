@@ -2,6 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The CFS period Kubernetes uses for every quota: 100 ms.
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// cpu.shares bounds (kernel and Kubernetes' `MinShares`/`MaxShares`).
+pub const MIN_SHARES: u64 = 2;
+pub const MAX_SHARES: u64 = 262_144;
+/// Kubernetes' `MinQuotaPeriod`: the smallest quota it writes, 1 ms.
+pub const MIN_QUOTA_US: u64 = 1_000;
+
 /// Limits and weights for one pod or container cgroup. `None` means "no limit" (`max`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Resources {
@@ -14,4 +22,57 @@ pub struct Resources {
     pub memory_limit_bytes: Option<u64>,
     /// pids.max.
     pub pids_max: Option<u64>,
+    /// `privileged: true`: the v1 devices controller allows every device (containers only).
+    #[serde(default)]
+    pub allow_all_devices: bool,
+}
+
+impl Resources {
+    /// Kubernetes' `MilliCPUToShares`: 0 → 2 (the kernel's minimum), clamped to [2, 262144].
+    pub fn cpu_shares(&self) -> u64 {
+        (self.cpu_request_millis.saturating_mul(1024) / 1000).clamp(MIN_SHARES, MAX_SHARES)
+    }
+
+    /// Kubernetes' `CPUSharesToCPUWeight` (cgroup v2 cpu.weight, 1..=10000).
+    pub fn cpu_weight(&self) -> u64 {
+        1 + (self.cpu_shares() - MIN_SHARES) * 9999 / (MAX_SHARES - MIN_SHARES)
+    }
+
+    /// Kubernetes' `MilliCPUToQuota` over [`CPU_PERIOD_US`]: `None` without a limit (a zero
+    /// limit is no limit too), at least 1 ms.
+    pub fn cpu_quota_us(&self) -> Option<u64> {
+        let millis = self.cpu_limit_millis.filter(|m| *m > 0)?;
+        Some((millis.saturating_mul(CPU_PERIOD_US) / 1000).max(MIN_QUOTA_US))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(request: u64, limit: Option<u64>) -> Resources {
+        Resources {
+            cpu_request_millis: request,
+            cpu_limit_millis: limit,
+            ..Resources::default()
+        }
+    }
+
+    #[test]
+    fn shares_weight_quota_match_kubernetes() {
+        assert_eq!(cpu(0, None).cpu_shares(), 2);
+        assert_eq!(cpu(1, None).cpu_shares(), 2);
+        assert_eq!(cpu(100, None).cpu_shares(), 102);
+        assert_eq!(cpu(1000, None).cpu_shares(), 1024);
+        assert_eq!(cpu(1_000_000, None).cpu_shares(), MAX_SHARES);
+        assert_eq!(cpu(0, None).cpu_weight(), 1);
+        assert_eq!(cpu(100, None).cpu_weight(), 4);
+        assert_eq!(cpu(1000, None).cpu_weight(), 39);
+        assert_eq!(cpu(1_000_000, None).cpu_weight(), 10_000);
+        assert_eq!(cpu(0, None).cpu_quota_us(), None);
+        assert_eq!(cpu(0, Some(0)).cpu_quota_us(), None);
+        assert_eq!(cpu(0, Some(1)).cpu_quota_us(), Some(1000));
+        assert_eq!(cpu(0, Some(250)).cpu_quota_us(), Some(25_000));
+        assert_eq!(cpu(0, Some(2000)).cpu_quota_us(), Some(200_000));
+    }
 }
