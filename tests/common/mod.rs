@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+pub mod cluster;
+
 /// How long the server gets to print its "API server on" line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -68,7 +70,7 @@ impl Server {
     }
 
     /// Runs `berth <subcommand>`, which prints the API server's startup line.
-    fn spawn(subcommand: &str, data_dir: &Path, args: &[&str]) -> Server {
+    pub fn spawn(subcommand: &str, data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg(subcommand)
             .args(args)
@@ -118,6 +120,12 @@ impl Server {
     }
 
     /// kill -9 the server and reap it.
+    /// Kills the server if it still runs (never panics: for Drop).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL to berth apiserver");
         self.child.wait().expect("reaping berth apiserver");

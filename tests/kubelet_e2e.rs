@@ -1,0 +1,277 @@
+//! The kubelet end to end: `berth up` with its kubelet, a real OCI registry (Debian's
+//! docker-registry) on loopback holding a busybox image the test builds and pushes, and real
+//! kubectl. Containers are real: namespaces, overlayfs, cgroups, a veth per pod.
+
+mod common;
+#[path = "../kubelet/tests/support/registry.rs"]
+mod registry;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::cluster::{can_run_kubelet, Cluster};
+use common::{apply, kubectl, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use registry::Registry;
+
+const IMAGE_REPO: &str = "berth-test/busybox:1";
+
+/// A registry holding the busybox test image, and a cluster pulling from it; None when the test
+/// can't run here.
+async fn setup(extra: &[&str]) -> Option<(Registry, Cluster, String)> {
+    if let Err(why) = can_run_kubelet() {
+        registry::skip(&why);
+        return None;
+    }
+    let registry = Registry::start_or_skip()?;
+    let host = registry.host();
+    registry::push_busybox(&host, IMAGE_REPO).await;
+    let mut args = vec!["--insecure-registry", host.as_str()];
+    args.extend_from_slice(extra);
+    let cluster = Cluster::up(&args);
+    let node = format!("node/{}", cluster.node);
+    kubectl(&cluster.server, &["wait", "--for=condition=Ready", &node, "--timeout=90s"]).await;
+    let image = format!("{host}/{IMAGE_REPO}");
+    Some((registry, cluster, image))
+}
+
+fn pod_manifest(name: &str, image: &str, policy: &str, command: &str, resources: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod",
+            "metadata": {{"name": "{name}"}},
+            "spec": {{"restartPolicy": "{policy}", "terminationGracePeriodSeconds": 5,
+              "containers": [{{"name": "c", "image": "{image}",
+                "command": ["sh", "-c", {command:?}], "resources": {resources}}}]}}}}"#
+    )
+}
+
+fn container_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status.as_ref()?.container_statuses.as_ref()?.first()
+}
+
+fn waiting_reason(pod: &Pod) -> Option<&str> {
+    container_status(pod)?.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
+}
+
+fn terminated(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStateTerminated> {
+    container_status(pod)?.state.as_ref()?.terminated.as_ref()
+}
+
+/// One HTTP GET over plain TCP to a pod (an address inside a namespace this test's cluster made).
+fn http_get(ip: &str, port: u16) -> String {
+    let mut stream = TcpStream::connect((ip, port)).expect("connecting to the pod");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("reading the response");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_runs_real_containers_and_leaves_nothing_behind() {
+    let Some((_registry, cluster, image)) = setup(&[]).await else { return };
+    let server = &cluster.server;
+    let deployment = format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "web"}},
+            "spec": {{"replicas": 2, "selector": {{"matchLabels": {{"app": "web"}}}},
+              "template": {{"metadata": {{"labels": {{"app": "web"}}}},
+                "spec": {{"terminationGracePeriodSeconds": 5, "containers": [{{"name": "httpd", "image": "{image}",
+                  "command": ["sh", "-c", "mkdir -p /www && echo \"$(hostname) $(ls /proc | grep -c '^[0-9]') $(test -e {host_dir} && echo visible || echo hidden)\" > /www/index.html && exec httpd -f -p 8080 -h /www"]}}]}}}}}}}}"#
+        host_dir = cluster.data_dir.display()
+    );
+    apply(server, &deployment).await;
+    kubectl(server, &["rollout", "status", "deployment/web", "--timeout=120s"]).await;
+
+    let pods: Api<Pod> = Api::default_namespaced(server.client().await);
+    let list = pods.list(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 2);
+    let mut uids = Vec::new();
+    for pod in &list.items {
+        let name = pod.metadata.name.clone().unwrap();
+        let status = pod.status.as_ref().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"), "{name}");
+        assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
+        let cs = container_status(pod).unwrap();
+        assert!(cs.ready && cs.container_id.as_deref().unwrap().starts_with("berth://"));
+        assert!(cs.image_id.contains("@sha256:"), "{}", cs.image_id);
+        let ip = status.pod_ip.clone().expect("a pod IP");
+        // Served from inside the container: its own hostname, the processes it sees (httpd
+        // alone: pid 1), and not the host's files (the cluster's data directory).
+        let body = http_get(&ip, 8080);
+        assert!(body.ends_with(&format!("{name} 1 hidden\n")), "{name} at {ip}: {body}");
+        uids.push(pod.metadata.uid.clone().unwrap());
+    }
+
+    kubectl(server, &["delete", "deployment", "web", "--wait=true"]).await;
+    let deleted = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if pods.list(&Default::default()).await.unwrap().items.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    deleted.await.expect("pods deleted within their grace period");
+    // Nothing left on the host: processes, mounts, cgroups, links.
+    for uid in &uids {
+        let pod_dir = cluster.data_dir.join("pods").join(uid);
+        assert!(!pod_dir.exists(), "{} still exists", pod_dir.display());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(uid.as_str()), "a mount of pod {uid} is left");
+        let links = std::process::Command::new("ip").args(["-o", "link"]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&links.stdout).contains(uid.as_str()), "a link of pod {uid} is left");
+        for dir in cluster.cgroup_dirs() {
+            let found = std::process::Command::new("find").arg(&dir).args(["-name", &format!("pod{uid}")]).output().unwrap();
+            assert!(found.stdout.is_empty(), "a cgroup of pod {uid} is left under {}", dir.display());
+        }
+        let procs = std::process::Command::new("pgrep").args(["-f", uid.as_str()]).output().unwrap();
+        assert!(procs.stdout.is_empty(), "processes of pod {uid} are left: {:?}", String::from_utf8_lossy(&procs.stdout));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_back_off_limits_are_enforced_and_missing_images_are_reported() {
+    let Some((registry, cluster, image)) = setup(&["--pod-pids-limit", "32"]).await else { return };
+    let server = &cluster.server;
+    let none = "{}";
+    let manifests = [
+        pod_manifest("crash", &image, "Always", "exit 3", none),
+        pod_manifest("oom", &image, "Never", "head -c 200m /dev/zero | tail", r#"{"limits": {"memory": "32Mi"}}"#),
+        pod_manifest(
+            "forkbomb",
+            &image,
+            "Never",
+            "for i in $(seq 64); do sleep 30 & done 2>/tmp/err; grep -q 'fork' /tmp/err && exit 42; exit 0",
+            none,
+        ),
+        pod_manifest("cpuhog", &image, "Never", "while :; do :; done", r#"{"limits": {"cpu": "100m"}}"#),
+        pod_manifest("missing", &format!("{}/berth-test/missing:1", registry.host()), "Always", "true", none),
+    ];
+    for m in &manifests {
+        apply(server, m).await;
+    }
+    let pods: Api<Pod> = Api::default_namespaced(server.client().await);
+
+    // The back-off grows: 10 s, then 20 s.
+    let crash = wait_for(&pods, "crash", "a second back-off", |p: Option<&Pod>| {
+        p.and_then(container_status)
+            .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
+            .is_some_and(|m| m.starts_with("back-off 20s"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(waiting_reason(&crash), Some("CrashLoopBackOff"));
+    let cs = container_status(&crash).unwrap();
+    assert!(cs.restart_count >= 1);
+    let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
+
+    let oom = wait_for(&pods, "oom", "the OOM kill", |p: Option<&Pod>| p.and_then(terminated).is_some()).await.unwrap();
+    let t = terminated(&oom).unwrap();
+    assert_eq!((t.reason.as_deref(), t.exit_code), (Some("OOMKilled"), 137), "{t:?}");
+
+    let bomb = wait_for(&pods, "forkbomb", "the fork bomb to stop", |p: Option<&Pod>| p.and_then(terminated).is_some())
+        .await
+        .unwrap();
+    assert_eq!(terminated(&bomb).unwrap().exit_code, 42, "pids.max must have refused a fork");
+
+    // The CPU hog is throttled by its cgroup (cpu.stat of the container, v1 or v2).
+    let hog = wait_for(&pods, "cpuhog", "running", |p: Option<&Pod>| p.and_then(container_status).is_some_and(|c| c.ready))
+        .await
+        .unwrap();
+    let id = container_status(&hog).unwrap().container_id.clone().unwrap();
+    let id = id.trim_start_matches("berth://");
+    let throttled = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            for dir in cluster.cgroup_dirs() {
+                let found = std::process::Command::new("find").arg(&dir).args(["-type", "d", "-name", id]).output().unwrap();
+                for path in String::from_utf8_lossy(&found.stdout).lines() {
+                    let stat = std::fs::read_to_string(format!("{path}/cpu.stat")).unwrap_or_default();
+                    let n = stat
+                        .lines()
+                        .find_map(|l| l.strip_prefix("nr_throttled "))
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    if n > 0 {
+                        return n;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    assert!(throttled.await.expect("the CPU hog throttled") > 0);
+
+    let missing = wait_for(&pods, "missing", "ImagePullBackOff", |p: Option<&Pod>| {
+        p.and_then(waiting_reason) == Some("ImagePullBackOff")
+    })
+    .await
+    .unwrap();
+    assert!(waiting_reason(&missing).is_some());
+    let events = kubectl(server, &["get", "events", "--field-selector", "involvedObject.name=missing"]).await;
+    assert!(events.contains("Failed to pull image") && events.contains("manifest unknown"), "{events}");
+}
+
+/// The containers the pod's shim knows, straight from its socket: (id, exit code if exited).
+fn shim_state(cluster: &Cluster, uid: &str) -> Vec<(String, Option<i64>)> {
+    use std::os::unix::net::UnixStream;
+    let socket = cluster.data_dir.join("pods").join(uid).join("shim.sock");
+    let mut stream = UnixStream::connect(&socket).expect("connecting to the shim");
+    stream.write_all(b"{\"op\":\"state\"}\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut line).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&line).unwrap();
+    state["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_owned(), c["exit"]["code"].as_i64()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_survive_a_kubelet_kill_and_exit_codes_are_not_lost() {
+    let Some((_registry, mut cluster, image)) = setup(&[]).await else { return };
+    let signal = tempfile::tempdir().unwrap();
+    apply(&cluster.server, &pod_manifest("sleeper", &image, "Always", "exec sleep 3600", "{}")).await;
+    // Exits 7 once the test lets it: while no kubelet runs.
+    let exiter = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "exiter"}},
+            "spec": {{"restartPolicy": "Never", "terminationGracePeriodSeconds": 5,
+              "volumes": [{{"name": "signal", "hostPath": {{"path": "{}", "type": "Directory"}}}}],
+              "containers": [{{"name": "c", "image": "{image}",
+                "volumeMounts": [{{"name": "signal", "mountPath": "/signal"}}],
+                "command": ["sh", "-c", "while [ ! -e /signal/go ]; do sleep 0.1; done; exit 7"]}}]}}}}"#,
+        signal.path().display()
+    );
+    apply(&cluster.server, &exiter).await;
+    let pods: Api<Pod> = Api::default_namespaced(cluster.server.client().await);
+    let running = |p: Option<&Pod>| p.and_then(container_status).is_some_and(|c| c.ready);
+    let before = wait_for(&pods, "sleeper", "running", running).await.unwrap();
+    let exiter = wait_for(&pods, "exiter", "running", running).await.unwrap();
+    let exiter_uid = exiter.metadata.uid.clone().unwrap();
+    let id_before = container_status(&before).unwrap().container_id.clone();
+
+    cluster.server.kill9();
+    std::fs::write(signal.path().join("go"), "").unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(30), async {
+        while !shim_state(&cluster, &exiter_uid).iter().any(|(_, code)| *code == Some(7)) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    exited.await.expect("the container exited while the kubelet was down");
+    cluster.restart_stopped();
+
+    let pods: Api<Pod> = Api::default_namespaced(cluster.server.client().await);
+    let exiter = wait_for(&pods, "exiter", "its exit reported", |p: Option<&Pod>| p.and_then(terminated).is_some())
+        .await
+        .unwrap();
+    assert_eq!(terminated(&exiter).unwrap().exit_code, 7);
+    let after = pods.get("sleeper").await.unwrap();
+    let cs = container_status(&after).unwrap();
+    assert_eq!(cs.container_id, id_before, "the container kept running");
+    assert_eq!(cs.restart_count, 0);
+    assert!(cs.ready);
+}
