@@ -1,1 +1,4 @@
 //! The only module with `unsafe`: thin wrappers over the syscalls nix lacks. Every block says why it is sound.
+
+pub(crate) mod child;
+pub(crate) mod raw;
