@@ -105,8 +105,10 @@ pub(crate) fn number(name: &str) -> Option<u32> {
     NAMES.iter().position(|n| *n == bare).map(|i| i as u32)
 }
 
-/// The mask of `names` among capabilities `0..=last_cap`; `ALL` selects every one of them.
-pub(crate) fn mask(names: &[String], last_cap: u32) -> Result<u64, RuntimeError> {
+/// The mask of `names` among capabilities `0..=last_cap`. `ALL` selects every capability the
+/// runtime itself holds (`current`), as containerd does for privileged containers: a runtime
+/// confined to fewer capabilities cannot hand out more.
+pub(crate) fn mask(names: &[String], last_cap: u32, current: u64) -> Result<u64, RuntimeError> {
     let all = if last_cap >= 63 {
         u64::MAX
     } else {
@@ -115,7 +117,7 @@ pub(crate) fn mask(names: &[String], last_cap: u32) -> Result<u64, RuntimeError>
     let mut mask = 0u64;
     for name in names {
         if name.eq_ignore_ascii_case("ALL") || name.eq_ignore_ascii_case("CAP_ALL") {
-            mask |= all;
+            mask |= all & current;
             continue;
         }
         let n =
@@ -130,6 +132,24 @@ pub(crate) fn bounding_drops(keep: u64, last_cap: u32) -> Vec<u32> {
     (0..=last_cap.min(63))
         .filter(|c| keep & (1 << c) == 0)
         .collect()
+}
+
+/// This process's permitted capabilities (`CapPrm` in `<proc_root>/self/status`).
+pub(crate) fn current(proc_root: &std::path::Path) -> Result<u64, RuntimeError> {
+    let path = proc_root.join("self/status");
+    let text = std::fs::read_to_string(&path).map_err(|source| RuntimeError::Host {
+        op: "read",
+        path: path.clone(),
+        source,
+    })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| RuntimeError::Host {
+            op: "parse CapPrm in",
+            path,
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        })
 }
 
 /// The kernel's highest capability number (`/proc/sys/kernel/cap_last_cap`).
@@ -155,7 +175,7 @@ mod tests {
     fn default_set_is_containerds() {
         let names: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
         // CapEff of a root container under containerd: 00000000a80425fb.
-        assert_eq!(mask(&names, 40).unwrap(), 0xa80425fb);
+        assert_eq!(mask(&names, 40, u64::MAX).unwrap(), 0xa80425fb);
     }
 
     #[test]
@@ -165,15 +185,22 @@ mod tests {
         assert_eq!(number("CHECKPOINT_RESTORE"), Some(40));
         assert_eq!(number("NOPE"), None);
         assert!(matches!(
-            mask(&["NOPE".to_string()], 40),
+            mask(&["NOPE".to_string()], 40, u64::MAX),
             Err(RuntimeError::UnknownCapability { name }) if name == "NOPE"
         ));
     }
 
     #[test]
     fn all_is_bounded_by_the_kernel() {
-        assert_eq!(mask(&["ALL".to_string()], 40).unwrap(), (1 << 41) - 1);
-        assert_eq!(mask(&["CHECKPOINT_RESTORE".to_string()], 39).unwrap(), 0);
+        assert_eq!(
+            mask(&["ALL".to_string()], 40, u64::MAX).unwrap(),
+            (1 << 41) - 1
+        );
+        assert_eq!(mask(&["ALL".to_string()], 40, 0b1010).unwrap(), 0b1010);
+        assert_eq!(
+            mask(&["CHECKPOINT_RESTORE".to_string()], 39, u64::MAX).unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -190,5 +217,12 @@ mod tests {
         std::fs::write(dir.path().join("sys/kernel/cap_last_cap"), "40\n").unwrap();
         assert_eq!(last_cap(dir.path()).unwrap(), 40);
         assert!(last_cap(&dir.path().join("missing")).is_err());
+        std::fs::create_dir_all(dir.path().join("self")).unwrap();
+        std::fs::write(
+            dir.path().join("self/status"),
+            "Name:\tx\nCapPrm:\t000001fffeffffff\n",
+        )
+        .unwrap();
+        assert_eq!(current(dir.path()).unwrap(), 0x1fffeffffff);
     }
 }

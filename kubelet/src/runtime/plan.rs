@@ -407,6 +407,8 @@ fn exec(spec: &ContainerSpec, args: &[String]) -> Result<ExecPlan, RuntimeError>
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Host {
     pub last_cap: u32,
+    /// The runtime's own permitted capabilities: what `ALL` means.
+    pub current_caps: u64,
 }
 
 /// The plan for `spec`, running `args` (the spec's for a new container, exec's otherwise);
@@ -418,7 +420,7 @@ pub(crate) fn build(
     io: IoPlan,
     host: Host,
 ) -> Result<ChildPlan, RuntimeError> {
-    let cap_mask = caps::mask(&spec.capabilities, host.last_cap)?;
+    let cap_mask = caps::mask(&spec.capabilities, host.last_cap, host.current_caps)?;
     let seccomp = match spec.seccomp {
         Seccomp::Unconfined => None,
         Seccomp::RuntimeDefault => {
@@ -526,7 +528,10 @@ mod tests {
         }
     }
 
-    const HOST: Host = Host { last_cap: 40 };
+    const HOST: Host = Host {
+        last_cap: 40,
+        current_caps: u64::MAX,
+    };
 
     #[test]
     fn plan_carries_everything_the_child_needs() {

@@ -69,6 +69,7 @@ fn host(proc_root: &Path) -> Result<Host, RuntimeError> {
     }
     let h = Host {
         last_cap: caps::last_cap(proc_root)?,
+        current_caps: caps::current(proc_root)?,
     };
     Ok(*HOST.get_or_init(|| h))
 }
