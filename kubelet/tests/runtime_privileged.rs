@@ -153,6 +153,17 @@ fn finish(started: Started, out: OwnedFd) -> (i32, String) {
     (wait(started.pid), text)
 }
 
+/// Everything written to the pty until its last slave fd closes (the master then reads EIO).
+fn read_pty(master: OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut file = fs::File::from(master);
+    let mut buf = [0u8; 256];
+    while let Ok(n @ 1..) = file.read(&mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn wait(pid: Pid) -> i32 {
     match waitpid(pid, None).expect("waitpid") {
         WaitStatus::Exited(_, code) => code,
@@ -545,15 +556,7 @@ fn tty_container() {
         ContainerIo::Tty,
     )
     .expect("spawn");
-    let master = started.pty_master.expect("pty master");
-    let mut out = Vec::new();
-    let mut file = fs::File::from(master);
-    let mut buf = [0u8; 256];
-    // The master reads EIO once the last slave fd closes.
-    while let Ok(n @ 1..) = file.read(&mut buf) {
-        out.extend_from_slice(&buf[..n]);
-    }
-    let out = String::from_utf8_lossy(&out);
+    let out = read_pty(started.pty_master.expect("pty master"));
     assert_eq!(wait(started.pid), 0, "{out}");
     assert!(
         out.starts_with("/dev/pts/0\r\n") && out.contains("done"),
@@ -589,6 +592,11 @@ fn exec_into_a_running_container() {
     )
     .expect("exec_in");
     let (code, out) = finish(exec, r);
+    let tty = exec_in(sleeper.pid, &spec, &["tty".to_string()], ContainerIo::Tty)
+        .expect("exec_in with a tty");
+    let tty_out = read_pty(tty.pty_master.expect("pty master"));
+    assert_eq!(wait(tty.pid), 0, "{tty_out}");
+    assert!(tty_out.starts_with("/dev/pts/"), "{tty_out:?}");
     kill(sleeper.pid, Signal::SIGKILL).unwrap();
     let (_, _) = finish(sleeper, sleeper_out);
     assert_eq!(code, 0, "{out}");
