@@ -1,3 +1,5 @@
 //! The only module with `unsafe`: thin wrappers over the syscalls nix lacks. Every block says why it is sound.
 
+pub(crate) mod child;
+pub(crate) mod raw;
 pub(crate) mod xattr;
