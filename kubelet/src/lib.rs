@@ -11,6 +11,7 @@
 
 pub mod cgroup;
 pub mod image;
+pub mod podspec;
 pub mod qos;
 pub mod runtime;
 pub mod shim;
