@@ -33,7 +33,7 @@ pub use error::PodSpecError;
 pub use etc_files::{pod_hostname, termination_log_file, write_etc_files, DnsSettings, EtcFiles};
 pub use expand::expand;
 pub use mounts::mounts;
-pub use resources::{container_resources, oom_score_adj, pod_resources};
+pub use resources::{container_resources, oom_score_adj, pod_oom_score_adj, pod_resources};
 pub use security::{
     ensure_home, security, Security, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,

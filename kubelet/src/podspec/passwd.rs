@@ -168,7 +168,7 @@ impl ImageAccounts {
         self.group
             .iter()
             .flatten()
-            .filter(|g| g.name != name && g.members.iter().any(|m| *m == name))
+            .filter(|g| g.name != name && g.members.contains(&name))
             .map(|g| g.gid)
             .collect()
     }

@@ -139,9 +139,46 @@ pub fn pod_resources(pod: &Pod, pod_pids_limit: Option<u64>) -> Resources {
 
 /// Kubernetes' `GetContainerOOMScoreAdjust`: Guaranteed −997, BestEffort 1000, Burstable
 /// `1000 − 1000 × memory request / capacity` kept within [3, 999] (3 = 1000 − 997, so a
-/// Burstable container never ranks with Guaranteed ones). Node-critical pods get −997 too: use
-/// [`QosClass::Guaranteed`] for them.
+/// Burstable container never ranks with Guaranteed ones). [`pod_oom_score_adj`] adds the
+/// pod-level rules.
 pub fn oom_score_adj(qos: QosClass, c: &Container, node_memory_capacity: u64) -> i32 {
+    let (_, _, mem_req, _) = amounts(c);
+    burstable_adj(qos, mem_req, node_memory_capacity)
+}
+
+/// [`oom_score_adj`] for a container of `pod`, with Kubernetes' pod-level rules: node-critical
+/// pods (`priorityClassName: system-node-critical`) get −997, and a sidecar (an init container
+/// with `restartPolicy: Always`) counts at least the smallest memory request of the regular
+/// containers, so it is not killed before the app it serves.
+pub fn pod_oom_score_adj(pod: &Pod, c: &Container, node_memory_capacity: u64) -> i32 {
+    let Some(spec) = pod.spec.as_ref() else {
+        return oom_score_adj(QosClass::of(pod), c, node_memory_capacity);
+    };
+    if spec.priority_class_name.as_deref() == Some("system-node-critical") {
+        return GUARANTEED_OOM_SCORE_ADJ;
+    }
+    let (_, _, mut mem_req, _) = amounts(c);
+    let sidecar = c.restart_policy.as_deref() == Some("Always")
+        && spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|i| i.name == c.name);
+    if sidecar {
+        let min_regular = spec
+            .containers
+            .iter()
+            .map(|r| amounts(r).2)
+            .min()
+            .unwrap_or(0);
+        if min_regular != 0 && min_regular > mem_req {
+            mem_req = min_regular;
+        }
+    }
+    burstable_adj(QosClass::of(pod), mem_req, node_memory_capacity)
+}
+
+fn burstable_adj(qos: QosClass, mem_req: u64, node_memory_capacity: u64) -> i32 {
     match qos {
         QosClass::Guaranteed => return GUARANTEED_OOM_SCORE_ADJ,
         QosClass::BestEffort => return BESTEFFORT_OOM_SCORE_ADJ,
@@ -150,7 +187,6 @@ pub fn oom_score_adj(qos: QosClass, c: &Container, node_memory_capacity: u64) ->
     if node_memory_capacity == 0 {
         return BESTEFFORT_OOM_SCORE_ADJ - 1;
     }
-    let (_, _, mem_req, _) = amounts(c);
     let share = (1000u128 * u128::from(mem_req)) / u128::from(node_memory_capacity);
     let adj = 1000i128 - i128::try_from(share).unwrap_or(i128::MAX);
     let floor = i128::from(1000 + GUARANTEED_OOM_SCORE_ADJ);
