@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use super::PodSpecError;
 
 /// Objects a pod refers to, fetched by the caller: the kubelet reads them from the API (or its
-/// informer caches); unit tests use a map. `Ok(None)` means "does not exist".
+/// informer caches); unit tests use a map. `Ok(None)` means "does not exist"; other failures
+/// are [`PodSpecError::fetch`]. Implementations may write `async fn` (the futures must be
+/// `Send`).
 pub trait ObjectSource {
     fn config_map(
         &self,

@@ -404,7 +404,8 @@ fn downward_payload(
 }
 
 /// Kubernetes' hostPath `type` checks; `DirectoryOrCreate` and `FileOrCreate` create what is
-/// missing (0755 directories, an empty 0644 file whose parent must exist).
+/// missing (0755 directories, an empty 0644 file whose parent must exist), and so does an unset
+/// type (a directory, like containerd).
 fn check_host_path(h: &HostPathVolumeSource) -> Result<(), PodSpecError> {
     let path = Path::new(&h.path);
     let ty = h.type_.as_deref().unwrap_or("");
@@ -417,6 +418,10 @@ fn check_host_path(h: &HostPathVolumeSource) -> Result<(), PodSpecError> {
     };
     let ft = meta.as_ref().map(|m| m.file_type());
     match ty {
+        // No type: no check, but a missing path becomes a directory, as containerd's CRI does.
+        "" if meta.is_none() => {
+            fs::create_dir_all(path).map_err(PodSpecError::io("create dir", path))
+        }
         "" => Ok(()),
         "DirectoryOrCreate" if meta.is_none() => {
             fs::create_dir_all(path).map_err(PodSpecError::io("create dir", path))?;

@@ -231,6 +231,8 @@ fn host_path_types() {
     assert!(t.join("newfile").is_file());
     check(t.join("file"), "File").unwrap();
     check(t.join("whatever"), "").unwrap();
+    assert!(t.join("whatever").is_dir());
+    check(t.join("file"), "").unwrap();
     let msg = |r: Result<PathBuf, PodSpecError>| r.unwrap_err().to_string();
     assert_eq!(
         msg(check(t.join("file"), "Directory")),
