@@ -9,6 +9,13 @@
 //! come through [`ObjectSource`], and the one privileged operation (tmpfs for secrets and
 //! `medium: Memory`) through [`Mounter`]. Error messages that end up in a container's
 //! `CreateContainerConfigError` or a volume's `FailedMount` event are Kubernetes' own.
+//!
+//! How the kubelet puts a container together: per pod, [`prepare_volumes`] (again from time to
+//! time, to propagate ConfigMap/Secret updates) and, once the sandbox has its IP,
+//! [`write_etc_files`]; per container, [`pod_environment`] → [`merge_image_env`] +
+//! [`ensure_home`] for `env`, [`argv`] (expanding against the pod's variables) and
+//! [`working_dir`], [`security`], [`termination_log_file`] + [`mounts`], [`container_resources`]
+//! and [`pod_oom_score_adj`]; [`pod_resources`] for the pod cgroup.
 
 mod argv;
 mod atomic_writer;
