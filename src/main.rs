@@ -257,6 +257,9 @@ struct SchedulerArgs {
 struct CleanupArgs {
     #[arg(long, default_value = "/var/lib/berth")]
     data_dir: PathBuf,
+    /// The kubelet's --cgroup-base.
+    #[arg(long, default_value = "berth")]
+    cgroup_base: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -283,7 +286,7 @@ fn main() -> anyhow::Result<()> {
         Command::Apiserver(args) => serve(args),
         Command::Controllers(args) => controllers(&args),
         Command::Scheduler(args) => scheduler(&args),
-        Command::Cleanup(args) => cleanup(&args.data_dir),
+        Command::Cleanup(args) => cleanup(&args.data_dir, &args.cgroup_base),
         Command::Bench(BenchCommand::Apiserver(opts)) => {
             berth_bench::apiserver::run(&opts).context("berth bench apiserver")
         }
@@ -373,8 +376,12 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.server.data_dir.clone();
     let running = start_apiserver(args.server)?;
-    let _components =
-        spawn_components(&running.kubeconfig, controller_config(&args.controllers), None, None)?;
+    let _components = spawn_components(
+        &running.kubeconfig,
+        controller_config(&args.controllers),
+        None,
+        None,
+    )?;
     let _kubelet = if args.kubelet {
         let config = kubelet_config(&data_dir, &args.node)?;
         Some(spawn_kubelet(&running.kubeconfig, config)?)
@@ -396,7 +403,9 @@ fn kubelet_config(
             .with_context(|| format!("reading {}", path.display()))?,
         None => berth_kubelet::image::RegistryConfig::default(),
     };
-    registry.insecure.extend(flags.insecure_registries.iter().cloned());
+    registry
+        .insecure
+        .extend(flags.insecure_registries.iter().cloned());
     let node_name = match &flags.node_name {
         Some(name) => name.clone(),
         None => hostname::get()
@@ -527,7 +536,17 @@ fn announce(running: &berth_apiserver::Running) {
 }
 
 /// Removes what Berth made under `data_dir`.
-fn cleanup(data_dir: &std::path::Path) -> anyhow::Result<()> {
+fn cleanup(data_dir: &std::path::Path, cgroup_base: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let kubelet = rt
+        .block_on(berth_kubelet::cleanup(data_dir, cgroup_base))
+        .context("berth cleanup: the kubelet's objects")?;
+    for done in kubelet {
+        println!("{done}");
+    }
     for path in berth_apiserver::cleanup(data_dir).context("berth cleanup")? {
         println!("removed {}", path.display());
     }

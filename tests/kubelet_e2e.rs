@@ -32,7 +32,11 @@ async fn setup(extra: &[&str]) -> Option<(Registry, Cluster, String)> {
     args.extend_from_slice(extra);
     let cluster = Cluster::up(&args);
     let node = format!("node/{}", cluster.node);
-    kubectl(&cluster.server, &["wait", "--for=condition=Ready", &node, "--timeout=90s"]).await;
+    kubectl(
+        &cluster.server,
+        &["wait", "--for=condition=Ready", &node, "--timeout=90s"],
+    )
+    .await;
     let image = format!("{host}/{IMAGE_REPO}");
     Some((registry, cluster, image))
 }
@@ -52,37 +56,64 @@ fn container_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerS
 }
 
 fn waiting_reason(pod: &Pod) -> Option<&str> {
-    container_status(pod)?.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
+    container_status(pod)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .reason
+        .as_deref()
 }
 
 fn terminated(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStateTerminated> {
     container_status(pod)?.state.as_ref()?.terminated.as_ref()
 }
 
+/// What the pods and their events say, for a failure message.
+fn diagnose(server: &common::Server) -> String {
+    let k = server.kubectl();
+    let pods = k.run(&["get", "pods", "-o", "yaml"]);
+    let events = k.run(&["get", "events"]);
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&pods.stdout),
+        String::from_utf8_lossy(&events.stdout)
+    )
+}
+
 /// One HTTP GET over plain TCP to a pod (an address inside a namespace this test's cluster made).
 fn http_get(ip: &str, port: u16) -> String {
     let mut stream = TcpStream::connect((ip, port)).expect("connecting to the pod");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(stream, "GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").unwrap();
     let mut body = String::new();
-    stream.read_to_string(&mut body).expect("reading the response");
+    stream
+        .read_to_string(&mut body)
+        .expect("reading the response");
     body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_runs_real_containers_and_leaves_nothing_behind() {
-    let Some((_registry, cluster, image)) = setup(&[]).await else { return };
+    let Some((_registry, cluster, image)) = setup(&[]).await else {
+        return;
+    };
     let server = &cluster.server;
     let deployment = format!(
         r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "web"}},
             "spec": {{"replicas": 2, "selector": {{"matchLabels": {{"app": "web"}}}},
               "template": {{"metadata": {{"labels": {{"app": "web"}}}},
                 "spec": {{"terminationGracePeriodSeconds": 5, "containers": [{{"name": "httpd", "image": "{image}",
-                  "command": ["sh", "-c", "mkdir -p /www && echo \"$(hostname) $(ls /proc | grep -c '^[0-9]') $(test -e {host_dir} && echo visible || echo hidden)\" > /www/index.html && exec httpd -f -p 8080 -h /www"]}}]}}}}}}}}"#
+                  "command": ["sh", "-c", "mkdir -p /www && echo \"$(hostname) $$$$ $(ls /proc | grep -c '^[0-9]') $(test -e {host_dir} && echo visible || echo hidden)\" > /www/index.html && exec httpd -f -p 8080 -h /www"]}}]}}}}}}}}"#,
         host_dir = cluster.data_dir.display()
     );
     apply(server, &deployment).await;
-    kubectl(server, &["rollout", "status", "deployment/web", "--timeout=120s"]).await;
+    let rollout = server
+        .kubectl()
+        .run(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(rollout.status.success(), "rollout: {}", diagnose(server));
 
     let pods: Api<Pod> = Api::default_namespaced(server.client().await);
     let list = pods.list(&Default::default()).await.unwrap();
@@ -97,43 +128,86 @@ async fn a_deployment_runs_real_containers_and_leaves_nothing_behind() {
         assert!(cs.ready && cs.container_id.as_deref().unwrap().starts_with("berth://"));
         assert!(cs.image_id.contains("@sha256:"), "{}", cs.image_id);
         let ip = status.pod_ip.clone().expect("a pod IP");
-        // Served from inside the container: its own hostname, the processes it sees (httpd
-        // alone: pid 1), and not the host's files (the cluster's data directory).
+        // Served from inside the container: its own hostname, its shell is pid 1 and sees a
+        // handful of processes (its own), and not the host's files (the cluster's data dir).
         let body = http_get(&ip, 8080);
-        assert!(body.ends_with(&format!("{name} 1 hidden\n")), "{name} at {ip}: {body}");
+        let line = body.lines().last().unwrap_or_default().to_owned();
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "{name} at {ip}: {body}");
+        assert_eq!(
+            (fields[0], fields[1], fields[3]),
+            (name.as_str(), "1", "hidden"),
+            "{line}"
+        );
+        let seen: usize = fields[2].parse().unwrap();
+        assert!(seen < 10, "the container sees {seen} processes");
         uids.push(pod.metadata.uid.clone().unwrap());
     }
 
     kubectl(server, &["delete", "deployment", "web", "--wait=true"]).await;
     let deleted = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            if pods.list(&Default::default()).await.unwrap().items.is_empty() {
+            if pods
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    deleted.await.expect("pods deleted within their grace period");
+    deleted
+        .await
+        .expect("pods deleted within their grace period");
     // Nothing left on the host: processes, mounts, cgroups, links.
     for uid in &uids {
         let pod_dir = cluster.data_dir.join("pods").join(uid);
         assert!(!pod_dir.exists(), "{} still exists", pod_dir.display());
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(uid.as_str()), "a mount of pod {uid} is left");
-        let links = std::process::Command::new("ip").args(["-o", "link"]).output().unwrap();
-        assert!(!String::from_utf8_lossy(&links.stdout).contains(uid.as_str()), "a link of pod {uid} is left");
+        assert!(
+            !mounts.contains(uid.as_str()),
+            "a mount of pod {uid} is left"
+        );
+        let links = std::process::Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&links.stdout).contains(uid.as_str()),
+            "a link of pod {uid} is left"
+        );
         for dir in cluster.cgroup_dirs() {
-            let found = std::process::Command::new("find").arg(&dir).args(["-name", &format!("pod{uid}")]).output().unwrap();
-            assert!(found.stdout.is_empty(), "a cgroup of pod {uid} is left under {}", dir.display());
+            let found = std::process::Command::new("find")
+                .arg(&dir)
+                .args(["-name", &format!("pod{uid}")])
+                .output()
+                .unwrap();
+            assert!(
+                found.stdout.is_empty(),
+                "a cgroup of pod {uid} is left under {}",
+                dir.display()
+            );
         }
-        let procs = std::process::Command::new("pgrep").args(["-f", uid.as_str()]).output().unwrap();
-        assert!(procs.stdout.is_empty(), "processes of pod {uid} are left: {:?}", String::from_utf8_lossy(&procs.stdout));
+        let procs = std::process::Command::new("pgrep")
+            .args(["-f", uid.as_str()])
+            .output()
+            .unwrap();
+        assert!(
+            procs.stdout.is_empty(),
+            "processes of pod {uid} are left: {:?}",
+            String::from_utf8_lossy(&procs.stdout)
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_back_off_limits_are_enforced_and_missing_images_are_reported() {
-    let Some((registry, cluster, image)) = setup(&["--pod-pids-limit", "32"]).await else { return };
+    let Some((registry, cluster, image)) = setup(&["--pod-pids-limit", "32"]).await else {
+        return;
+    };
     let server = &cluster.server;
     let none = "{}";
     let manifests = [
@@ -168,27 +242,55 @@ async fn crashes_back_off_limits_are_enforced_and_missing_images_are_reported() 
     let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
 
-    let oom = wait_for(&pods, "oom", "the OOM kill", |p: Option<&Pod>| p.and_then(terminated).is_some()).await.unwrap();
+    let oom = wait_for(&pods, "oom", "the OOM kill", |p: Option<&Pod>| {
+        p.and_then(terminated).is_some()
+    })
+    .await
+    .unwrap();
     let t = terminated(&oom).unwrap();
-    assert_eq!((t.reason.as_deref(), t.exit_code), (Some("OOMKilled"), 137), "{t:?}");
+    assert_eq!(
+        (t.reason.as_deref(), t.exit_code),
+        (Some("OOMKilled"), 137),
+        "{t:?}"
+    );
 
-    let bomb = wait_for(&pods, "forkbomb", "the fork bomb to stop", |p: Option<&Pod>| p.and_then(terminated).is_some())
-        .await
-        .unwrap();
-    assert_eq!(terminated(&bomb).unwrap().exit_code, 42, "pids.max must have refused a fork");
+    let bomb = wait_for(
+        &pods,
+        "forkbomb",
+        "the fork bomb to stop",
+        |p: Option<&Pod>| p.and_then(terminated).is_some(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        terminated(&bomb).unwrap().exit_code,
+        42,
+        "pids.max must have refused a fork"
+    );
 
     // The CPU hog is throttled by its cgroup (cpu.stat of the container, v1 or v2).
-    let hog = wait_for(&pods, "cpuhog", "running", |p: Option<&Pod>| p.and_then(container_status).is_some_and(|c| c.ready))
-        .await
+    let hog = wait_for(&pods, "cpuhog", "running", |p: Option<&Pod>| {
+        p.and_then(container_status).is_some_and(|c| c.ready)
+    })
+    .await
+    .unwrap();
+    let id = container_status(&hog)
+        .unwrap()
+        .container_id
+        .clone()
         .unwrap();
-    let id = container_status(&hog).unwrap().container_id.clone().unwrap();
     let id = id.trim_start_matches("berth://");
     let throttled = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             for dir in cluster.cgroup_dirs() {
-                let found = std::process::Command::new("find").arg(&dir).args(["-type", "d", "-name", id]).output().unwrap();
+                let found = std::process::Command::new("find")
+                    .arg(&dir)
+                    .args(["-type", "d", "-name", id])
+                    .output()
+                    .unwrap();
                 for path in String::from_utf8_lossy(&found.stdout).lines() {
-                    let stat = std::fs::read_to_string(format!("{path}/cpu.stat")).unwrap_or_default();
+                    let stat =
+                        std::fs::read_to_string(format!("{path}/cpu.stat")).unwrap_or_default();
                     let n = stat
                         .lines()
                         .find_map(|l| l.strip_prefix("nr_throttled "))
@@ -210,8 +312,20 @@ async fn crashes_back_off_limits_are_enforced_and_missing_images_are_reported() 
     .await
     .unwrap();
     assert!(waiting_reason(&missing).is_some());
-    let events = kubectl(server, &["get", "events", "--field-selector", "involvedObject.name=missing"]).await;
-    assert!(events.contains("Failed to pull image") && events.contains("manifest unknown"), "{events}");
+    let events = kubectl(
+        server,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=missing",
+        ],
+    )
+    .await;
+    assert!(
+        events.contains("Failed to pull image") && events.contains("manifest unknown"),
+        "{events}"
+    );
 }
 
 /// The containers the pod's shim knows, straight from its socket: (id, exit code if exited).
@@ -227,15 +341,26 @@ fn shim_state(cluster: &Cluster, uid: &str) -> Vec<(String, Option<i64>)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["id"].as_str().unwrap().to_owned(), c["exit"]["code"].as_i64()))
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["exit"]["code"].as_i64(),
+            )
+        })
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_survive_a_kubelet_kill_and_exit_codes_are_not_lost() {
-    let Some((_registry, mut cluster, image)) = setup(&[]).await else { return };
+    let Some((_registry, mut cluster, image)) = setup(&[]).await else {
+        return;
+    };
     let signal = tempfile::tempdir().unwrap();
-    apply(&cluster.server, &pod_manifest("sleeper", &image, "Always", "exec sleep 3600", "{}")).await;
+    apply(
+        &cluster.server,
+        &pod_manifest("sleeper", &image, "Always", "exec sleep 3600", "{}"),
+    )
+    .await;
     // Exits 7 once the test lets it: while no kubelet runs.
     let exiter = format!(
         r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "exiter"}},
@@ -249,7 +374,9 @@ async fn pods_survive_a_kubelet_kill_and_exit_codes_are_not_lost() {
     apply(&cluster.server, &exiter).await;
     let pods: Api<Pod> = Api::default_namespaced(cluster.server.client().await);
     let running = |p: Option<&Pod>| p.and_then(container_status).is_some_and(|c| c.ready);
-    let before = wait_for(&pods, "sleeper", "running", running).await.unwrap();
+    let before = wait_for(&pods, "sleeper", "running", running)
+        .await
+        .unwrap();
     let exiter = wait_for(&pods, "exiter", "running", running).await.unwrap();
     let exiter_uid = exiter.metadata.uid.clone().unwrap();
     let id_before = container_status(&before).unwrap().container_id.clone();
@@ -257,17 +384,24 @@ async fn pods_survive_a_kubelet_kill_and_exit_codes_are_not_lost() {
     cluster.server.kill9();
     std::fs::write(signal.path().join("go"), "").unwrap();
     let exited = tokio::time::timeout(Duration::from_secs(30), async {
-        while !shim_state(&cluster, &exiter_uid).iter().any(|(_, code)| *code == Some(7)) {
+        while !shim_state(&cluster, &exiter_uid)
+            .iter()
+            .any(|(_, code)| *code == Some(7))
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    exited.await.expect("the container exited while the kubelet was down");
+    exited
+        .await
+        .expect("the container exited while the kubelet was down");
     cluster.restart_stopped();
 
     let pods: Api<Pod> = Api::default_namespaced(cluster.server.client().await);
-    let exiter = wait_for(&pods, "exiter", "its exit reported", |p: Option<&Pod>| p.and_then(terminated).is_some())
-        .await
-        .unwrap();
+    let exiter = wait_for(&pods, "exiter", "its exit reported", |p: Option<&Pod>| {
+        p.and_then(terminated).is_some()
+    })
+    .await
+    .unwrap();
     assert_eq!(terminated(&exiter).unwrap().exit_code, 7);
     let after = pods.get("sleeper").await.unwrap();
     let cs = container_status(&after).unwrap();

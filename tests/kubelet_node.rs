@@ -96,6 +96,8 @@ fn config(root: &Path) -> NodeConfig {
     cfg.status_update_frequency = Duration::from_millis(200);
     cfg.lease_renew_interval = Duration::from_millis(300);
     cfg.pressure_transition_period = Duration::ZERO;
+    // IO stalls count as disk pressure only when asked for; this test asks.
+    cfg.thresholds.psi_io_some_avg10 = Some(80.0);
     cfg
 }
 

@@ -15,11 +15,21 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(client: kube::Client, node: &str) -> Recorder {
-        Recorder { client, node: node.to_owned() }
+        Recorder {
+            client,
+            node: node.to_owned(),
+        }
     }
 
     /// `container`: the container the event is about (`spec.containers{name}` field path).
-    pub fn event(&self, pod: &Pod, container: Option<&str>, warning: bool, reason: &str, message: String) {
+    pub fn event(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) {
         let namespace = pod.namespace().unwrap_or_else(|| "default".into());
         let now = jiff_now();
         let field_path = container.map(|c| field_path(pod, c));
@@ -41,7 +51,10 @@ impl Recorder {
             reason: Some(reason.to_owned()),
             message: Some(message),
             type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
-            source: Some(EventSource { component: Some("kubelet".into()), host: Some(self.node.clone()) }),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.node.clone()),
+            }),
             reporting_component: Some("kubelet".into()),
             reporting_instance: Some(self.node.clone()),
             first_timestamp: Some(Time(now)),

@@ -13,18 +13,20 @@
 //! - `pods`: one worker per pod, from sandbox to status.
 
 pub mod cgroup;
+mod cleanup;
 mod config;
 mod events;
 pub mod image;
 pub mod node;
-pub mod podspec;
 mod pods;
+pub mod podspec;
 pub mod qos;
 mod run;
 pub mod runtime;
 pub mod shim;
 mod sys;
 
+pub use cleanup::cleanup;
 pub use config::KubeletConfig;
 pub use pods::status;
 pub use run::{default_node_ip, run};

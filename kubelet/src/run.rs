@@ -31,8 +31,11 @@ pub async fn run(
 ) -> Result<(), KubeletError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let shutdown = shutdown.shared();
-    std::fs::create_dir_all(config.pods_dir())
-        .map_err(|source| KubeletError::Io { op: "create", path: config.pods_dir(), source })?;
+    std::fs::create_dir_all(config.pods_dir()).map_err(|source| KubeletError::Io {
+        op: "create",
+        path: config.pods_dir(),
+        source,
+    })?;
     let images = ImageStore::open(&config.data_dir.join("images"), config.registry.clone())?;
     let cgroups = CgroupManager::detect(Path::new("/proc/self/mountinfo"), &config.cgroup_base)?;
 
@@ -42,7 +45,7 @@ pub async fn run(
         labels: config.node_labels.clone(),
         max_pods: config.max_pods,
         data_dir: config.data_dir.clone(),
-        ..NodeConfig::new(&config.node_name)
+        ..NodeConfig::new(&config.node_name, config.node_ip, config.data_dir.clone())
     };
     let host = node::read_host(&node_config.roots(), &config.data_dir)?;
     let listed = images.clone();
@@ -52,7 +55,10 @@ pub async fn run(
             listed
                 .list()
                 .into_iter()
-                .map(|i| ContainerImage { names: Some(i.names), size_bytes: Some(i.size as i64) })
+                .map(|i| ContainerImage {
+                    names: Some(i.names),
+                    size_bytes: Some(i.size as i64),
+                })
                 .collect()
         }),
     };
@@ -75,8 +81,17 @@ pub async fn run(
         state_dir: config.data_dir.join("ipam"),
         mtu: 1500,
     })?;
-    let allocatable = node.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default();
-    let quantity = |name: &str| allocatable.get(name).map(|q| q.0.clone()).unwrap_or_default();
+    let allocatable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.clone())
+        .unwrap_or_default();
+    let quantity = |name: &str| {
+        allocatable
+            .get(name)
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
+    };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), &config.node_name),
         client,
@@ -86,15 +101,14 @@ pub async fn run(
         allocatable_cpu_millis: parse(&quantity("cpu")).map_or(0, |q| q.as_milli().max(0) as u64),
         allocatable_memory: parse(&quantity("memory")).map_or(0, |q| q.as_value().max(0) as u64),
         memory_capacity: host.memory_bytes,
-        gateway: None,
         config,
     });
     pods::run(ctx, shutdown).await;
     Ok(())
 }
 
-fn parse(q: &str) -> Option<berth_api::quantity::Quantity> {
-    berth_api::quantity::Quantity::parse(q).ok()
+fn parse(q: &str) -> Option<berth_api::Quantity> {
+    berth_api::Quantity::parse(q).ok()
 }
 
 /// The address of the interface the default route leaves through (a UDP "connect" sends no

@@ -74,7 +74,14 @@ impl Cluster {
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let server = Server::spawn("up", &data_dir, &refs);
-        Cluster { server, data_dir, node, cgroup_base, args: all, _root: root }
+        Cluster {
+            server,
+            data_dir,
+            node,
+            cgroup_base,
+            args: all,
+            _root: root,
+        }
     }
 
     /// kill -9 of `berth up` (API server, controllers and kubelet alike; not the shims), then
@@ -93,7 +100,9 @@ impl Cluster {
     /// Host objects whose names carry this cluster's cgroup base, for leak checks.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return out };
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return out;
+        };
         for h in hierarchies.flatten() {
             let dir = h.path().join(&self.cgroup_base);
             if dir.exists() {
@@ -116,7 +125,10 @@ impl Drop for Cluster {
             .env("RUST_LOG", "warn")
             .status();
         if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("berth cleanup of {} failed: {status:?}", self.data_dir.display());
+            eprintln!(
+                "berth cleanup of {} failed: {status:?}",
+                self.data_dir.display()
+            );
         }
     }
 }

@@ -32,6 +32,7 @@
 //! the address stays allocated, so a retry gets the same one; [`PodNetwork::detach`] releases it.
 
 mod cidr;
+mod cleanup;
 mod ifname;
 mod ipam;
 mod netlink;
@@ -44,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use cidr::{CidrError, Ipv4Cidr};
+pub use cleanup::cleanup_state;
 pub use ifname::{host_ifname, HOST_IFNAME_PREFIX, POD_IFNAME};
 pub use ipam::IpamError;
 

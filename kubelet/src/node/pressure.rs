@@ -115,9 +115,10 @@ pub struct Thresholds {
     /// last 10 s some task was stalled on memory (reclaim, refaults) even if `MemAvailable`
     /// still looks fine. 60 is systemd-oomd's default pressure limit.
     pub psi_memory_some_avg10: f64,
-    /// PSI io `some avg10` at or over this is disk pressure. Higher than memory's: I/O stalls
-    /// are routine on a busy disk, and disk pressure stops scheduling on the node.
-    pub psi_io_some_avg10: f64,
+    /// PSI io `some avg10` at or over this is disk pressure. Off by default: I/O stalls are
+    /// contention, routine on a busy disk, not a shortage of space — which is what the kubelet's
+    /// DiskPressure means — and disk pressure stops scheduling on the node.
+    pub psi_io_some_avg10: Option<f64>,
 }
 
 impl Default for Thresholds {
@@ -128,7 +129,7 @@ impl Default for Thresholds {
             nodefs_inodes_free_percent: 5.0,
             pid_available_percent: 10.0,
             psi_memory_some_avg10: 60.0,
-            psi_io_some_avg10: 80.0,
+            psi_io_some_avg10: None,
         }
     }
 }
@@ -161,7 +162,9 @@ impl Thresholds {
             u.nodefs.inodes_free,
             u.nodefs.inodes_total,
             self.nodefs_inodes_free_percent,
-        ) || over(u.psi_io_some_avg10, self.psi_io_some_avg10);
+        ) || self
+            .psi_io_some_avg10
+            .is_some_and(|limit| over(u.psi_io_some_avg10, limit));
         let pid = u.pids.is_some_and(|(running, max)| {
             below_percent(max.saturating_sub(running), max, self.pid_available_percent)
         });
@@ -276,8 +279,16 @@ mod tests {
         u.nodefs.inodes_free = 4;
         assert!(t.observe(&u).disk);
         u.nodefs.inodes_free = 50;
-        u.psi_io_some_avg10 = Some(80.0);
-        assert!(t.observe(&u).disk);
+        u.psi_io_some_avg10 = Some(95.0);
+        assert!(
+            !t.observe(&u).disk,
+            "io stalls alone are not disk pressure by default"
+        );
+        let with_io = Thresholds {
+            psi_io_some_avg10: Some(80.0),
+            ..Thresholds::default()
+        };
+        assert!(with_io.observe(&u).disk);
 
         let mut u = healthy();
         u.pids = Some((901, 1000));

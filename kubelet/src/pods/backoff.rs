@@ -58,7 +58,9 @@ mod tests {
     fn doubles_to_the_cap_and_resets_after_a_long_run() {
         let mut b = Backoff::default();
         let now = Instant::now();
-        let delays: Vec<u64> = (0..7).map(|_| b.fail(now, Some(Duration::from_secs(1))).as_secs()).collect();
+        let delays: Vec<u64> = (0..7)
+            .map(|_| b.fail(now, Some(Duration::from_secs(1))).as_secs())
+            .collect();
         assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
         assert!(b.waiting(now).is_some());
         assert!(b.waiting(now + MAX).is_none());

@@ -19,26 +19,48 @@ use crate::shim::{Request, Response};
 impl Worker {
     fn container_spec_of(&self, init: bool, name: &str) -> Option<Container> {
         let spec = self.pod.spec.as_ref()?;
-        let list = if init { spec.init_containers.as_ref()? } else { &spec.containers };
+        let list = if init {
+            spec.init_containers.as_ref()?
+        } else {
+            &spec.containers
+        };
         list.iter().find(|c| c.name == name).cloned()
     }
 
     fn set_waiting(&mut self, init: bool, i: usize, reason: &str, message: String) {
-        let record = if init { &mut self.init[i] } else { &mut self.containers[i] };
+        let record = if init {
+            &mut self.init[i]
+        } else {
+            &mut self.containers[i]
+        };
         record.waiting = Some((reason.to_owned(), message));
     }
 
     /// Starts container `i`. On failure the record says why it waits, and the error carries when
     /// to try again.
-    pub(super) async fn start_container(&mut self, init: bool, i: usize) -> Result<(), Option<Instant>> {
-        let name = if init { self.init[i].name.clone() } else { self.containers[i].name.clone() };
-        let Some(container) = self.container_spec_of(init, &name) else { return Err(None) };
+    pub(super) async fn start_container(
+        &mut self,
+        init: bool,
+        i: usize,
+    ) -> Result<(), Option<Instant>> {
+        let name = if init {
+            self.init[i].name.clone()
+        } else {
+            self.containers[i].name.clone()
+        };
+        let Some(container) = self.container_spec_of(init, &name) else {
+            return Err(None);
+        };
         let pod = self.pod.clone();
         let recorder = self.ctx.recorder.clone();
         if self.sandbox.is_none() {
             return Err(None);
         }
-        let record = if init { &self.init[i] } else { &self.containers[i] };
+        let record = if init {
+            &self.init[i]
+        } else {
+            &self.containers[i]
+        };
         if record.waiting.is_none() && record.current.is_none() {
             self.set_waiting(init, i, "ContainerCreating", String::new());
         }
@@ -47,8 +69,18 @@ impl Worker {
             Ok(image) => image,
             Err(message) => {
                 self.set_waiting(init, i, "ErrImagePull", message.clone());
-                recorder.event(&pod, Some(&name), true, "Failed", format!("Error: ErrImagePull"));
-                let until = self.pull_backoff.entry(name.clone()).or_default().fail(Instant::now(), None);
+                recorder.event(
+                    &pod,
+                    Some(&name),
+                    true,
+                    "Failed",
+                    format!("Error: ErrImagePull"),
+                );
+                let until = self
+                    .pull_backoff
+                    .entry(name.clone())
+                    .or_default()
+                    .fail(Instant::now(), None);
                 return Err(Some(Instant::now() + until));
             }
         };
@@ -57,18 +89,51 @@ impl Worker {
         let spec = match self.resolve(&container, &image).await {
             Ok(spec) => spec,
             Err(message) => {
-                recorder.event(&pod, Some(&name), true, "Failed", format!("Error: {message}"));
+                recorder.event(
+                    &pod,
+                    Some(&name),
+                    true,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
                 self.set_waiting(init, i, "CreateContainerConfigError", message);
-                let until = self.restart_backoff.entry(name.clone()).or_default().fail(Instant::now(), None);
+                let until = self
+                    .restart_backoff
+                    .entry(name.clone())
+                    .or_default()
+                    .fail(Instant::now(), None);
                 return Err(Some(Instant::now() + until));
             }
         };
-        let record = if init { &self.init[i] } else { &self.containers[i] };
-        let attempt = record.current.as_ref().map_or(0, |_| record.restart_count + 1);
-        let log_path = self.ctx.config.pod_dir(&self.uid).join("logs").join(&name).join(format!("{attempt}.log"));
+        let record = if init {
+            &self.init[i]
+        } else {
+            &self.containers[i]
+        };
+        let attempt = record
+            .current
+            .as_ref()
+            .map_or(0, |_| record.restart_count + 1);
+        let log_path = self
+            .ctx
+            .config
+            .pod_dir(&self.uid)
+            .join("logs")
+            .join(&name)
+            .join(format!("{attempt}.log"));
         let oom_files = oom_files(&spec);
-        let request = Request::Start { name: name.clone(), attempt, spec: Box::new(spec.clone()), log_path, oom_files };
-        let shim = self.sandbox.as_ref().map(|s| s.shim.clone()).expect("checked above");
+        let request = Request::Start {
+            name: name.clone(),
+            attempt,
+            spec: Box::new(spec.clone()),
+            log_path,
+            oom_files,
+        };
+        let shim = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.shim.clone())
+            .expect("checked above");
         let started_at = match shim.request(&request).await {
             Ok(Response::Started { started_at, .. }) => started_at,
             Ok(other) => {
@@ -78,41 +143,84 @@ impl Worker {
             Err(e) => return Err(self.start_failed(init, i, &spec.id, e.to_string())),
         };
         // The attempt before the previous one is gone for good: its cgroup and writable layer.
-        let record = if init { &mut self.init[i] } else { &mut self.containers[i] };
+        let record = if init {
+            &mut self.init[i]
+        } else {
+            &mut self.containers[i]
+        };
         let dropped = record.previous.take();
         record.previous = record.current.take();
         record.restart_count = attempt;
-        record.current = Some(Attempt { id: spec.id.clone(), started_at, exit: None });
+        record.current = Some(Attempt {
+            id: spec.id.clone(),
+            started_at,
+            exit: None,
+        });
         record.waiting = None;
         record.ready = true;
         record.started = true;
         record.image_id = Some(image.repo_digest.clone());
+        let previous = record.previous.clone();
         if let Some(old) = dropped {
             self.forget_attempt(&old.id);
         }
-        if let Some(prev) = record.previous.clone() {
+        if let Some(prev) = previous {
             // Its processes are gone; its cgroup is no longer needed (its log stays for --previous).
-            let _ = self.ctx.cgroups.remove_container(self.qos, &self.uid, &prev.id);
+            let _ = self
+                .ctx
+                .cgroups
+                .remove_container(self.qos, &self.uid, &prev.id);
         }
-        recorder.event(&pod, Some(&name), false, "Created", format!("Created container {name}"));
-        recorder.event(&pod, Some(&name), false, "Started", format!("Started container {name}"));
+        recorder.event(
+            &pod,
+            Some(&name),
+            false,
+            "Created",
+            format!("Created container {name}"),
+        );
+        recorder.event(
+            &pod,
+            Some(&name),
+            false,
+            "Started",
+            format!("Started container {name}"),
+        );
         Ok(())
     }
 
     fn start_failed(&mut self, init: bool, i: usize, id: &str, message: String) -> Option<Instant> {
-        let name = if init { self.init[i].name.clone() } else { self.containers[i].name.clone() };
+        let name = if init {
+            self.init[i].name.clone()
+        } else {
+            self.containers[i].name.clone()
+        };
         let pod = self.pod.clone();
-        self.ctx.recorder.event(&pod, Some(&name), true, "Failed", format!("Error: {message}"));
+        self.ctx.recorder.event(
+            &pod,
+            Some(&name),
+            true,
+            "Failed",
+            format!("Error: {message}"),
+        );
         self.set_waiting(init, i, "RunContainerError", message);
         self.forget_attempt(id);
-        let delay = self.restart_backoff.entry(name).or_default().fail(Instant::now(), None);
+        let delay = self
+            .restart_backoff
+            .entry(name)
+            .or_default()
+            .fail(Instant::now(), None);
         Some(Instant::now() + delay)
     }
 
     /// Removes an attempt's cgroup and writable layer.
     fn forget_attempt(&self, id: &str) {
         let _ = self.ctx.cgroups.remove_container(self.qos, &self.uid, id);
-        let dir = self.ctx.config.pod_dir(&self.uid).join("containers").join(id);
+        let dir = self
+            .ctx
+            .config
+            .pod_dir(&self.uid)
+            .join("containers")
+            .join(id);
         let _ = std::fs::remove_dir_all(dir);
         if let Some(sandbox) = &self.sandbox {
             let shim = sandbox.shim.clone();
@@ -133,15 +241,27 @@ impl Worker {
             let message = format!("Container image \"{reference}\" already present on machine");
             recorder.event(&self.pod, Some(name), false, "Pulled", message);
         } else if policy != PullPolicy::Never {
-            recorder.event(&self.pod, Some(name), false, "Pulling", format!("Pulling image \"{reference}\""));
+            recorder.event(
+                &self.pod,
+                Some(name),
+                false,
+                "Pulling",
+                format!("Pulling image \"{reference}\""),
+            );
         }
         let credentials = self.pull_credentials().await;
         let started = Instant::now();
-        match self.ctx.images.ensure(&reference, policy, &credentials).await {
+        match self
+            .ctx
+            .images
+            .ensure(&reference, policy, &credentials)
+            .await
+        {
             Ok(image) => {
                 if !present || policy == PullPolicy::Always {
                     let took = started.elapsed().as_secs_f64();
-                    let message = format!("Successfully pulled image \"{reference}\" in {took:.3}s");
+                    let message =
+                        format!("Successfully pulled image \"{reference}\" in {took:.3}s");
                     recorder.event(&self.pod, Some(name), false, "Pulled", message);
                 }
                 Ok(image)
@@ -156,18 +276,35 @@ impl Worker {
 
     /// Credentials from the pod's imagePullSecrets (kubernetes.io/dockerconfigjson).
     async fn pull_credentials(&self) -> Vec<Credentials> {
-        let Some(secrets) = self.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()) else {
+        let Some(secrets) = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+        else {
             return Vec::new();
         };
-        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.pod.namespace().unwrap_or_default());
+        let api: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.pod.namespace().unwrap_or_default(),
+        );
         let mut out = Vec::new();
         for reference in secrets {
-            let Ok(Some(secret)) = api.get_opt(&reference.name).await else { continue };
+            let Ok(Some(secret)) = api.get_opt(&reference.name).await else {
+                continue;
+            };
             let data = secret.data.unwrap_or_default();
-            let Some(json) = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg")) else { continue };
+            let Some(json) = data
+                .get(".dockerconfigjson")
+                .or_else(|| data.get(".dockercfg"))
+            else {
+                continue;
+            };
             match credentials_from_docker_config(&json.0) {
                 Ok(creds) => out.extend(creds),
-                Err(e) => tracing::warn!(secret = %reference.name, error = %e, "kubelet: bad image pull secret"),
+                Err(e) => {
+                    tracing::warn!(secret = %reference.name, error = %e, "kubelet: bad image pull secret")
+                }
             }
         }
         out
@@ -177,12 +314,17 @@ impl Worker {
     async fn resolve(&self, container: &Container, image: &Image) -> Result<ContainerSpec, String> {
         let ctx = &self.ctx;
         let sandbox = self.sandbox.as_ref().ok_or("no sandbox")?;
-        let source = ApiSource { client: ctx.client.clone() };
+        let source = ApiSource {
+            client: ctx.client.clone(),
+        };
         let facts = super::facts(ctx, &self.pod, sandbox.ip);
-        let env = podspec::environment(&source, &self.pod, container, &image.config, &facts)
+        let vars = podspec::pod_environment(&source, &self.pod, container, &facts)
             .await
             .map_err(|e| e.to_string())?;
-        let args = podspec::argv(container, &image.config, &env).map_err(|e| e.to_string())?;
+        // $(VAR) in command, args and subPathExpr expands against the pod's own variables.
+        let pod_env: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut env = podspec::merge_image_env(&image.config, &vars);
+        let args = podspec::argv(container, &image.config, &pod_env).map_err(|e| e.to_string())?;
         let masked = runtime::default_masked_paths();
         let readonly = runtime::default_readonly_paths();
         let security = podspec::security(
@@ -195,9 +337,21 @@ impl Worker {
             &readonly,
         )
         .map_err(|e| e.to_string())?;
-        let mounts = podspec::mounts(&self.pod, container, &sandbox.volumes, &sandbox.etc).map_err(|e| e.to_string())?;
-        let resources = podspec::container_resources(container);
+        podspec::ensure_home(&mut env, &security.home);
         let id = new_id();
+        let pod_dir = ctx.config.pod_dir(&self.uid);
+        let termination_log =
+            podspec::termination_log_file(&pod_dir, container, &id).map_err(|e| e.to_string())?;
+        let mounts = podspec::mounts(
+            &self.pod,
+            container,
+            &pod_env,
+            &sandbox.volumes,
+            &sandbox.etc,
+            termination_log.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let resources = podspec::container_resources(container);
         let cgroup = ctx
             .cgroups
             .ensure_container(self.qos, &self.uid, &id, &resources)
@@ -212,12 +366,7 @@ impl Worker {
         for d in [&rootfs.upper, &rootfs.work, &rootfs.target] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
-        let cwd = container
-            .working_dir
-            .clone()
-            .filter(|d| !d.is_empty())
-            .or_else(|| Some(image.config.working_dir.clone()).filter(|d| !d.is_empty()))
-            .unwrap_or_else(|| "/".to_owned());
+        let cwd = podspec::working_dir(container, &image.config);
         Ok(ContainerSpec {
             id,
             rootfs,
@@ -234,7 +383,7 @@ impl Worker {
             readonly_paths: security.readonly_paths,
             pid_namespace: None,
             cgroup,
-            oom_score_adj: podspec::oom_score_adj(self.qos, container, ctx.memory_capacity),
+            oom_score_adj: podspec::pod_oom_score_adj(&self.pod, container, ctx.memory_capacity),
             tty: container.tty.unwrap_or(false),
         })
     }

@@ -1,7 +1,5 @@
 //! What every pod worker shares: the API client, the node's stores and drivers.
 
-use std::net::Ipv4Addr;
-
 use berth_dataplane::podnet::PodNetwork;
 
 use crate::cgroup::CgroupManager;
@@ -21,6 +19,4 @@ pub struct Context {
     pub allocatable_cpu_millis: u64,
     pub allocatable_memory: u64,
     pub memory_capacity: u64,
-    /// The pod CIDR's gateway the pods route through, once known.
-    pub gateway: Option<Ipv4Addr>,
 }

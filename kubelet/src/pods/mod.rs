@@ -27,7 +27,9 @@ pub(crate) use context::Context;
 use crate::podspec::{DnsSettings, PodFacts};
 
 pub(crate) fn now() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 pub(crate) fn facts(ctx: &Context, pod: &Pod, ip: Option<Ipv4Addr>) -> PodFacts {
@@ -47,7 +49,12 @@ fn podspec_facts_default(_pod: &Pod) -> PodFacts {
 
 pub(crate) fn dns_settings(ctx: &Context) -> DnsSettings {
     DnsSettings {
-        cluster_dns: ctx.config.cluster_dns.map(|ip| ip.to_string()).into_iter().collect(),
+        cluster_dns: ctx
+            .config
+            .cluster_dns
+            .map(|ip| ip.to_string())
+            .into_iter()
+            .collect(),
         cluster_domain: ctx.config.cluster_domain.clone(),
         ..Default::default()
     }
@@ -131,6 +138,11 @@ fn dispatch(
 
 /// Pod UIDs with a directory on this node.
 fn pod_dirs(ctx: &Context) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(ctx.config.pods_dir()) else { return Vec::new() };
-    entries.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect()
+    let Ok(entries) = std::fs::read_dir(ctx.config.pods_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
 }

@@ -25,12 +25,19 @@ pub(crate) struct Sandbox {
 }
 
 fn host_network(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
 
 /// The pod's hostname: spec.hostname, else its name, cut to 63 characters like the kubelet.
 fn hostname(pod: &Pod) -> String {
-    let name = pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| pod.name_any());
+    let name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(|| pod.name_any());
     let cut = &name[..name.len().min(63)];
     cut.trim_end_matches(['-', '.']).to_owned()
 }
@@ -72,9 +79,22 @@ impl Sandbox {
         };
         let (states, subscription) = client.subscribe().await.map_err(|e| e.to_string())?;
         forward(subscription, pid, tx);
-        let ip = if host_network(pod) { None } else { ctx.network.address_of(uid) };
+        let ip = if host_network(pod) {
+            None
+        } else {
+            ctx.network.address_of(uid)
+        };
         let (volumes, etc) = prepare_files(ctx, pod, &pod_dir, ip).await?;
-        Ok(Some((Sandbox { shim: client, pid, ip, volumes, etc }, states)))
+        Ok(Some((
+            Sandbox {
+                shim: client,
+                pid,
+                ip,
+                volumes,
+                etc,
+            },
+            states,
+        )))
     }
 }
 
@@ -85,9 +105,15 @@ async fn prepare_files(
     ip: Option<Ipv4Addr>,
 ) -> Result<(PreparedVolumes, EtcFiles), String> {
     let facts = super::facts(ctx, pod, ip);
-    let source = ApiSource { client: ctx.client.clone() };
-    let volumes = podspec::prepare_volumes(&source, pod, pod_dir, &facts).await.map_err(|e| e.to_string())?;
-    let pod_ip = ip.map(|ip| ip.to_string()).unwrap_or_else(|| ctx.config.node_ip.to_string());
+    let source = ApiSource {
+        client: ctx.client.clone(),
+    };
+    let volumes = podspec::prepare_volumes(&source, pod, pod_dir, &facts, &podspec::HostMounter)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pod_ip = ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| ctx.config.node_ip.to_string());
     let dns = super::dns_settings(ctx);
     let etc = podspec::write_etc_files(pod, pod_dir, &pod_ip, &dns).map_err(|e| e.to_string())?;
     Ok((volumes, etc))
@@ -97,16 +123,26 @@ impl Worker {
     pub(super) async fn create_sandbox(&mut self) -> Result<(), String> {
         let ctx = self.ctx.clone();
         let pod_dir = ctx.config.pod_dir(&self.uid);
-        std::fs::create_dir_all(&pod_dir).map_err(|e| format!("creating {}: {e}", pod_dir.display()))?;
+        std::fs::create_dir_all(&pod_dir)
+            .map_err(|e| format!("creating {}: {e}", pod_dir.display()))?;
         let resources = podspec::pod_resources(&self.pod, ctx.config.pod_pids_limit);
-        ctx.cgroups.ensure_pod(self.qos, &self.uid, &resources).map_err(|e| e.to_string())?;
+        ctx.cgroups
+            .ensure_pod(self.qos, &self.uid, &resources)
+            .map_err(|e| e.to_string())?;
         let config = ShimConfig {
             pod_dir: pod_dir.clone(),
             hostname: hostname(&self.pod),
             host_network: host_network(&self.pod),
-            host_ipc: self.pod.spec.as_ref().and_then(|s| s.host_ipc).unwrap_or(false),
+            host_ipc: self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_ipc)
+                .unwrap_or(false),
         };
-        let pid = shim::launch(&ctx.config.berth_exe, &config).await.map_err(|e| e.to_string())?;
+        let pid = shim::launch(&ctx.config.berth_exe, &config)
+            .await
+            .map_err(|e| e.to_string())?;
         let client = ShimClient::new(&pod_dir);
         let (_, subscription) = client.subscribe().await.map_err(|e| e.to_string())?;
         forward(subscription, pid, self.wake_tx.clone());
@@ -115,10 +151,20 @@ impl Worker {
         } else {
             let netns = format!("/proc/{pid}/ns/net");
             let address = ctx.network.attach(&self.uid, Path::new(&netns)).await;
-            Some(address.map_err(|e| format!("setting up the pod network: {e}"))?.ip)
+            Some(
+                address
+                    .map_err(|e| format!("setting up the pod network: {e}"))?
+                    .ip,
+            )
         };
         let (volumes, etc) = prepare_files(&ctx, &self.pod, &pod_dir, ip).await?;
-        self.sandbox = Some(Sandbox { shim: client, pid, ip, volumes, etc });
+        self.sandbox = Some(Sandbox {
+            shim: client,
+            pid,
+            ip,
+            volumes,
+            etc,
+        });
         Ok(())
     }
 
@@ -134,7 +180,11 @@ impl Worker {
             tracing::warn!(pod = %self.name(), error = %e, "kubelet: detaching the pod network");
         }
         let all = self.init.iter().chain(self.containers.iter());
-        for id in all.flat_map(|c| [c.current.as_ref(), c.previous.as_ref()]).flatten().map(|a| a.id.clone()) {
+        for id in all
+            .flat_map(|c| [c.current.as_ref(), c.previous.as_ref()])
+            .flatten()
+            .map(|a| a.id.clone())
+        {
             if let Err(e) = self.ctx.cgroups.remove_container(self.qos, &self.uid, &id) {
                 tracing::warn!(pod = %self.name(), error = %e, "kubelet: removing a container cgroup");
             }
@@ -148,7 +198,7 @@ impl Worker {
 /// Removes the pod's directory (volumes first unmounted).
 pub(super) fn remove_pod_dir(ctx: &Context, uid: &str) {
     let pod_dir = ctx.config.pod_dir(uid);
-    if let Err(e) = podspec::unmount_pod_volumes(&pod_dir) {
+    if let Err(e) = podspec::unmount_pod_volumes(&pod_dir, Path::new("/proc/self/mountinfo")) {
         tracing::warn!(%uid, error = %e, "kubelet: unmounting pod volumes");
         return;
     }
@@ -166,7 +216,12 @@ pub(super) async fn teardown_orphan(ctx: &Arc<Context>, uid: &str) {
     let client = ShimClient::new(&pod_dir);
     if let Ok((_, states)) = client.state().await {
         for c in states.iter().filter(|c| c.exit.is_none()) {
-            let _ = client.request(&Request::Kill { id: c.id.clone(), signal: libc::SIGKILL }).await;
+            let _ = client
+                .request(&Request::Kill {
+                    id: c.id.clone(),
+                    signal: libc::SIGKILL,
+                })
+                .await;
         }
         let _ = client.request(&Request::Shutdown).await;
     }

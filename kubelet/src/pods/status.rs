@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::core::v1::{
     ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus, HostIP,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -71,9 +71,16 @@ pub struct PodRuntime {
 }
 
 pub fn pod_status(pod: &Pod, rt: &PodRuntime, now: &str) -> PodStatus {
-    let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+    let restart_policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
     let old = pod.status.as_ref();
-    let initialized = rt.init.iter().all(|c| c.terminated().is_some_and(|e| e.code == 0))
+    let initialized = rt
+        .init
+        .iter()
+        .all(|c| c.terminated().is_some_and(|e| e.code == 0))
         || rt.init.is_empty();
     let mut phase = phase(restart_policy, initialized, &rt.init, &rt.containers);
     if rt.failed.is_some() {
@@ -81,7 +88,12 @@ pub fn pod_status(pod: &Pod, rt: &PodRuntime, now: &str) -> PodStatus {
     }
     let terminal = phase == "Succeeded" || phase == "Failed";
 
-    let not_ready: Vec<&str> = rt.containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+    let not_ready: Vec<&str> = rt
+        .containers
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
     let incomplete: Vec<&str> = rt
         .init
         .iter()
@@ -95,11 +107,20 @@ pub fn pod_status(pod: &Pod, rt: &PodRuntime, now: &str) -> PodStatus {
     };
     cond("PodReadyToStartContainers", rt.sandbox_ready, None, None);
     if initialized {
-        let reason = if terminal && !rt.init.is_empty() { Some("PodCompleted") } else { None };
+        let reason = if terminal && !rt.init.is_empty() {
+            Some("PodCompleted")
+        } else {
+            None
+        };
         cond("Initialized", true, reason, None);
     } else {
         let msg = format!("containers with incomplete status: {}", list(&incomplete));
-        cond("Initialized", false, Some("ContainersNotInitialized"), Some(msg));
+        cond(
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(msg),
+        );
     }
     for type_ in ["ContainersReady", "Ready"] {
         if terminal {
@@ -111,9 +132,10 @@ pub fn pod_status(pod: &Pod, rt: &PodRuntime, now: &str) -> PodStatus {
             cond(type_, false, Some("ContainersNotReady"), Some(msg));
         }
     }
-    if let Some(scheduled) = old.and_then(|s| s.conditions.as_ref()).and_then(|cs| {
-        cs.iter().find(|c| c.type_ == "PodScheduled").cloned()
-    }) {
+    if let Some(scheduled) = old
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled").cloned())
+    {
         conditions.push(scheduled);
     }
 
@@ -122,7 +144,9 @@ pub fn pod_status(pod: &Pod, rt: &PodRuntime, now: &str) -> PodStatus {
         phase: Some(phase.to_owned()),
         conditions: Some(conditions),
         host_ip: Some(rt.host_ip.clone()),
-        host_ips: Some(vec![HostIP { ip: rt.host_ip.clone() }]),
+        host_ips: Some(vec![HostIP {
+            ip: rt.host_ip.clone(),
+        }]),
         pod_ip: rt.pod_ip.clone(),
         pod_ips: ips,
         start_time: rt.start_time.as_deref().and_then(time),
@@ -144,8 +168,14 @@ fn phase(
     containers: &[ContainerRecord],
 ) -> &'static str {
     if !initialized {
-        let failed = init.iter().any(|c| c.terminated().is_some_and(|e| e.code != 0));
-        return if failed && restart_policy == "Never" { "Failed" } else { "Pending" };
+        let failed = init
+            .iter()
+            .any(|c| c.terminated().is_some_and(|e| e.code != 0));
+        return if failed && restart_policy == "Never" {
+            "Failed"
+        } else {
+            "Pending"
+        };
     }
     let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for c in containers {
@@ -183,7 +213,9 @@ fn container_status(c: &ContainerRecord) -> ContainerStatus {
     let state = if c.running() {
         let a = c.current.as_ref().expect("running has an attempt");
         K8sState {
-            running: Some(ContainerStateRunning { started_at: time(&a.started_at) }),
+            running: Some(ContainerStateRunning {
+                started_at: time(&a.started_at),
+            }),
             ..Default::default()
         }
     } else if let Some((reason, message)) = &c.waiting {
@@ -195,7 +227,10 @@ fn container_status(c: &ContainerRecord) -> ContainerStatus {
             ..Default::default()
         }
     } else if let Some(a) = &c.current {
-        K8sState { terminated: a.exit.as_ref().map(|e| terminated(a, e)), ..Default::default() }
+        K8sState {
+            terminated: a.exit.as_ref().map(|e| terminated(a, e)),
+            ..Default::default()
+        }
     } else {
         K8sState {
             waiting: Some(ContainerStateWaiting {
@@ -207,11 +242,17 @@ fn container_status(c: &ContainerRecord) -> ContainerStatus {
     };
     // lastState: the run before the current one, or the exited current one while it waits to
     // restart.
-    let last = if c.running() || c.terminated().is_some() { c.previous.as_ref() } else { c.current.as_ref() };
-    let last_state = last.and_then(|a| a.exit.as_ref().map(|e| (a, e))).map(|(a, e)| K8sState {
-        terminated: Some(terminated(a, e)),
-        ..Default::default()
-    });
+    let last = if c.running() || c.terminated().is_some() {
+        c.previous.as_ref()
+    } else {
+        c.current.as_ref()
+    };
+    let last_state = last
+        .and_then(|a| a.exit.as_ref().map(|e| (a, e)))
+        .map(|(a, e)| K8sState {
+            terminated: Some(terminated(a, e)),
+            ..Default::default()
+        });
     let container_id = c.current.as_ref().map(|a| format!("berth://{}", a.id));
     ContainerStatus {
         name: c.name.clone(),
@@ -295,7 +336,12 @@ mod tests {
         Attempt {
             id: "c1".into(),
             started_at: NOW.into(),
-            exit: Some(Exit { code, signal: None, finished_at: NOW.into(), oom_killed: false }),
+            exit: Some(Exit {
+                code,
+                signal: None,
+                finished_at: NOW.into(),
+                oom_killed: false,
+            }),
         }
     }
 
@@ -312,14 +358,23 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a PodStatus, t: &str) -> &'a PodCondition {
-        s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap()
+        s.conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
     }
 
     #[test]
     fn running_and_ready() {
         let c = ContainerRecord {
             name: "a".into(),
-            current: Some(Attempt { id: "c1".into(), started_at: NOW.into(), exit: None }),
+            current: Some(Attempt {
+                id: "c1".into(),
+                started_at: NOW.into(),
+                exit: None,
+            }),
             ready: true,
             started: true,
             ..Default::default()
@@ -344,8 +399,14 @@ mod tests {
         };
         let s = pod_status(&pod("Always"), &rt(c), NOW);
         assert_eq!(s.phase.as_deref(), Some("Running"));
-        assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("ContainersNotReady"));
-        assert_eq!(cond(&s, "Ready").message.as_deref(), Some("containers with unready status: [a]"));
+        assert_eq!(
+            cond(&s, "Ready").reason.as_deref(),
+            Some("ContainersNotReady")
+        );
+        assert_eq!(
+            cond(&s, "Ready").message.as_deref(),
+            Some("containers with unready status: [a]")
+        );
         let cs = &s.container_statuses.unwrap()[0];
         let waiting = cs.state.as_ref().unwrap().waiting.as_ref().unwrap();
         assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
@@ -356,46 +417,101 @@ mod tests {
 
     #[test]
     fn terminal_phases() {
-        let done = |code| ContainerRecord { name: "a".into(), current: Some(exited(code)), ..Default::default() };
+        let done = |code| ContainerRecord {
+            name: "a".into(),
+            current: Some(exited(code)),
+            ..Default::default()
+        };
         let s = pod_status(&pod("Never"), &rt(done(0)), NOW);
         assert_eq!(s.phase.as_deref(), Some("Succeeded"));
         assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("PodCompleted"));
-        assert_eq!(pod_status(&pod("Never"), &rt(done(2)), NOW).phase.as_deref(), Some("Failed"));
-        assert_eq!(pod_status(&pod("OnFailure"), &rt(done(0)), NOW).phase.as_deref(), Some("Succeeded"));
+        assert_eq!(
+            pod_status(&pod("Never"), &rt(done(2)), NOW)
+                .phase
+                .as_deref(),
+            Some("Failed")
+        );
+        assert_eq!(
+            pod_status(&pod("OnFailure"), &rt(done(0)), NOW)
+                .phase
+                .as_deref(),
+            Some("Succeeded")
+        );
         let waiting = ContainerRecord {
             name: "a".into(),
             waiting: Some(("ErrImagePull".into(), "not found".into())),
             ..Default::default()
         };
-        assert_eq!(pod_status(&pod("Always"), &rt(waiting), NOW).phase.as_deref(), Some("Pending"));
+        assert_eq!(
+            pod_status(&pod("Always"), &rt(waiting), NOW)
+                .phase
+                .as_deref(),
+            Some("Pending")
+        );
     }
 
     #[test]
     fn oom_killed_reason_and_init_pending() {
         let mut a = exited(137);
         a.exit.as_mut().unwrap().oom_killed = true;
-        let c = ContainerRecord { name: "a".into(), current: Some(a), ..Default::default() };
+        let c = ContainerRecord {
+            name: "a".into(),
+            current: Some(a),
+            ..Default::default()
+        };
         let s = pod_status(&pod("Never"), &rt(c), NOW);
         let cs = &s.container_statuses.unwrap()[0];
-        assert_eq!(cs.state.as_ref().unwrap().terminated.as_ref().unwrap().reason.as_deref(), Some("OOMKilled"));
+        assert_eq!(
+            cs.state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("OOMKilled")
+        );
 
-        let mut r = rt(ContainerRecord { name: "a".into(), ..Default::default() });
-        r.init = vec![ContainerRecord { name: "init".into(), ..Default::default() }];
+        let mut r = rt(ContainerRecord {
+            name: "a".into(),
+            ..Default::default()
+        });
+        r.init = vec![ContainerRecord {
+            name: "init".into(),
+            ..Default::default()
+        }];
         let s = pod_status(&pod("Always"), &r, NOW);
         assert_eq!(s.phase.as_deref(), Some("Pending"));
-        assert_eq!(cond(&s, "Initialized").message.as_deref(), Some("containers with incomplete status: [init]"));
+        assert_eq!(
+            cond(&s, "Initialized").message.as_deref(),
+            Some("containers with incomplete status: [init]")
+        );
     }
 
     #[test]
     fn transition_time_kept_while_status_holds() {
         let mut p = pod("Always");
-        p.status.as_mut().unwrap().conditions.as_mut().unwrap().push(PodCondition {
-            type_: "PodReadyToStartContainers".into(),
-            status: "True".into(),
-            last_transition_time: time("2026-01-01T00:00:00Z"),
-            ..Default::default()
-        });
-        let s = pod_status(&p, &rt(ContainerRecord { name: "a".into(), ..Default::default() }), NOW);
+        p.status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(PodCondition {
+                type_: "PodReadyToStartContainers".into(),
+                status: "True".into(),
+                last_transition_time: time("2026-01-01T00:00:00Z"),
+                ..Default::default()
+            });
+        let s = pod_status(
+            &p,
+            &rt(ContainerRecord {
+                name: "a".into(),
+                ..Default::default()
+            }),
+            NOW,
+        );
         let c = cond(&s, "PodReadyToStartContainers");
         assert_eq!(c.last_transition_time, time("2026-01-01T00:00:00Z"));
         assert_eq!(cond(&s, "Ready").last_transition_time, time(NOW));

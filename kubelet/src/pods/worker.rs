@@ -63,6 +63,12 @@ pub(crate) async fn run(ctx: Arc<Context>, uid: String, mut pods: watch::Receive
         image: c.image.clone().unwrap_or_default(),
         ..Default::default()
     };
+    let start_time = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(super::now);
     let mut w = Worker {
         qos: QosClass::of(&pod),
         init: spec.init_containers.iter().flatten().map(record).collect(),
@@ -75,7 +81,7 @@ pub(crate) async fn run(ctx: Arc<Context>, uid: String, mut pods: watch::Receive
         pull_backoff: HashMap::new(),
         wake_tx,
         wake_rx,
-        start_time: super::now(),
+        start_time,
         failed: None,
         last_status: None,
         finished: false,
@@ -110,7 +116,12 @@ pub(crate) async fn run(ctx: Arc<Context>, uid: String, mut pods: watch::Receive
 
 impl Worker {
     pub(super) fn name(&self) -> String {
-        format!("{}_{}({})", self.pod.name_any(), self.pod.namespace().unwrap_or_default(), self.uid)
+        format!(
+            "{}_{}({})",
+            self.pod.name_any(),
+            self.pod.namespace().unwrap_or_default(),
+            self.uid
+        )
     }
 
     pub(super) fn apply(&mut self, wake: Wake) {
@@ -118,7 +129,11 @@ impl Worker {
             Wake::Exited { id, exit } => {
                 let all = self.init.iter_mut().chain(self.containers.iter_mut());
                 for c in all {
-                    if let Some(a) = c.current.as_mut().filter(|a| a.id == id && a.exit.is_none()) {
+                    if let Some(a) = c
+                        .current
+                        .as_mut()
+                        .filter(|a| a.id == id && a.exit.is_none())
+                    {
                         a.exit = Some(exit.clone());
                         c.ready = false;
                         c.started = false;
@@ -134,7 +149,12 @@ impl Worker {
                 let now = super::now();
                 for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
                     if let Some(a) = c.current.as_mut().filter(|a| a.exit.is_none()) {
-                        a.exit = Some(Exit { code: 137, signal: Some(9), finished_at: now.clone(), oom_killed: false });
+                        a.exit = Some(Exit {
+                            code: 137,
+                            signal: Some(9),
+                            finished_at: now.clone(),
+                            oom_killed: false,
+                        });
                         c.ready = false;
                     }
                 }
@@ -143,7 +163,11 @@ impl Worker {
     }
 
     fn restart_policy(&self) -> &str {
-        self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always")
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always")
     }
 
     /// One pass; returns when it next wants to run (a back-off expiring).
@@ -151,10 +175,21 @@ impl Worker {
         if self.finished {
             return None;
         }
+        if let Some(left) = self.active_deadline_left() {
+            if left.is_zero() {
+                return self.deadline_exceeded().await;
+            }
+        }
         if self.sandbox.is_none() {
             if let Err(message) = self.create_sandbox().await {
                 let pod = self.pod.clone();
-                self.ctx.recorder.event(&pod, None, true, "FailedCreatePodSandBox", message.clone());
+                self.ctx.recorder.event(
+                    &pod,
+                    None,
+                    true,
+                    "FailedCreatePodSandBox",
+                    message.clone(),
+                );
                 for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
                     c.waiting = Some(("ContainerCreating".into(), String::new()));
                 }
@@ -169,6 +204,10 @@ impl Worker {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         };
+        earliest(
+            self.active_deadline_left()
+                .map(|left| Instant::now() + left),
+        );
         let initialized = self.sync_init(&mut earliest).await;
         if initialized {
             for i in 0..self.containers.len() {
@@ -177,7 +216,10 @@ impl Worker {
             }
         }
         self.report().await;
-        let status_phase = self.last_status.as_ref().and_then(|s| s["phase"].as_str().map(str::to_owned));
+        let status_phase = self
+            .last_status
+            .as_ref()
+            .and_then(|s| s["phase"].as_str().map(str::to_owned));
         if matches!(status_phase.as_deref(), Some("Succeeded" | "Failed")) {
             // Terminal: nothing will run again; give back the IP, cgroups and the shim, keep logs.
             self.release_sandbox().await;
@@ -192,7 +234,10 @@ impl Worker {
         for i in 0..self.init.len() {
             let c = &self.init[i];
             if c.terminated().is_some_and(|e| e.code == 0)
-                || c.current.as_ref().and_then(|a| a.exit.as_ref()).is_some_and(|e| e.code == 0)
+                || c.current
+                    .as_ref()
+                    .and_then(|a| a.exit.as_ref())
+                    .is_some_and(|e| e.code == 0)
             {
                 self.init[i].waiting = None;
                 continue;
@@ -206,12 +251,17 @@ impl Worker {
 
     /// Starts or restarts one container if it should run and isn't; returns a back-off deadline.
     async fn sync_container(&mut self, init: bool, i: usize) -> Option<Instant> {
-        let record = if init { &self.init[i] } else { &self.containers[i] };
+        let record = if init {
+            &self.init[i]
+        } else {
+            &self.containers[i]
+        };
         if record.running() {
             return None;
         }
         let now = Instant::now();
         let name = record.name.clone();
+        let pod_name = self.name();
         if let Some(exit) = record.current.as_ref().and_then(|a| a.exit.clone()) {
             // Init containers restart on failure unless the policy is Never (kubelet does too).
             let restart = match self.restart_policy() {
@@ -219,13 +269,21 @@ impl Worker {
                 "OnFailure" => exit.code != 0,
                 _ => false,
             };
-            let record = if init { &mut self.init[i] } else { &mut self.containers[i] };
+            let record = if init {
+                &mut self.init[i]
+            } else {
+                &mut self.containers[i]
+            };
             if !restart {
                 record.waiting = None;
                 return None;
             }
             let backoff = self.restart_backoff.entry(name.clone()).or_default();
-            if record.waiting.as_ref().is_none_or(|w| w.0 != "CrashLoopBackOff") {
+            if record
+                .waiting
+                .as_ref()
+                .is_none_or(|w| w.0 != "CrashLoopBackOff")
+            {
                 // Just exited: start the back-off.
                 let ran_for = ran_for(record.current.as_ref());
                 backoff.fail(now, ran_for);
@@ -235,21 +293,35 @@ impl Worker {
                     "back-off {} restarting failed container={} pod={}",
                     go_duration(backoff.delay()),
                     name,
-                    self.name()
+                    pod_name
                 );
-                if record.waiting.as_ref().is_none_or(|w| w.0 != "CrashLoopBackOff") {
+                if record
+                    .waiting
+                    .as_ref()
+                    .is_none_or(|w| w.0 != "CrashLoopBackOff")
+                {
                     record.waiting = Some(("CrashLoopBackOff".into(), message.clone()));
                     let pod = self.pod.clone();
-                    let event = format!("Back-off restarting failed container {name} in pod {}", self.name());
-                    self.ctx.recorder.event(&pod, Some(&name), true, "BackOff", event);
+                    let event =
+                        format!("Back-off restarting failed container {name} in pod {pod_name}");
+                    self.ctx
+                        .recorder
+                        .event(&pod, Some(&name), true, "BackOff", event);
                 }
                 return Some(until);
             }
         }
         if let Some(until) = self.pull_backoff.get(&name).and_then(|b| b.waiting(now)) {
-            let record = if init { &mut self.init[i] } else { &mut self.containers[i] };
+            let record = if init {
+                &mut self.init[i]
+            } else {
+                &mut self.containers[i]
+            };
             let image = record.image.clone();
-            record.waiting = Some(("ImagePullBackOff".into(), format!("Back-off pulling image \"{image}\"")));
+            record.waiting = Some((
+                "ImagePullBackOff".into(),
+                format!("Back-off pulling image \"{image}\""),
+            ));
             return Some(until);
         }
         match self.start_container(init, i).await {
@@ -262,7 +334,10 @@ impl Worker {
     pub(super) async fn report(&mut self) {
         let rt = PodRuntime {
             sandbox_ready: self.sandbox.is_some(),
-            pod_ip: self.sandbox.as_ref().and_then(|s| s.ip.map(|ip| ip.to_string())),
+            pod_ip: self
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.ip.map(|ip| ip.to_string())),
             host_ip: self.ctx.config.node_ip.to_string(),
             start_time: Some(self.start_time.clone()),
             qos_class: self.qos.as_str(),
@@ -275,14 +350,26 @@ impl Worker {
         if self.last_status.as_ref() == Some(&value) {
             return;
         }
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod.namespace().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.pod.namespace().unwrap_or_default(),
+        );
         let patch = serde_json::json!({"metadata": {"uid": self.uid}, "status": value});
-        match api.patch_status(&self.pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        match api
+            .patch_status(
+                &self.pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
             Ok(pod) => {
                 self.pod = pod;
                 self.last_status = Some(value);
             }
-            Err(e) => tracing::warn!(pod = %self.name(), error = %e, "kubelet: patching pod status"),
+            Err(e) => {
+                tracing::warn!(pod = %self.name(), error = %e, "kubelet: patching pod status")
+            }
         }
     }
 
@@ -293,7 +380,12 @@ impl Worker {
             .pod
             .metadata
             .deletion_grace_period_seconds
-            .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
             .unwrap_or(30)
             .max(0) as u64;
         self.stop_all(Duration::from_secs(grace)).await;
@@ -303,10 +395,16 @@ impl Worker {
             return;
         }
         self.report().await;
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod.namespace().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.pod.namespace().unwrap_or_default(),
+        );
         let params = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(&self.pod.name_any(), &params).await {
@@ -330,7 +428,13 @@ impl Worker {
         }
         let pod = self.pod.clone();
         for (name, id) in &running {
-            self.ctx.recorder.event(&pod, Some(name), false, "Killing", format!("Stopping container {name}"));
+            self.ctx.recorder.event(
+                &pod,
+                Some(name),
+                false,
+                "Killing",
+                format!("Stopping container {name}"),
+            );
             self.kill(id, libc::SIGTERM).await;
         }
         if !self.wait_exits(Instant::now() + grace).await {
@@ -343,7 +447,10 @@ impl Worker {
 
     async fn kill(&self, id: &str, signal: i32) {
         let Some(sandbox) = &self.sandbox else { return };
-        let request = crate::shim::Request::Kill { id: id.to_owned(), signal };
+        let request = crate::shim::Request::Kill {
+            id: id.to_owned(),
+            signal,
+        };
         if let Err(e) = sandbox.shim.request(&request).await {
             tracing::warn!(pod = %self.name(), error = %e, "kubelet: signalling a container");
         }
@@ -352,7 +459,11 @@ impl Worker {
     /// Waits for exits until nothing runs (true) or the deadline passes (false).
     async fn wait_exits(&mut self, deadline: Instant) -> bool {
         loop {
-            let running = self.init.iter().chain(self.containers.iter()).any(|c| c.running());
+            let running = self
+                .init
+                .iter()
+                .chain(self.containers.iter())
+                .any(|c| c.running());
             if !running || self.sandbox.is_none() {
                 return true;
             }
@@ -370,11 +481,18 @@ impl Worker {
             Ok(Some((sandbox, states))) => {
                 self.sandbox = Some(sandbox);
                 for state in states {
-                    let attempt = Attempt { id: state.id.clone(), started_at: state.started_at.clone(), exit: state.exit.clone() };
+                    let attempt = Attempt {
+                        id: state.id.clone(),
+                        started_at: state.started_at.clone(),
+                        exit: state.exit.clone(),
+                    };
                     let image_id = |image: &str| self.ctx.images.get(image).map(|i| i.repo_digest);
                     let all = self.init.iter_mut().chain(self.containers.iter_mut());
                     for c in all.filter(|c| c.name == state.name) {
-                        let newer = c.current.as_ref().is_none_or(|_| state.attempt >= c.restart_count);
+                        let newer = c
+                            .current
+                            .as_ref()
+                            .is_none_or(|_| state.attempt >= c.restart_count);
                         if newer {
                             c.previous = c.current.take();
                             c.restart_count = state.attempt;
@@ -394,8 +512,42 @@ impl Worker {
         }
     }
 
-    pub(super) fn fail_pod(&mut self, reason: &str, message: String) {
-        self.failed = Some((reason.to_owned(), message));
+    /// Time left of `activeDeadlineSeconds`, counted from the pod's start.
+    fn active_deadline_left(&self) -> Option<Duration> {
+        let deadline = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let start: k8s_openapi::jiff::Timestamp = self.start_time.parse().ok()?;
+        let elapsed = k8s_openapi::jiff::Timestamp::now()
+            .duration_since(start)
+            .as_secs()
+            .max(0) as u64;
+        Some(Duration::from_secs(
+            (deadline.max(0) as u64).saturating_sub(elapsed),
+        ))
+    }
+
+    /// The kubelet fails a pod that outlived its activeDeadlineSeconds and stops its containers.
+    async fn deadline_exceeded(&mut self) -> Option<Instant> {
+        if self.failed.is_none() {
+            let message =
+                "Pod was active on the node longer than the specified deadline".to_owned();
+            let pod = self.pod.clone();
+            self.ctx
+                .recorder
+                .event(&pod, None, false, "DeadlineExceeded", message.clone());
+            self.failed = Some(("DeadlineExceeded".into(), message));
+            let grace = self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            self.stop_all(Duration::from_secs(grace.max(0) as u64))
+                .await;
+        }
+        self.report().await;
+        self.release_sandbox().await;
+        self.finished = true;
+        None
     }
 }
 

@@ -52,6 +52,12 @@ pub fn container_resources(c: &Container) -> Resources {
         cpu_limit_millis: cpu_limit,
         memory_limit_bytes: mem_limit,
         pids_max: None,
+        // A privileged container gets the host's devices.
+        allow_all_devices: c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false),
     }
 }
 
@@ -133,6 +139,7 @@ pub fn pod_resources(pod: &Pod, pod_pids_limit: Option<u64>) -> Resources {
             cpu_limit_millis: cpu_limited.then_some(total.cpu_lim),
             memory_limit_bytes: mem_limited.then_some(total.mem_lim),
             pids_max,
+            allow_all_devices: false,
         },
     }
 }

@@ -22,22 +22,39 @@ pub async fn launch(berth: &Path, config: &ShimConfig) -> Result<i32, ShimError>
         .create(true)
         .append(true)
         .open(&log)
-        .map_err(|source| ShimError::Io { op: "open", path: log.clone(), source })?;
+        .map_err(|source| ShimError::Io {
+            op: "open",
+            path: log.clone(),
+            source,
+        })?;
     let mut cmd = tokio::process::Command::new(berth);
-    cmd.arg("shim").arg("--pod-dir").arg(&config.pod_dir).arg("--hostname").arg(&config.hostname);
+    cmd.arg("shim")
+        .arg("--pod-dir")
+        .arg(&config.pod_dir)
+        .arg("--hostname")
+        .arg(&config.hostname);
     if config.host_network {
         cmd.arg("--host-network");
     }
     if config.host_ipc {
         cmd.arg("--host-ipc");
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
-    let mut child =
-        cmd.spawn().map_err(|source| ShimError::Io { op: "spawn", path: berth.to_owned(), source })?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let mut child = cmd.spawn().map_err(|source| ShimError::Io {
+        op: "spawn",
+        path: berth.to_owned(),
+        source,
+    })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut line = String::new();
-    let read = tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
-    let failed = |message: String| ShimError::Protocol { pod_dir: config.pod_dir.clone(), message };
+    let read =
+        tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+    let failed = |message: String| ShimError::Protocol {
+        pod_dir: config.pod_dir.clone(),
+        message,
+    };
     match read {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(failed(format!("reading its ready line: {e}"))),
@@ -46,13 +63,19 @@ pub async fn launch(berth: &Path, config: &ShimConfig) -> Result<i32, ShimError>
             return Err(failed(format!("not ready after {READY_TIMEOUT:?}")));
         }
     }
-    match line.trim().strip_prefix("ready ").and_then(|pid| pid.parse::<i32>().ok()) {
+    match line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|pid| pid.parse::<i32>().ok())
+    {
         Some(pid) => Ok(pid),
         None => {
             let status = child.wait().await.ok();
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let tail = tail.lines().last().unwrap_or("").to_owned();
-            Err(failed(format!("exited ({status:?}) before it was ready: {tail}")))
+            Err(failed(format!(
+                "exited ({status:?}) before it was ready: {tail}"
+            )))
         }
     }
 }
@@ -67,7 +90,10 @@ pub struct ShimClient {
 
 impl ShimClient {
     pub fn new(pod_dir: &Path) -> ShimClient {
-        ShimClient { pod_dir: pod_dir.to_owned(), socket: socket_path(pod_dir) }
+        ShimClient {
+            pod_dir: pod_dir.to_owned(),
+            socket: socket_path(pod_dir),
+        }
     }
 
     pub fn pod_dir(&self) -> &Path {
@@ -77,8 +103,15 @@ impl ShimClient {
     async fn connect(&self) -> Result<Connection, ShimError> {
         let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ShimError::Io { op: "connect", path: self.socket.clone(), source })?;
-        Ok(Connection { stream: BufReader::new(stream), pod_dir: self.pod_dir.clone() })
+            .map_err(|source| ShimError::Io {
+                op: "connect",
+                path: self.socket.clone(),
+                source,
+            })?;
+        Ok(Connection {
+            stream: BufReader::new(stream),
+            pod_dir: self.pod_dir.clone(),
+        })
     }
 
     pub async fn request(&self, request: &Request) -> Result<Response, ShimError> {
@@ -86,7 +119,10 @@ impl ShimClient {
         conn.send(request).await?;
         let response: Response = conn.receive().await?;
         if let Response::Error { message } = response {
-            return Err(ShimError::Protocol { pod_dir: self.pod_dir.clone(), message });
+            return Err(ShimError::Protocol {
+                pod_dir: self.pod_dir.clone(),
+                message,
+            });
         }
         Ok(response)
     }
@@ -110,7 +146,10 @@ impl ShimClient {
     }
 
     fn unexpected(&self, response: &Response) -> ShimError {
-        ShimError::Protocol { pod_dir: self.pod_dir.clone(), message: format!("unexpected response {response:?}") }
+        ShimError::Protocol {
+            pod_dir: self.pod_dir.clone(),
+            message: format!("unexpected response {response:?}"),
+        }
     }
 }
 
@@ -123,20 +162,31 @@ impl Connection {
     async fn send(&mut self, request: &Request) -> Result<(), ShimError> {
         let mut line = serde_json::to_vec(request).expect("requests serialize");
         line.push(b'\n');
-        let io = |source| ShimError::Io { op: "write to shim", path: self.pod_dir.clone(), source };
+        let io = |source| ShimError::Io {
+            op: "write to shim",
+            path: self.pod_dir.clone(),
+            source,
+        };
         self.stream.get_mut().write_all(&line).await.map_err(io)
     }
 
     async fn receive<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ShimError> {
         let mut line = String::new();
-        let n = self.stream.read_line(&mut line).await.map_err(|source| ShimError::Io {
-            op: "read from shim",
-            path: self.pod_dir.clone(),
-            source,
-        })?;
+        let n = self
+            .stream
+            .read_line(&mut line)
+            .await
+            .map_err(|source| ShimError::Io {
+                op: "read from shim",
+                path: self.pod_dir.clone(),
+                source,
+            })?;
         if n == 0 {
             let message = "connection closed".to_owned();
-            return Err(ShimError::Protocol { pod_dir: self.pod_dir.clone(), message });
+            return Err(ShimError::Protocol {
+                pod_dir: self.pod_dir.clone(),
+                message,
+            });
         }
         serde_json::from_str(&line).map_err(|e| ShimError::Protocol {
             pod_dir: self.pod_dir.clone(),

@@ -104,7 +104,9 @@ impl LogWriter {
     }
 
     fn record(&mut self, stream: Stream, tag: &str, content: &[u8]) -> io::Result<()> {
-        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        let now = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
         let mut buf = Vec::with_capacity(now.len() + content.len() + 12);
         buf.extend_from_slice(now.as_bytes());
         buf.push(b' ');
@@ -128,7 +130,10 @@ impl LogWriter {
         let mut rotated = self.path.clone().into_os_string();
         rotated.push(format!(".{stamp}"));
         fs::rename(&self.path, &rotated)?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         self.size = 0;
         let mut old = rotated_files(&self.path)?;
         while old.len() + 1 > self.max_files {
@@ -150,7 +155,10 @@ pub fn rotated_files(path: &Path) -> io::Result<Vec<(i128, PathBuf)>> {
         let entry = entry?;
         let file = entry.file_name();
         let file = file.to_string_lossy();
-        if let Some(stamp) = file.strip_prefix(&prefix).and_then(|s| s.parse::<i128>().ok()) {
+        if let Some(stamp) = file
+            .strip_prefix(&prefix)
+            .and_then(|s| s.parse::<i128>().ok())
+        {
             out.push((stamp, entry.path()));
         }
     }
@@ -174,7 +182,12 @@ pub fn parse_record(line: &[u8]) -> Option<Record<'_>> {
     let stream = std::str::from_utf8(parts.next()?).ok()?;
     let tag = parts.next()?;
     let content = parts.next().unwrap_or(b"");
-    Some(Record { timestamp, stream, partial: tag == b"P", content })
+    Some(Record {
+        timestamp,
+        stream,
+        partial: tag == b"P",
+        content,
+    })
 }
 
 #[cfg(test)]
@@ -187,8 +200,16 @@ mod tests {
             .filter(|l| !l.is_empty())
             .map(|l| {
                 let r = parse_record(l).unwrap();
-                assert!(OffsetDateTime::parse(r.timestamp, &Rfc3339).is_ok(), "{}", r.timestamp);
-                (r.stream.to_owned(), r.partial, String::from_utf8_lossy(r.content).into_owned())
+                assert!(
+                    OffsetDateTime::parse(r.timestamp, &Rfc3339).is_ok(),
+                    "{}",
+                    r.timestamp
+                );
+                (
+                    r.stream.to_owned(),
+                    r.partial,
+                    String::from_utf8_lossy(r.content).into_owned(),
+                )
             })
             .collect()
     }
@@ -215,7 +236,10 @@ mod tests {
             ("stdout", false, "x".repeat(10)),
             ("stdout", false, "last".to_owned()),
         ];
-        let want: Vec<_> = want.into_iter().map(|(s, p, c)| (s.to_owned(), p, c)).collect();
+        let want: Vec<_> = want
+            .into_iter()
+            .map(|(s, p, c)| (s.to_owned(), p, c))
+            .collect();
         assert_eq!(got, want);
     }
 
@@ -225,7 +249,8 @@ mod tests {
         let path = dir.path().join("0.log");
         let mut w = LogWriter::open(&path, 200, 3).unwrap();
         for i in 0..40 {
-            w.write(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
         }
         let rotated = rotated_files(&path).unwrap();
         assert_eq!(rotated.len(), 2, "current + 2 rotated = max_files 3");

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
 
-pub use client::{launch, ShimClient};
+pub use client::{launch, ShimClient, Subscription};
 pub use protocol::{ContainerState, Event, Exit, Request, Response};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,10 @@ pub struct ShimConfig {
 /// closes stdout, so the kubelet knows it can connect; returns when the pod is shut down.
 pub fn run(config: &ShimConfig) -> Result<(), ShimError> {
     // Out of the kubelet's session and process group: a signal to those must not reach the pod.
-    nix::unistd::setsid().map_err(|source| ShimError::Sys { call: "setsid", source })?;
+    nix::unistd::setsid().map_err(|source| ShimError::Sys {
+        call: "setsid",
+        source,
+    })?;
     let mut flags = CloneFlags::CLONE_NEWUTS;
     if !config.host_network {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -64,23 +67,46 @@ pub fn run(config: &ShimConfig) -> Result<(), ShimError> {
     if !config.host_ipc {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
-    nix::sched::unshare(flags).map_err(|source| ShimError::Sys { call: "unshare", source })?;
-    nix::unistd::sethostname(&config.hostname)
-        .map_err(|source| ShimError::Sys { call: "sethostname", source })?;
+    nix::sched::unshare(flags).map_err(|source| ShimError::Sys {
+        call: "unshare",
+        source,
+    })?;
+    nix::unistd::sethostname(&config.hostname).map_err(|source| ShimError::Sys {
+        call: "sethostname",
+        source,
+    })?;
     let socket = protocol::socket_path(&config.pod_dir);
     match std::fs::remove_file(&socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(ShimError::Io { op: "remove", path: socket, source }),
+        Err(source) => {
+            return Err(ShimError::Io {
+                op: "remove",
+                path: socket,
+                source,
+            })
+        }
     }
-    let listener = UnixListener::bind(&socket)
-        .map_err(|source| ShimError::Io { op: "bind", path: socket.clone(), source })?;
+    let listener = UnixListener::bind(&socket).map_err(|source| ShimError::Io {
+        op: "bind",
+        path: socket.clone(),
+        source,
+    })?;
     let pid_file = config.pod_dir.join("shim.pid");
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .map_err(|source| ShimError::Io { op: "write", path: pid_file, source })?;
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|source| {
+        ShimError::Io {
+            op: "write",
+            path: pid_file,
+            source,
+        }
+    })?;
     let mut stdout = std::io::stdout().lock();
     let ready = writeln!(stdout, "ready {}", std::process::id()).and_then(|()| stdout.flush());
-    ready.map_err(|source| ShimError::Io { op: "write", path: "stdout".into(), source })?;
+    ready.map_err(|source| ShimError::Io {
+        op: "write",
+        path: "stdout".into(),
+        source,
+    })?;
     drop(stdout);
     close_stdout();
     server::Server::new(listener).run()

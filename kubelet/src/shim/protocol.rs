@@ -41,9 +41,17 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "camelCase")]
 pub enum Response {
     Ok,
-    Started { pid: i32, started_at: String },
-    State { pid: i32, containers: Vec<ContainerState> },
-    Error { message: String },
+    Started {
+        pid: i32,
+        started_at: String,
+    },
+    State {
+        pid: i32,
+        containers: Vec<ContainerState>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// One container as the shim sees it.
@@ -88,13 +96,28 @@ mod tests {
 
     #[test]
     fn requests_are_one_line_of_json() {
-        let line = serde_json::to_string(&Request::Kill { id: "a".into(), signal: 15 }).unwrap();
+        let line = serde_json::to_string(&Request::Kill {
+            id: "a".into(),
+            signal: 15,
+        })
+        .unwrap();
         assert_eq!(line, r#"{"op":"kill","id":"a","signal":15}"#);
         let back: Request = serde_json::from_str(&line).unwrap();
-        assert_eq!(back, Request::Kill { id: "a".into(), signal: 15 });
+        assert_eq!(
+            back,
+            Request::Kill {
+                id: "a".into(),
+                signal: 15
+            }
+        );
         let event = Event::Exited {
             id: "a".into(),
-            exit: Exit { code: 137, signal: Some(9), finished_at: "t".into(), oom_killed: true },
+            exit: Exit {
+                code: 137,
+                signal: Some(9),
+                finished_at: "t".into(),
+                oom_killed: true,
+            },
         };
         assert!(!serde_json::to_string(&event).unwrap().contains('\n'));
     }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -76,7 +76,10 @@ impl Server {
     }
 
     fn running(&self) -> usize {
-        self.containers.values().filter(|c| c.state.exit.is_none()).count()
+        self.containers
+            .values()
+            .filter(|c| c.state.exit.is_none())
+            .count()
     }
 
     fn poll_once(&mut self) -> Result<(), ShimError> {
@@ -103,14 +106,25 @@ impl Server {
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return Ok(()),
-                Err(e) => return Err(ShimError::Sys { call: "poll", source: e }),
+                Err(e) => {
+                    return Err(ShimError::Sys {
+                        call: "poll",
+                        source: e,
+                    })
+                }
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             let mut it = fds.iter();
             let l = ready(it.next().expect("listener"));
-            let c: Vec<bool> = (0..self.clients.len()).map(|_| ready(it.next().unwrap())).collect();
-            let p: Vec<bool> = (0..pidfd_ids.len()).map(|_| ready(it.next().unwrap())).collect();
-            let o: Vec<bool> = (0..self.outputs.len()).map(|_| ready(it.next().unwrap())).collect();
+            let c: Vec<bool> = (0..self.clients.len())
+                .map(|_| ready(it.next().unwrap()))
+                .collect();
+            let p: Vec<bool> = (0..pidfd_ids.len())
+                .map(|_| ready(it.next().unwrap()))
+                .collect();
+            let o: Vec<bool> = (0..self.outputs.len())
+                .map(|_| ready(it.next().unwrap()))
+                .collect();
             (l, c, p, o)
         };
         // Output before exits, so a container's last lines are logged before its exit is told.
@@ -131,9 +145,19 @@ impl Server {
         }
         if ready_listener {
             match self.listener.accept() {
-                Ok((stream, _)) => self.clients.push(Client { stream, buf: Vec::new(), subscribed: false }),
+                Ok((stream, _)) => self.clients.push(Client {
+                    stream,
+                    buf: Vec::new(),
+                    subscribed: false,
+                }),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ShimError::Io { op: "accept", path: PathBuf::new(), source: e }),
+                Err(e) => {
+                    return Err(ShimError::Io {
+                        op: "accept",
+                        path: PathBuf::new(),
+                        source: e,
+                    })
+                }
             }
         }
         Ok(())
@@ -172,9 +196,16 @@ impl Server {
     }
 
     fn reap(&mut self, id: &str) {
-        let Some(c) = self.containers.get_mut(id) else { return };
-        let Some(pidfd) = c.pidfd.as_ref() else { return };
-        let status = match waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        let Some(pidfd) = c.pidfd.as_ref() else {
+            return;
+        };
+        let status = match waitid(
+            Id::PIDFd(pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
             Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => return,
             Ok(s) => s,
             Err(e) => {
@@ -188,12 +219,22 @@ impl Server {
             _ => return,
         };
         let oom_killed = oom_kills(&c.oom_files) > c.oom_before;
-        let exit = Exit { code, signal, finished_at: now(), oom_killed };
+        let exit = Exit {
+            code,
+            signal,
+            finished_at: now(),
+            oom_killed,
+        };
         c.pidfd = None;
         c.state.exit = Some(exit.clone());
-        let event = Event::Exited { id: id.to_owned(), exit };
+        let event = Event::Exited {
+            id: id.to_owned(),
+            exit,
+        };
         let line = serde_json::to_vec(&event).expect("events serialize");
-        self.clients.retain_mut(|client| !client.subscribed || send_line(&mut client.stream, &line).is_ok());
+        self.clients.retain_mut(|client| {
+            !client.subscribed || send_line(&mut client.stream, &line).is_ok()
+        });
     }
 
     /// Reads what a client sent and answers each complete request. False: drop the client.
@@ -213,7 +254,9 @@ impl Server {
                     self.state()
                 }
                 Ok(request) => self.handle(request),
-                Err(e) => Response::Error { message: format!("bad request: {e}") },
+                Err(e) => Response::Error {
+                    message: format!("bad request: {e}"),
+                },
             };
             let line = serde_json::to_vec(&response).expect("responses serialize");
             if send_line(&mut self.clients[i].stream, &line).is_err() {
@@ -225,34 +268,49 @@ impl Server {
 
     fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Start { name, attempt, spec, log_path, oom_files } => {
-                match self.start(name, attempt, &spec, &log_path, oom_files) {
-                    Ok(state) => Response::Started { pid: state.0, started_at: state.1 },
-                    Err(message) => Response::Error { message },
-                }
-            }
+            Request::Start {
+                name,
+                attempt,
+                spec,
+                log_path,
+                oom_files,
+            } => match self.start(name, attempt, &spec, &log_path, oom_files) {
+                Ok(state) => Response::Started {
+                    pid: state.0,
+                    started_at: state.1,
+                },
+                Err(message) => Response::Error { message },
+            },
             Request::Kill { id, signal: signo } => {
                 let Some(c) = self.containers.get(&id) else {
-                    return Response::Error { message: format!("container {id} not found") };
+                    return Response::Error {
+                        message: format!("container {id} not found"),
+                    };
                 };
                 if c.state.exit.is_some() {
                     return Response::Ok;
                 }
                 let sig = match Signal::try_from(signo) {
                     Ok(s) => s,
-                    Err(e) => return Response::Error { message: format!("signal {signo}: {e}") },
+                    Err(e) => {
+                        return Response::Error {
+                            message: format!("signal {signo}: {e}"),
+                        }
+                    }
                 };
                 // pidfd_send_signal would be exact; the pid is ours and unreaped, so it can't
                 // have been reused.
                 match signal::kill(Pid::from_raw(c.state.pid), sig) {
                     Ok(()) | Err(nix::errno::Errno::ESRCH) => Response::Ok,
-                    Err(e) => Response::Error { message: format!("kill {id}: {e}") },
+                    Err(e) => Response::Error {
+                        message: format!("kill {id}: {e}"),
+                    },
                 }
             }
             Request::Remove { id } => match self.containers.get(&id) {
-                Some(c) if c.state.exit.is_none() => {
-                    Response::Error { message: format!("container {id} is running") }
-                }
+                Some(c) if c.state.exit.is_none() => Response::Error {
+                    message: format!("container {id} is running"),
+                },
                 _ => {
                     self.containers.remove(&id);
                     Response::Ok
@@ -284,7 +342,11 @@ impl Server {
         if self.shutting_down {
             return Err("the pod is shutting down".into());
         }
-        if self.containers.get(&spec.id).is_some_and(|c| c.state.exit.is_none()) {
+        if self
+            .containers
+            .get(&spec.id)
+            .is_some_and(|c| c.state.exit.is_none())
+        {
             return Err(format!("container {} is already running", spec.id));
         }
         let log = LogWriter::open(log_path, LOG_MAX_SIZE, LOG_MAX_FILES)
@@ -295,7 +357,11 @@ impl Server {
         } else {
             let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
             let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-            let io = ContainerIo::Pipes(Stdio { stdin: None, stdout: out_w, stderr: err_w });
+            let io = ContainerIo::Pipes(Stdio {
+                stdin: None,
+                stdout: out_w,
+                stderr: err_w,
+            });
             (io, vec![(Stream::Stdout, out_r), (Stream::Stderr, err_r)])
         };
         let started = runtime::spawn(spec, io).map_err(|e| e.to_string())?;
@@ -305,7 +371,11 @@ impl Server {
         }
         for (stream, fd) in outputs {
             set_nonblocking(fd.as_fd());
-            self.outputs.push(Output { id: spec.id.clone(), stream, fd });
+            self.outputs.push(Output {
+                id: spec.id.clone(),
+                stream,
+                fd,
+            });
         }
         self.logs.insert(spec.id.clone(), log);
         let started_at = now();
@@ -320,7 +390,12 @@ impl Server {
         };
         self.containers.insert(
             spec.id.clone(),
-            Container { state, pidfd: Some(started.pidfd), oom_files, oom_before },
+            Container {
+                state,
+                pidfd: Some(started.pidfd),
+                oom_files,
+                oom_before,
+            },
         );
         Ok((pid, started_at))
     }
@@ -346,15 +421,24 @@ pub(super) fn oom_kills(files: &[PathBuf]) -> u64 {
     files
         .iter()
         .filter_map(|path| std::fs::File::open(path).ok())
-        .flat_map(|f| io::BufReader::new(f).lines().map_while(Result::ok).collect::<Vec<_>>())
-        .filter_map(|line| line.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
+        .flat_map(|f| {
+            io::BufReader::new(f)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|line| {
+            line.strip_prefix("oom_kill ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
         .sum()
 }
 
 pub(super) fn now() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -364,7 +448,11 @@ mod tests {
     fn oom_counters_from_v1_and_v2_files() {
         let dir = tempfile::tempdir().unwrap();
         let v2 = dir.path().join("memory.events");
-        std::fs::write(&v2, "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n").unwrap();
+        std::fs::write(
+            &v2,
+            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n",
+        )
+        .unwrap();
         let v1 = dir.path().join("memory.oom_control");
         std::fs::write(&v1, "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n").unwrap();
         assert_eq!(oom_kills(&[v2.clone()]), 2);
