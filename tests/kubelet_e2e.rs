@@ -217,7 +217,7 @@ async fn crashes_back_off_limits_are_enforced_and_missing_images_are_reported() 
             "forkbomb",
             &image,
             "Never",
-            "for i in $(seq 64); do sleep 30 & done 2>/tmp/err; grep -q 'fork' /tmp/err && exit 42; exit 0",
+            "(for i in $(seq 64); do sleep 30 & done) 2>/tmp/err; read -r line < /tmp/err; case $line in *fork*) exit 42;; esac; exit 0",
             none,
         ),
         pod_manifest("cpuhog", &image, "Never", "while :; do :; done", r#"{"limits": {"cpu": "100m"}}"#),
