@@ -13,5 +13,6 @@ pub mod cgroup;
 pub mod image;
 pub mod qos;
 pub mod runtime;
+pub mod server;
 pub mod shim;
 mod sys;
