@@ -300,3 +300,106 @@ async fn only_the_api_server_and_admins_may_call_the_kubelet() {
     let res = raw(&apiserver, "GET", "/metrics", None, vec![]).await;
     assert!(String::from_utf8_lossy(&res.body).contains("kubelet_running_pods 0"));
 }
+
+/// Runs kubectl with `args` off the async runtime; returns (exit code, stdout, stderr).
+async fn kubectl_output(s: &Server, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let kubectl = s.kubectl();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.map(String::from);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = match stdin {
+            Some(input) => kubectl.run_with_stdin(&args, &input),
+            None => kubectl.run(&args),
+        };
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_through_the_api_server() {
+    let c = cluster().await;
+    let s = &c.server;
+    let script = "echo out; echo err >&2; exit 3";
+    let (code, stdout, stderr) = kubectl_output(
+        s,
+        &["exec", "web", "-c", "app", "--", "sh", "-c", script],
+        None,
+    )
+    .await;
+    assert_eq!((code, stdout.as_str()), (3, "out\n"), "stderr: {stderr}");
+    assert!(stderr.starts_with("err\n"), "{stderr}");
+    assert!(
+        stderr.contains("command terminated with exit code 3"),
+        "{stderr}"
+    );
+
+    // stdin flows in, and its end reaches the process (v5's close signal).
+    let (code, stdout, stderr) = kubectl_output(
+        s,
+        &["exec", "-i", "web", "-c", "app", "--", "tr", "a-z", "A-Z"],
+        Some("hello\nworld\n"),
+    )
+    .await;
+    assert_eq!((code, stdout.as_str()), (0, "HELLO\nWORLD\n"), "{stderr}");
+
+    // -t on a real terminal (script gives kubectl one): the process gets a pty of its own.
+    let kubectl = s.kubectl();
+    let line = format!(
+        "{} --kubeconfig {} --cache-dir {} exec -it web -c app -- sh -c 'tty; echo done'",
+        common::kubectl_binary().display(),
+        kubectl.kubeconfig.display(),
+        kubectl.cache_dir.display()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running script");
+        // Kept open until kubectl is done: its terminal must not see an early end of input.
+        let stdin = child.stdin.take();
+        let out = child.wait_with_output().expect("waiting for script");
+        drop(stdin);
+        out
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("/dev/pts/") && text.contains("done"),
+        "{text:?}"
+    );
+
+    // Errors: from the API server before the upgrade, and from the kubelet after it.
+    let (code, _, stderr) =
+        kubectl_output(s, &["exec", "web", "-c", "nope", "--", "true"], None).await;
+    assert!(
+        code != 0 && stderr.contains("container nope is not valid for pod web"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = kubectl_output(
+        s,
+        &["exec", "web", "-c", "app", "--", "/nonexistent/binary"],
+        None,
+    )
+    .await;
+    assert!(
+        code != 0 && stderr.contains("/nonexistent/binary"),
+        "{stderr}"
+    );
+}

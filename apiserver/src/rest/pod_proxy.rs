@@ -328,14 +328,10 @@ impl Api {
                 req.method
             )));
         }
-        let websocket = req
-            .header("upgrade")
-            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
-        if !websocket {
-            return Err(ApiError::bad_request("Upgrade request required"));
-        }
         let params = params(&req.query)?;
         let name = r.name.as_deref().unwrap_or("");
+        // The pod is checked first: a client that falls back from WebSocket to SPDY (kubectl)
+        // then shows this error rather than the protocol's.
         let (pod, container, addr) = self.proxy_target(r, param(&params, "container")).await?;
         if let Some(phase @ ("Succeeded" | "Failed")) =
             pod.pointer("/status/phase").and_then(Value::as_str)
@@ -343,6 +339,15 @@ impl Api {
             return Err(ApiError::bad_request(format!(
                 "cannot exec into a container in a completed pod; current phase is {phase}"
             )));
+        }
+        match req.header("upgrade") {
+            Some(u) if u.eq_ignore_ascii_case("websocket") => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "unable to upgrade connection: {other} is not supported, exec is served over WebSocket (v5.channel.k8s.io)"
+                )))
+            }
+            None => return Err(ApiError::bad_request("Upgrade request required")),
         }
         let client = self
             .kubelet
