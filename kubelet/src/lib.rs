@@ -14,5 +14,6 @@ pub mod image;
 pub mod node;
 pub mod qos;
 pub mod runtime;
+pub mod server;
 pub mod shim;
 mod sys;
