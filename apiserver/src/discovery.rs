@@ -480,14 +480,11 @@ mod tests {
         );
         assert_eq!(find(&list, "pods/binding")["verbs"], json!(["create"]));
         assert_eq!(find(&list, "pods/binding")["kind"], "Binding");
-        // log and exec arrive with the kubelet; until then they are not advertised.
-        let names: Vec<&Value> = list["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| &r["name"])
-            .collect();
-        assert!(!names.contains(&&json!("pods/log")) && !names.contains(&&json!("pods/exec")));
+        // log and exec are proxied to the kubelet, with the kinds and verbs Kubernetes lists.
+        assert_eq!(find(&list, "pods/log")["verbs"], json!(["get"]));
+        assert_eq!(find(&list, "pods/log")["kind"], "Pod");
+        assert_eq!(find(&list, "pods/exec")["verbs"], json!(["create", "get"]));
+        assert_eq!(find(&list, "pods/exec")["kind"], "PodExecOptions");
         let ns = find(&list, "namespaces");
         assert_eq!(ns["namespaced"], false);
         assert!(ns.get("categories").is_none());

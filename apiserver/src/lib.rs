@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 mod protobuf;
+pub mod proxy;
 pub mod registry;
 mod rest;
 mod start;

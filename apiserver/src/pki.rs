@@ -37,6 +37,9 @@ pub struct Pki {
     ca_key: KeyPair,
 }
 
+/// The user name of the API server's client certificate for kubelets (as kubeadm names it).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 const CA_DAYS: i64 = 3650;
 const LEAF_DAYS: i64 = 365;
 
@@ -187,6 +190,43 @@ impl Pki {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// The API server's client certificate for calling kubelets (CN
+    /// [`KUBELET_CLIENT_USER`], group `system:masters`), made once under the PKI directory.
+    /// Returns (cert path, key path).
+    pub fn apiserver_kubelet_client(&self) -> Result<(PathBuf, PathBuf), PkiError> {
+        let (cert_path, key_path) = (
+            self.dir.join("apiserver-kubelet-client.crt"),
+            self.dir.join("apiserver-kubelet-client.key"),
+        );
+        if cert_path.exists() && key_path.exists() {
+            return Ok((cert_path, key_path));
+        }
+        let (cert, key) = self.client_cert(KUBELET_CLIENT_USER, &["system:masters"])?;
+        write_private(&key_path, &key)?;
+        write_public(&cert_path, &cert)?;
+        Ok((cert_path, key_path))
+    }
+
+    /// A kubelet's serving certificate for port 10250, valid for `node_name`, `localhost`,
+    /// 127.0.0.1 and `ips` (the addresses the Node reports), kept under the PKI directory as
+    /// `kubelet-<node_name>.{crt,key}` and re-issued when the names change. The API server
+    /// verifies it against the CA. Returns (cert path, key path).
+    pub fn kubelet_serving_cert(
+        &self,
+        node_name: &str,
+        ips: &[IpAddr],
+    ) -> Result<(PathBuf, PathBuf), PkiError> {
+        let mut names = vec![
+            node_name.to_string(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        names.extend(ips.iter().map(IpAddr::to_string));
+        names.sort();
+        names.dedup();
+        self.serving_cert(&format!("kubelet-{node_name}"), &names)
+    }
+
     /// Writes a kubeconfig for `user` (client certificate) at `path`, unless one exists.
     pub fn ensure_kubeconfig(
         &self,
@@ -313,6 +353,25 @@ mod tests {
         pki.serving_cert("apiserver", &["10.1.2.3".to_string()])
             .expect("reissue");
         assert_ne!(first, fs::read_to_string(&cert).unwrap());
+    }
+
+    #[test]
+    fn kubelet_certificates_are_made_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::load_or_create(dir.path()).expect("create");
+        let (cert, key) = pki.apiserver_kubelet_client().expect("issue");
+        let first = fs::read_to_string(&cert).unwrap();
+        assert_eq!(pki.apiserver_kubelet_client().unwrap(), (cert.clone(), key));
+        assert_eq!(first, fs::read_to_string(&cert).unwrap());
+        let (serving, _) = pki
+            .kubelet_serving_cert("node-1", &["10.0.0.7".parse().unwrap()])
+            .expect("issue");
+        assert!(serving.ends_with("kubelet-node-1.crt"));
+        let sans = fs::read_to_string(dir.path().join("kubelet-node-1.sans")).unwrap();
+        assert!(
+            sans.contains("10.0.0.7") && sans.contains("node-1"),
+            "{sans}"
+        );
     }
 
     #[test]

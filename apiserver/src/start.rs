@@ -82,6 +82,8 @@ pub enum StartError {
     Alloc(#[from] crate::alloc::AllocError),
     #[error(transparent)]
     Server(#[from] http::ServerError),
+    #[error(transparent)]
+    KubeletClient(#[from] crate::proxy::ProxyError),
     #[error("system namespace {name} could not be created: {message}")]
     Bootstrap { name: String, message: String },
 }
@@ -141,6 +143,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         &serving_names(&config, advertise, services.first_ip()),
     )?;
     let tls = crate::tls::server_config(&cert, &key, &pki.ca_cert_path())?;
+    let (kubelet_cert, kubelet_key) = pki.apiserver_kubelet_client()?;
+    let kubelet_client =
+        crate::proxy::KubeletClient::from_files(&pki.ca_cert_path(), &kubelet_cert, &kubelet_key)?;
 
     let metrics = Arc::new(Metrics::new());
     let store = RedbStore::open(
@@ -180,7 +185,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .with_default_tolerations(crate::registry::defaults::DefaultTolerationSeconds {
             not_ready: config.default_not_ready_toleration_seconds,
             unreachable: config.default_unreachable_toleration_seconds,
-        }),
+        })
+        .with_kubelet_client(kubelet_client),
     );
     bootstrap(&api, config.listen.port())?;
     let handle = http::serve(

@@ -23,6 +23,7 @@ pub mod podspec;
 pub mod qos;
 mod run;
 pub mod runtime;
+pub mod server;
 pub mod shim;
 mod sys;
 

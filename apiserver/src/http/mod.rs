@@ -49,7 +49,21 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Bytes>>>;
 pub enum Body {
     Full(Bytes),
     Stream(ChunkStream),
+    /// The response is `101 Switching Protocols`: after its head the connection belongs to this
+    /// function (pods/exec).
+    Upgrade(OnUpgrade),
 }
+
+/// A connection handed over after a `101 Switching Protocols` response.
+pub struct Upgraded {
+    pub reader: Box<dyn futures::io::AsyncRead + Unpin>,
+    pub writer: Box<dyn futures::io::AsyncWrite + Unpin>,
+    /// What the client sent after its request head, already read off the connection.
+    pub buffered: Vec<u8>,
+}
+
+/// Takes over an upgraded connection; the connection closes when the future ends.
+pub type OnUpgrade = Box<dyn FnOnce(Upgraded) -> Pin<Box<dyn Future<Output = ()>>>>;
 
 pub struct Response {
     pub status: u16,
@@ -82,6 +96,15 @@ impl Response {
         }
     }
 
+    /// `101 Switching Protocols` with `headers`; `on_upgrade` then owns the connection.
+    pub fn upgrade(headers: Vec<(&'static str, String)>, on_upgrade: OnUpgrade) -> Self {
+        Response {
+            status: 101,
+            headers,
+            body: Body::Upgrade(on_upgrade),
+        }
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
@@ -96,6 +119,7 @@ pub trait Service: Send + Sync + 'static {
 /// The reason phrase for a status code.
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         202 => "Accepted",
@@ -116,6 +140,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Unknown",

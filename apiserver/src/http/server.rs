@@ -316,7 +316,31 @@ async fn connection(
             body,
             peer_user: peer_user.clone(),
         };
-        let response = service.call(request).await;
+        let Response {
+            status,
+            headers,
+            body,
+        } = service.call(request).await;
+        let body = match body {
+            Body::Upgrade(on_upgrade) => {
+                wr.write_all(&response_head(status, &headers, "", true))
+                    .await?;
+                wr.flush().await?;
+                on_upgrade(super::Upgraded {
+                    reader: Box::new(rd),
+                    writer: Box::new(wr),
+                    buffered: buf,
+                })
+                .await;
+                return Ok(());
+            }
+            other => other,
+        };
+        let response = Response {
+            status,
+            headers,
+            body,
+        };
         if !write_response(&mut rd, &mut wr, &mut buf, response, keep_alive).await? || !keep_alive {
             let _ = wr.close().await;
             return Ok(());
@@ -450,6 +474,8 @@ async fn write_response(
                 }
             }
         }
+        // Answered in `connection` before this is called.
+        Body::Upgrade(_) => Ok(false),
     }
 }
 

@@ -278,9 +278,16 @@ mod tests {
             paths[format!("{pod}/binding")]["post"]["x-kubernetes-group-version-kind"]["kind"],
             "Binding"
         );
-        // log and exec are served once the kubelet exists; until then they are not advertised.
-        assert!(paths.get(format!("{pod}/log")).is_none());
-        assert!(paths.get(format!("{pod}/exec")).is_none());
+        // log and exec are proxied to the kubelet.
+        assert_eq!(
+            paths[format!("{pod}/log")]["get"]["operationId"],
+            "readCoreV1NamespacedPodLog"
+        );
+        assert_eq!(
+            paths[format!("{pod}/exec")]["post"]["operationId"],
+            "connectCoreV1PostNamespacedPodExec"
+        );
+        assert!(paths[format!("{pod}/exec")].get("get").is_some());
         assert_eq!(
             paths[format!("{pod}/status")]["patch"]["x-kubernetes-group-version-kind"]["kind"],
             "Pod"

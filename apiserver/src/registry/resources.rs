@@ -12,9 +12,9 @@ pub enum Subresource {
     Binding,
     /// `finalize` (namespaces): the only way to change `.spec.finalizers`.
     Finalize,
-    /// `log` (pods): proxied to the kubelet (served once the kubelet exists).
+    /// `log` (pods): proxied to the kubelet.
     Log,
-    /// `exec` (pods): proxied to the kubelet (served once the kubelet exists).
+    /// `exec` (pods): proxied to the kubelet as an upgraded (WebSocket) connection.
     Exec,
 }
 
@@ -114,7 +114,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["po"],
         namespaced: true,
         categories: ALL,
-        subresources: &[Status, Binding],
+        subresources: &[Status, Binding, Exec, Log],
         has_status: true,
     },
     ResourceInfo {

@@ -4,6 +4,7 @@
 mod list;
 mod negotiate;
 mod nonresource;
+mod pod_proxy;
 mod query;
 mod read;
 mod route;
@@ -44,6 +45,8 @@ pub struct Api {
     pub(crate) advertise: String,
     /// The DefaultTolerationSeconds admission plugin's settings.
     pub(crate) default_tolerations: crate::registry::defaults::DefaultTolerationSeconds,
+    /// How pods/log and pods/exec reach kubelets; `None` answers them with 503.
+    pub(crate) kubelet: Option<Arc<crate::proxy::KubeletClient>>,
 }
 
 /// The result of a handler: a response, or a Status error.
@@ -77,7 +80,14 @@ impl Api {
             openapi: nonresource::OpenApiDocs::default(),
             advertise,
             default_tolerations: Default::default(),
+            kubelet: None,
         }
+    }
+
+    /// Sets the client pods/log and pods/exec use to reach kubelets.
+    pub(crate) fn with_kubelet_client(mut self, client: crate::proxy::KubeletClient) -> Api {
+        self.kubelet = Some(Arc::new(client));
+        self
     }
 
     /// Sets the tolerationSeconds the DefaultTolerationSeconds admission plugin adds to pods.
@@ -174,7 +184,8 @@ impl Api {
                 Subresource::Scale => self.scale_subresource(req, &r, &query).await,
                 Subresource::Binding => self.binding(req, &r, &query).await,
                 Subresource::Finalize => self.finalize(req, &r, &query).await,
-                Subresource::Log | Subresource::Exec => Err(ApiError::not_found_path()),
+                Subresource::Log => self.pod_log(&req, &r).await,
+                Subresource::Exec => self.pod_exec(&req, &r).await,
             };
         }
         match verb {
