@@ -207,6 +207,9 @@ struct KubeletFlags {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The kubelet's HTTPS port (logs, exec); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
 }
 
 #[derive(Args)]
@@ -214,6 +217,14 @@ struct KubeletArgs {
     /// Kubeconfig naming the API server and the node's credentials.
     #[arg(long)]
     kubeconfig: PathBuf,
+    /// The kubelet server's certificate (PEM), signed by the cluster CA.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA that signed the API server's client certificate.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
     /// Holds the kubelet's state: pods, images, IPAM.
     #[arg(long, default_value = "/var/lib/berth")]
     data_dir: PathBuf,
@@ -383,7 +394,8 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         None,
     )?;
     let _kubelet = if args.kubelet {
-        let config = kubelet_config(&data_dir, &args.node)?;
+        let mut config = kubelet_config(&data_dir, &args.node)?;
+        config.serving = Some(kubelet_serving_tls(&data_dir, &config)?);
         Some(spawn_kubelet(&running.kubeconfig, config)?)
     } else {
         None
@@ -425,6 +437,25 @@ fn kubelet_config(
         max_pods: flags.max_pods,
         pod_pids_limit: u64::try_from(flags.pod_pids_limit).ok(),
         node_labels: Default::default(),
+        port: flags.kubelet_port,
+        serving: None,
+    })
+}
+
+/// `berth up`: the kubelet's serving certificate from the cluster CA in the data directory.
+fn kubelet_serving_tls(
+    data_dir: &std::path::Path,
+    config: &berth_kubelet::KubeletConfig,
+) -> anyhow::Result<berth_kubelet::ServingTls> {
+    let pki = berth_apiserver::pki::Pki::load_or_create(&data_dir.join("pki"))
+        .context("the cluster CA")?;
+    let (cert, key) = pki
+        .kubelet_serving_cert(&config.node_name, &[config.node_ip])
+        .context("the kubelet's serving certificate")?;
+    Ok(berth_kubelet::ServingTls {
+        cert_pem: std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?,
+        key_pem: std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
+        client_ca_pem: pki.ca_cert_pem().as_bytes().to_vec(),
     })
 }
 
@@ -446,7 +477,20 @@ fn spawn_kubelet(
 
 /// `berth kubelet`: runs until interrupted; pods keep running after it exits.
 fn kubelet(args: &KubeletArgs) -> anyhow::Result<()> {
-    let config = kubelet_config(&args.data_dir, &args.node)?;
+    let mut config = kubelet_config(&args.data_dir, &args.node)?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_private_key_file) {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let ca = args
+            .client_ca_file
+            .as_ref()
+            .context("--client-ca-file is needed with --tls-cert-file")?;
+        config.serving = Some(berth_kubelet::ServingTls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: read(ca)?,
+        });
+    }
     let ran = berth_controllers::leader::run_until_interrupted(
         &args.kubeconfig,
         "berth-kubelet",

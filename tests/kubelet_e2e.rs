@@ -409,3 +409,98 @@ async fn pods_survive_a_kubelet_kill_and_exit_codes_are_not_lost() {
     assert_eq!(cs.restart_count, 0);
     assert!(cs.ready);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_work_through_the_api_server() {
+    let Some((_registry, cluster, image)) = setup(&[]).await else {
+        return;
+    };
+    let server = &cluster.server;
+    let none = "{}";
+    apply(
+        server,
+        &pod_manifest("sleeper", &image, "Always", "exec sleep 3600", none),
+    )
+    .await;
+    apply(
+        server,
+        &pod_manifest(
+            "counter",
+            &image,
+            "Never",
+            "for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done; echo done >&2",
+            none,
+        ),
+    )
+    .await;
+    apply(
+        server,
+        &pod_manifest(
+            "restarter",
+            &image,
+            "Always",
+            "echo run at $(date +%s%N); exit 1",
+            none,
+        ),
+    )
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(server.client().await);
+    let running = |p: Option<&Pod>| p.and_then(container_status).is_some_and(|c| c.ready);
+    wait_for(&pods, "sleeper", "running", running).await;
+    wait_for(&pods, "counter", "running", |p: Option<&Pod>| {
+        p.and_then(container_status)
+            .is_some_and(|c| c.container_id.is_some())
+    })
+    .await;
+
+    // Follows the output until the container exits.
+    let followed = kubectl(server, &["logs", "-f", "counter"]).await;
+    assert_eq!(followed, "line 1\nline 2\nline 3\nline 4\nline 5\ndone\n");
+    let tail = kubectl(server, &["logs", "counter", "--tail", "2"]).await;
+    assert_eq!(tail, "line 5\ndone\n");
+
+    let exec = server.kubectl().run(&[
+        "exec",
+        "sleeper",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; cat /proc/1/cmdline | tr '\\0' ' '; exit 3",
+    ]);
+    assert_eq!(exec.status.code(), Some(3), "{exec:?}");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "out\nsleep 3600 ");
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stderr),
+        "err\ncommand terminated with exit code 3\n"
+    );
+    let echoed = server
+        .kubectl()
+        .ok_stdin(&["exec", "-i", "sleeper", "--", "cat"], "hello\n");
+    assert_eq!(echoed, "hello\n");
+    // A terminal: kubectl wants one on its side too, so it runs under script(1).
+    let k = server.kubectl();
+    let line = format!(
+        "{} --kubeconfig {} --cache-dir {} exec -i -t sleeper -- sh -c 'test -t 0 && echo a-tty'",
+        common::kubectl_binary().display(),
+        k.kubeconfig.display(),
+        k.cache_dir.display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&tty.stdout).contains("a-tty"),
+        "{tty:?}"
+    );
+
+    // --previous: the run before the current one.
+    wait_for(&pods, "restarter", "a restart", |p: Option<&Pod>| {
+        p.and_then(container_status)
+            .is_some_and(|c| c.restart_count >= 1)
+    })
+    .await;
+    let previous = kubectl(server, &["logs", "restarter", "--previous"]).await;
+    assert!(previous.starts_with("run at "), "{previous}");
+}

@@ -26,6 +26,20 @@ pub struct KubeletConfig {
     pub pod_pids_limit: Option<u64>,
     /// Labels set on the Node at registration, besides the well-known ones.
     pub node_labels: std::collections::BTreeMap<String, String>,
+    /// The HTTPS port of the kubelet's server (logs, exec); 0 picks a free one, which the Node
+    /// then advertises.
+    pub port: u16,
+    /// The server's certificate and the CA its clients (the API server) are checked against;
+    /// without it the server does not run and `kubectl logs`/`exec` can't reach this node.
+    pub serving: Option<ServingTls>,
+}
+
+/// PEM files' contents for the kubelet's server.
+#[derive(Debug, Clone)]
+pub struct ServingTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Vec<u8>,
 }
 
 impl KubeletConfig {

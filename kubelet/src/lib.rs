@@ -28,7 +28,7 @@ pub mod shim;
 mod sys;
 
 pub use cleanup::cleanup;
-pub use config::KubeletConfig;
+pub use config::{KubeletConfig, ServingTls};
 pub use pods::status;
 pub use run::{default_node_ip, run};
 

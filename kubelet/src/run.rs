@@ -16,7 +16,8 @@ use crate::config::KubeletConfig;
 use crate::events::Recorder;
 use crate::image::ImageStore;
 use crate::node::{self, NodeAgent, NodeConfig, Providers};
-use crate::pods::{self, Context};
+use crate::pods::{self, Context, Registry};
+use crate::server;
 use crate::KubeletError;
 
 /// How long to wait for the IPAM controller to give the Node a pod CIDR.
@@ -39,7 +40,33 @@ pub async fn run(
     let images = ImageStore::open(&config.data_dir.join("images"), config.registry.clone())?;
     let cgroups = CgroupManager::detect(Path::new("/proc/self/mountinfo"), &config.cgroup_base)?;
 
+    // The server's port first: the Node advertises it.
+    let registry = Registry::new(config.pods_dir());
+    let listener = tokio::net::TcpListener::bind((config.node_ip, config.port))
+        .await
+        .map_err(|source| KubeletError::Io {
+            op: "listen on",
+            path: format!("{}:{}", config.node_ip, config.port).into(),
+            source,
+        })?;
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.port);
+    match &config.serving {
+        Some(tls) => {
+            let tls = server::tls_config(&tls.cert_pem, &tls.key_pem, &tls.client_ca_pem).map_err(
+                |e| KubeletError::Config {
+                    message: format!("the kubelet's TLS: {e}"),
+                },
+            )?;
+            let lookup: Arc<dyn server::ContainerLookup> = Arc::new(registry.clone());
+            tokio::spawn(server::serve(listener, tls, lookup));
+        }
+        None => tracing::warn!("kubelet: no serving certificate; logs and exec are not served"),
+    }
     let node_config = NodeConfig {
+        kubelet_port: port,
         internal_ip: config.node_ip,
         hostname: config.node_name.clone(),
         labels: config.node_labels.clone(),
@@ -94,6 +121,7 @@ pub async fn run(
     };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), &config.node_name),
+        registry,
         client,
         images,
         cgroups,

@@ -70,6 +70,8 @@ impl Cluster {
             cgroup_base.clone(),
             "--cluster-cidr".into(),
             cidr,
+            "--kubelet-port".into(),
+            "0".into(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();

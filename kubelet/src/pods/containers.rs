@@ -134,8 +134,23 @@ impl Worker {
             .as_ref()
             .map(|s| s.shim.clone())
             .expect("checked above");
-        let started_at = match shim.request(&request).await {
-            Ok(Response::Started { started_at, .. }) => started_at,
+        // For `kubectl exec`, which needs the container as it was started, also after a restart.
+        let spec_file = self
+            .ctx
+            .config
+            .pod_dir(&self.uid)
+            .join("containers")
+            .join(&spec.id)
+            .join("spec.json");
+        let written = serde_json::to_vec(&spec)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&spec_file, b));
+        if let Err(e) = written {
+            let message = format!("writing {}: {e}", spec_file.display());
+            return Err(self.start_failed(init, i, &spec.id, message));
+        }
+        let (pid, started_at) = match shim.request(&request).await {
+            Ok(Response::Started { pid, started_at }) => (pid, started_at),
             Ok(other) => {
                 let message = format!("unexpected response from the shim: {other:?}");
                 return Err(self.start_failed(init, i, &spec.id, message));
@@ -153,6 +168,7 @@ impl Worker {
         record.restart_count = attempt;
         record.current = Some(Attempt {
             id: spec.id.clone(),
+            pid,
             started_at,
             exit: None,
         });

@@ -14,6 +14,8 @@ pub struct Context {
     pub cgroups: CgroupManager,
     pub network: PodNetwork,
     pub recorder: Recorder,
+    /// What the kubelet's server reads: pods' containers, for logs and exec.
+    pub registry: super::Registry,
     /// The node's allocatable cpu (millicores) and memory (bytes), for resourceFieldRef
     /// defaults, and its memory capacity for oom_score_adj.
     pub allocatable_cpu_millis: u64,

@@ -4,6 +4,7 @@
 mod backoff;
 mod containers;
 pub(crate) mod context;
+mod registry;
 mod sandbox;
 mod source;
 pub mod status;
@@ -23,6 +24,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 pub(crate) use context::Context;
+pub(crate) use registry::Registry;
 
 use crate::podspec::{DnsSettings, PodFacts};
 

@@ -15,6 +15,8 @@ use crate::shim::Exit;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub id: String,
+    /// Its first process, in the host's pid namespace.
+    pub pid: i32,
     pub started_at: String,
     pub exit: Option<Exit>,
 }
@@ -335,6 +337,7 @@ mod tests {
     fn exited(code: i32) -> Attempt {
         Attempt {
             id: "c1".into(),
+            pid: 10,
             started_at: NOW.into(),
             exit: Some(Exit {
                 code,
@@ -372,6 +375,7 @@ mod tests {
             name: "a".into(),
             current: Some(Attempt {
                 id: "c1".into(),
+                pid: 10,
                 started_at: NOW.into(),
                 exit: None,
             }),

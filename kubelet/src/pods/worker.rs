@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::backoff::{go_duration, Backoff};
 use super::context::Context;
+use super::registry::Published;
 use super::sandbox::Sandbox;
 use super::status::{pod_status, Attempt, ContainerRecord, PodRuntime};
 use crate::qos::QosClass;
@@ -345,6 +346,7 @@ impl Worker {
             containers: self.containers.clone(),
             failed: self.failed.clone(),
         };
+        self.publish();
         let status = pod_status(&self.pod, &rt, &super::now());
         let value = serde_json::to_value(&status).unwrap_or_default();
         if self.last_status.as_ref() == Some(&value) {
@@ -373,6 +375,25 @@ impl Worker {
         }
     }
 
+    /// Tells the kubelet's server (logs, exec) about the pod's containers.
+    fn publish(&self) {
+        let containers = self
+            .init
+            .iter()
+            .chain(self.containers.iter())
+            .filter_map(|c| {
+                let a = c.current.as_ref()?;
+                let published = Published {
+                    id: a.id.clone(),
+                    pid: a.pid,
+                    running: a.exit.is_none(),
+                };
+                Some((c.name.clone(), published))
+            })
+            .collect();
+        self.ctx.registry.publish(&self.pod, &self.uid, containers);
+    }
+
     /// The pod is being deleted (or is gone from the API): stop every container within the grace
     /// period, tear the sandbox down, and delete the pod object for good.
     async fn terminate(&mut self, gone: bool) {
@@ -391,6 +412,7 @@ impl Worker {
         self.stop_all(Duration::from_secs(grace)).await;
         self.release_sandbox().await;
         super::sandbox::remove_pod_dir(&self.ctx, &self.uid);
+        self.ctx.registry.forget(&self.pod, &self.uid);
         if gone {
             return;
         }
@@ -483,6 +505,7 @@ impl Worker {
                 for state in states {
                     let attempt = Attempt {
                         id: state.id.clone(),
+                        pid: state.pid,
                         started_at: state.started_at.clone(),
                         exit: state.exit.clone(),
                     };
