@@ -77,6 +77,8 @@ async fn berth_up_runs_the_controllers() {
         .arg("--data-dir")
         .arg(&data_dir)
         .args(["--listen", "127.0.0.1:0", "--cluster-cidr", "10.70.0.0/16"])
+        // The control plane alone: this test is about the controllers.
+        .arg("--kubelet=false")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -74,7 +74,7 @@ impl Worker {
                     Some(&name),
                     true,
                     "Failed",
-                    format!("Error: ErrImagePull"),
+                    "Error: ErrImagePull".to_string(),
                 );
                 let until = self
                     .pull_backoff

@@ -99,7 +99,7 @@ pub fn pod_status(pod: &Pod, rt: &PodRuntime, now: &str) -> PodStatus {
     let incomplete: Vec<&str> = rt
         .init
         .iter()
-        .filter(|c| !c.terminated().is_some_and(|e| e.code == 0))
+        .filter(|c| c.terminated().is_none_or(|e| e.code != 0))
         .map(|c| c.name.as_str())
         .collect();
     let list = |names: &[&str]| format!("[{}]", names.join(" "));

@@ -229,9 +229,14 @@ mod tests {
                 cpu_request_millis: 250,
                 cpu_limit_millis: Some(1000),
                 memory_limit_bytes: Some(128 << 20),
-                pids_max: None
+                pids_max: None,
+                allow_all_devices: false,
             }
         );
+        let privileged = container_resources(&c(
+            json!({"name": "a", "securityContext": {"privileged": true}}),
+        ));
+        assert!(privileged.allow_all_devices);
         // A request defaults to the limit.
         let r = container_resources(&c(
             json!({"name": "a", "resources": {"limits": {"cpu": "500m"}}}),

@@ -455,7 +455,7 @@ mod tests {
         .unwrap();
         let v1 = dir.path().join("memory.oom_control");
         std::fs::write(&v1, "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n").unwrap();
-        assert_eq!(oom_kills(&[v2.clone()]), 2);
+        assert_eq!(oom_kills(std::slice::from_ref(&v2)), 2);
         assert_eq!(oom_kills(&[v2, v1, dir.path().join("missing")]), 3);
     }
 }
