@@ -207,6 +207,10 @@ struct KubeletFlags {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// When the node reports pressure: memory.available (a quantity), nodefs.available,
+    /// nodefs.inodesFree, pid.available (percentages).
+    #[arg(long, default_value = berth_kubelet::node::DEFAULT_EVICTION_HARD)]
+    eviction_hard: String,
     /// The kubelet's HTTPS port (logs, exec); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
@@ -439,6 +443,10 @@ fn kubelet_config(
         node_labels: Default::default(),
         port: flags.kubelet_port,
         serving: None,
+        eviction_hard: flags
+            .eviction_hard
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--eviction-hard: {e}"))?,
     })
 }
 

@@ -82,8 +82,20 @@ fn diagnose(server: &common::Server) -> String {
 }
 
 /// One HTTP GET over plain TCP to a pod (an address inside a namespace this test's cluster made).
+/// The pod has no readiness probe, so Ready means started: its server may still be on its way
+/// to listening, and a refused connection is retried for a while.
 fn http_get(ip: &str, port: u16) -> String {
-    let mut stream = TcpStream::connect((ip, port)).expect("connecting to the pod");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match TcpStream::connect((ip, port)) {
+            Ok(stream) => break stream,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("connecting to {ip}:{port}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("connecting to {ip}:{port}: {e}"),
+        }
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

@@ -96,8 +96,11 @@ fn config(root: &Path) -> NodeConfig {
     cfg.status_update_frequency = Duration::from_millis(200);
     cfg.lease_renew_interval = Duration::from_millis(300);
     cfg.pressure_transition_period = Duration::ZERO;
-    // IO stalls count as disk pressure only when asked for; this test asks.
+    // IO stalls count as disk pressure only when asked for; this test asks. The real disk
+    // under the data directory must not decide the outcome: its free space is not the test's.
     cfg.thresholds.psi_io_some_avg10 = Some(80.0);
+    cfg.thresholds.nodefs_available_percent = 0.0;
+    cfg.thresholds.nodefs_inodes_free_percent = 0.0;
     cfg
 }
 

@@ -72,6 +72,7 @@ pub async fn run(
         labels: config.node_labels.clone(),
         max_pods: config.max_pods,
         data_dir: config.data_dir.clone(),
+        thresholds: config.eviction_hard.clone(),
         ..NodeConfig::new(&config.node_name, config.node_ip, config.data_dir.clone())
     };
     let host = node::read_host(&node_config.roots(), &config.data_dir)?;

@@ -72,6 +72,9 @@ impl Cluster {
             cidr,
             "--kubelet-port".into(),
             "0".into(),
+            // The tests' own pods are tiny; a developer's nearly full disk must not taint the node.
+            "--eviction-hard".into(),
+            "memory.available<100Mi,nodefs.available<1%,nodefs.inodesFree<1%".into(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();

@@ -19,6 +19,7 @@ pub mod register;
 pub mod status;
 
 mod agent;
+mod eviction_flag;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Taint;
 
 pub use agent::{run_status_loop, ImageLister, NodeAgent, Providers, Readiness};
+pub use eviction_flag::DEFAULT_EVICTION_HARD;
 pub use host::{read_host, HostInfo, HostRoots};
 pub use pressure::Thresholds;
 pub use register::{register, wait_pod_cidr};
