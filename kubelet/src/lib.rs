@@ -17,6 +17,7 @@ mod cleanup;
 mod config;
 mod events;
 pub mod image;
+mod image_gc;
 pub mod node;
 mod pods;
 pub mod podspec;

@@ -132,7 +132,9 @@ pub async fn run(
         memory_capacity: host.memory_bytes,
         config,
     });
+    let gc = tokio::spawn(crate::image_gc::run(ctx.clone()));
     pods::run(ctx, shutdown).await;
+    gc.abort();
     Ok(())
 }
 

@@ -71,6 +71,16 @@ impl Registry {
         }
     }
 
+    /// The images the pods on this node refer to (as their specs name them).
+    pub fn images_in_use(&self) -> Vec<String> {
+        let pods = self.pods.read().expect("registry lock");
+        pods.values()
+            .filter_map(|e| e.pod.spec.as_ref())
+            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .filter_map(|c| c.image.clone())
+            .collect()
+    }
+
     fn find(
         &self,
         namespace: &str,
