@@ -144,20 +144,31 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?;
         let client = ShimClient::new(&pod_dir);
-        let (_, subscription) = client.subscribe().await.map_err(|e| e.to_string())?;
-        forward(subscription, pid, self.wake_tx.clone());
-        let ip = if config.host_network {
-            None
-        } else {
-            let netns = format!("/proc/{pid}/ns/net");
-            let address = ctx.network.attach(&self.uid, Path::new(&netns)).await;
-            Some(
-                address
-                    .map_err(|e| format!("setting up the pod network: {e}"))?
-                    .ip,
-            )
+        let rest = async {
+            let (_, subscription) = client.subscribe().await.map_err(|e| e.to_string())?;
+            let ip = if config.host_network {
+                None
+            } else {
+                let netns = format!("/proc/{pid}/ns/net");
+                let address = ctx.network.attach(&self.uid, Path::new(&netns)).await;
+                Some(
+                    address
+                        .map_err(|e| format!("setting up the pod network: {e}"))?
+                        .ip,
+                )
+            };
+            let (volumes, etc) = prepare_files(&ctx, &self.pod, &pod_dir, ip).await?;
+            Ok::<_, String>((subscription, ip, volumes, etc))
         };
-        let (volumes, etc) = prepare_files(&ctx, &self.pod, &pod_dir, ip).await?;
+        let (subscription, ip, volumes, etc) = match rest.await {
+            Ok(done) => done,
+            Err(e) => {
+                // Nothing runs in it yet: stop the shim, or the next try would orphan it.
+                let _ = client.request(&Request::Shutdown).await;
+                return Err(e);
+            }
+        };
+        forward(subscription, pid, self.wake_tx.clone());
         self.sandbox = Some(Sandbox {
             shim: client,
             pid,
