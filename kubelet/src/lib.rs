@@ -19,6 +19,7 @@ mod events;
 pub mod image;
 pub mod node;
 mod pods;
+pub mod probes;
 pub mod podspec;
 pub mod qos;
 mod run;
