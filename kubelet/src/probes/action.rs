@@ -42,11 +42,18 @@ impl HttpGet {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Exec { command: Vec<String> },
+    Exec {
+        command: Vec<String>,
+    },
     HttpGet(HttpGet),
-    TcpSocket { host: String, port: u16 },
+    TcpSocket {
+        host: String,
+        port: u16,
+    },
     /// The `sleep` lifecycle action.
-    Sleep { seconds: u64 },
+    Sleep {
+        seconds: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,12 +167,11 @@ fn host_or(host: Option<&str>, pod_ip: &str) -> String {
 pub fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16, ActionError> {
     let number = match port {
         IntOrString::Int(n) => *n,
-        IntOrString::String(name) => match ports.iter().find(|p| p.name.as_deref() == Some(name))
-        {
+        IntOrString::String(name) => match ports.iter().find(|p| p.name.as_deref() == Some(name)) {
             Some(p) => p.container_port,
-            None => name.parse().map_err(|_| ActionError::PortNotFound {
-                name: name.clone(),
-            })?,
+            None => name
+                .parse()
+                .map_err(|_| ActionError::PortNotFound { name: name.clone() })?,
         },
     };
     u16::try_from(number)
@@ -223,7 +229,9 @@ mod tests {
         let probe: Probe =
             serde_json::from_value(serde_json::json!({"tcpSocket": {"port": "nope"}})).unwrap();
         assert_eq!(
-            probe_action(&probe, "10.0.0.1", &[]).unwrap_err().to_string(),
+            probe_action(&probe, "10.0.0.1", &[])
+                .unwrap_err()
+                .to_string(),
             "port nope not found"
         );
         let probe: Probe =

@@ -6,10 +6,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::io::AsyncReadExt;
 
 use super::Outcome;
@@ -149,10 +149,7 @@ pub async fn probe(target: &ExecTarget, command: &[String], timeout: Duration) -
     match run(target, command, Some(timeout)).await {
         Ok(Some(r)) if r.code == 0 => Outcome::Success(r.output),
         Ok(Some(r)) => Outcome::Failure(r.output),
-        Ok(None) => Outcome::Failure(format!(
-            "command {:?} timed out",
-            command.join(" ")
-        )),
+        Ok(None) => Outcome::Failure(format!("command {:?} timed out", command.join(" "))),
         Err(e) => Outcome::Error(e),
     }
 }

@@ -111,10 +111,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let handler: LifecycleHandler = serde_json::from_value(
-            serde_json::json!({"httpGet": {"port": port, "path": "/stop"}}),
-        )
-        .unwrap();
+        let handler: LifecycleHandler =
+            serde_json::from_value(serde_json::json!({"httpGet": {"port": port, "path": "/stop"}}))
+                .unwrap();
         let err = run_hook(&handler, &target(), "c", "p_ns(u)", None)
             .await
             .unwrap_err();
@@ -134,9 +133,13 @@ mod tests {
         let exec: LifecycleHandler =
             serde_json::from_value(serde_json::json!({"exec": {"command": ["sh", "-c", "x"]}}))
                 .unwrap();
-        let err = run_hook(&exec, &target(), "c", "p", None).await.unwrap_err();
+        let err = run_hook(&exec, &target(), "c", "p", None)
+            .await
+            .unwrap_err();
         assert!(
-            err.starts_with("Exec lifecycle hook ([sh -c x]) for Container \"c\" in Pod \"p\" failed"),
+            err.starts_with(
+                "Exec lifecycle hook ([sh -c x]) for Container \"c\" in Pod \"p\" failed"
+            ),
             "{err}"
         );
     }

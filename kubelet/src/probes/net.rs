@@ -259,12 +259,18 @@ mod tests {
     #[tokio::test]
     async fn http_success_sends_headers() {
         let (port, server) = serve_once("HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n").await;
-        let outcome = http_get(&get(port, &[("X-Probe", "yes"), ("accept", "text/plain")]), SECOND)
-            .await;
+        let outcome = http_get(
+            &get(port, &[("X-Probe", "yes"), ("accept", "text/plain")]),
+            SECOND,
+        )
+        .await;
         assert_eq!(outcome, Outcome::Success(String::new()));
         let head = server.await.unwrap();
         assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
-        assert!(head.contains(&format!("Host: 127.0.0.1:{port}\r\n")), "{head}");
+        assert!(
+            head.contains(&format!("Host: 127.0.0.1:{port}\r\n")),
+            "{head}"
+        );
         assert!(head.contains("User-Agent: kube-probe/1.32\r\n"), "{head}");
         assert!(head.contains("X-Probe: yes\r\n"), "{head}");
         assert!(head.contains("accept: text/plain\r\n"), "{head}");
@@ -293,8 +299,7 @@ mod tests {
         // Accepts but never answers: the timeout decides.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = silent.local_addr().unwrap().port();
-        let Outcome::Failure(message) =
-            http_get(&get(port, &[]), Duration::from_millis(200)).await
+        let Outcome::Failure(message) = http_get(&get(port, &[]), Duration::from_millis(200)).await
         else {
             panic!("a silent server succeeded");
         };

@@ -230,8 +230,10 @@ mod tests {
         }));
         let failures = seen
             .iter()
-            .filter(|r| matches!(r, Report::Failed { kind: ProbeKind::Liveness, output }
-                if output.ends_with("connect: connection refused")))
+            .filter(|r| {
+                matches!(r, Report::Failed { kind: ProbeKind::Liveness, output }
+                if output.ends_with("connect: connection refused"))
+            })
             .count();
         assert_eq!(failures, 2, "{seen:?}");
     }
@@ -253,7 +255,13 @@ mod tests {
         let _set = ProbeSet::start(&c, target, Duration::ZERO, sink);
         // No container to exec in: the probe errors, but only after the delay.
         let report = next(&mut rx).await;
-        assert!(matches!(report, Report::Errored { kind: ProbeKind::Readiness, .. }));
+        assert!(matches!(
+            report,
+            Report::Errored {
+                kind: ProbeKind::Readiness,
+                ..
+            }
+        ));
         assert!(begun.elapsed() >= Duration::from_secs(1));
     }
 }

@@ -46,9 +46,8 @@ impl Timing {
     /// Defaults as the API server fills them (0 s, 10 s, 1 s, 1, 3); zero or negative values
     /// fall back to them. Liveness and startup probes always use a success threshold of 1.
     pub fn of(kind: ProbeKind, probe: &Probe) -> Timing {
-        let positive = |v: Option<i32>, default: u32| {
-            v.filter(|&v| v > 0).map_or(default, |v| v as u32)
-        };
+        let positive =
+            |v: Option<i32>, default: u32| v.filter(|&v| v > 0).map_or(default, |v| v as u32);
         let success = match kind {
             ProbeKind::Readiness => positive(probe.success_threshold, 1),
             _ => 1,
