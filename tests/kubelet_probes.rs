@@ -212,6 +212,11 @@ async fn probes_hooks_and_sidecars() {
         ),
         serde_json::json!({"restartPolicy": "Always"}),
     );
+    // Exits a second after each start; the pod's restartPolicy Never does not apply to it.
+    let crashing_sidecar = with(
+        sh(&image, "side", "sleep 1; exit 1"),
+        serde_json::json!({"restartPolicy": "Always"}),
+    );
     let manifests = [
         pod(
             "liveness-exec",
@@ -245,6 +250,12 @@ async fn probes_hooks_and_sidecars() {
             "terminationGracePeriodSeconds": 5, "initContainers": [finite_sidecar],
             "containers": [sh(&image, "main", "sleep 1")]}),
         ),
+        pod(
+            "sidecar-restarts",
+            serde_json::json!({"restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1, "initContainers": [crashing_sidecar],
+            "containers": [sh(&image, "main", "exec sleep 3600")]}),
+        ),
     ];
     for m in &manifests {
         apply(server, m).await;
@@ -255,7 +266,7 @@ async fn probes_hooks_and_sidecars() {
         for name in ["liveness-exec", "liveness-http"] {
             let restarted = |p: Option<&Pod>| {
                 p.and_then(|p| status(p, "c"))
-                    .is_some_and(|c| c.restart_count >= 1 && running(c))
+                    .is_some_and(|c| c.restart_count >= 1)
             };
             wait_for(&pods, name, "a restart after failed liveness", restarted).await;
             wait_event(server, name, "Killing", |m| {
@@ -390,7 +401,35 @@ async fn probes_hooks_and_sidecars() {
         assert!(!running(side), "the sidecar was stopped: {side:?}");
     };
 
-    let all = async { tokio::join!(liveness, readiness, startup, hooks, sidecars) };
+    let sidecar_restarts = async {
+        let restarted = |p: Option<&Pod>| {
+            p.and_then(|p| status(p, "side"))
+                .is_some_and(|c| c.restart_count >= 1)
+        };
+        let p = wait_for(
+            &pods,
+            "sidecar-restarts",
+            "the sidecar restarted",
+            restarted,
+        )
+        .await
+        .unwrap();
+        let main = status(&p, "main").unwrap();
+        assert!(running(main) && main.restart_count == 0, "{main:?}");
+        assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+    };
+
+    let all = async {
+        tokio::join!(
+            liveness,
+            readiness,
+            startup,
+            hooks,
+            sidecars,
+            sidecar_restarts
+        )
+    };
+
     tokio::time::timeout(Duration::from_secs(80), all)
         .await
         .expect("the scenarios finish in time");
