@@ -161,6 +161,11 @@ async fn probes_hooks_and_sidecars() {
             "livenessProbe": {"httpGet": {"port": "health", "path": "/healthz"},
             "periodSeconds": 1, "failureThreshold": 1}}),
     );
+    let slow_probe = with(
+        sh(&image, "c", "exec sleep 3600"),
+        serde_json::json!({"readinessProbe": {"exec": {"command": ["sleep", "5"]},
+            "timeoutSeconds": 1, "periodSeconds": 1}}),
+    );
     let readiness = with(
         sh(&image, "c", "sleep 5; touch /tmp/ready; exec sleep 3600"),
         serde_json::json!({"readinessProbe": {
@@ -251,6 +256,10 @@ async fn probes_hooks_and_sidecars() {
             "containers": [sh(&image, "main", "sleep 1")]}),
         ),
         pod(
+            "slow-probe",
+            serde_json::json!({"terminationGracePeriodSeconds": 1, "containers": [slow_probe]}),
+        ),
+        pod(
             "sidecar-restarts",
             serde_json::json!({"restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1, "initContainers": [crashing_sidecar],
@@ -318,6 +327,10 @@ async fn probes_hooks_and_sidecars() {
         );
         wait_event(server, "readiness", "Unhealthy", |m| {
             m.starts_with("Readiness probe failed")
+        })
+        .await;
+        wait_event(server, "slow-probe", "Unhealthy", |m| {
+            m == "Readiness probe failed: command \"sleep 5\" timed out"
         })
         .await;
     };

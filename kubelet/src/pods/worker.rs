@@ -1,8 +1,9 @@
 //! One task per pod: it owns everything the kubelet does for that pod and is the only writer of
 //! its status. It wakes on a new version of the pod from the watch, on an exit reported by the
-//! pod's shim, or when a back-off expires, and then syncs: sandbox, init containers in order,
-//! containers as the restart policy says, status. A pod marked for deletion is stopped within its
-//! grace period, torn down, and deleted for good.
+//! pod's shim, on a probe result that changed, or when a back-off expires, and then syncs:
+//! sandbox, init containers in order (sidecars kept running), containers as the restart policy
+//! says, status. A pod marked for deletion is stopped within its grace period (see `probing`),
+//! torn down, and deleted for good.
 
 use std::collections::HashMap;
 use std::sync::Arc;
