@@ -21,6 +21,7 @@ mod image_gc;
 pub mod node;
 mod pods;
 pub mod podspec;
+pub mod probes;
 pub mod qos;
 mod run;
 pub mod runtime;

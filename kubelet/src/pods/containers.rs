@@ -173,8 +173,9 @@ impl Worker {
             exit: None,
         });
         record.waiting = None;
-        record.ready = true;
-        record.started = true;
+        let (started, ready) = super::probing::initial_gates(&container);
+        record.started = started;
+        record.ready = ready;
         record.image_id = Some(image.repo_digest.clone());
         let previous = record.previous.clone();
         if let Some(old) = dropped {
@@ -201,6 +202,10 @@ impl Worker {
             "Started",
             format!("Started container {name}"),
         );
+        let target = self.target(&container, &spec.id, pid, Some(spec.clone()));
+        if self.post_start(&container, &target, &spec.id).await {
+            self.start_probes(&container, &spec.id, target, std::time::Duration::ZERO);
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 mod backoff;
 mod containers;
 pub(crate) mod context;
+mod probing;
 mod registry;
 mod sandbox;
 mod source;

@@ -79,27 +79,38 @@ pub fn pod_status(pod: &Pod, rt: &PodRuntime, now: &str) -> PodStatus {
         .and_then(|s| s.restart_policy.as_deref())
         .unwrap_or("Always");
     let old = pod.status.as_ref();
-    let initialized = rt
-        .init
-        .iter()
-        .all(|c| c.terminated().is_some_and(|e| e.code == 0))
-        || rt.init.is_empty();
+    let sidecars = sidecar_names(pod);
+    let is_sidecar = |c: &ContainerRecord| sidecars.contains(&c.name.as_str());
+    // Done: a regular init container succeeded, a sidecar has started.
+    let init_done = |c: &ContainerRecord| {
+        if is_sidecar(c) {
+            c.running() && c.started
+        } else {
+            c.terminated().is_some_and(|e| e.code == 0)
+        }
+    };
+    // Once a regular container has run, the pod stays initialized while sidecars restart.
+    let initialized =
+        rt.init.iter().all(init_done) || rt.containers.iter().any(|c| c.current.is_some());
     let mut phase = phase(restart_policy, initialized, &rt.init, &rt.containers);
     if rt.failed.is_some() {
         phase = "Failed";
     }
     let terminal = phase == "Succeeded" || phase == "Failed";
 
+    // Sidecars count for ContainersReady too (kubelet: GenerateContainersReadyCondition).
     let not_ready: Vec<&str> = rt
-        .containers
+        .init
         .iter()
+        .filter(|c| is_sidecar(c))
+        .chain(rt.containers.iter())
         .filter(|c| !c.ready)
         .map(|c| c.name.as_str())
         .collect();
     let incomplete: Vec<&str> = rt
         .init
         .iter()
-        .filter(|c| c.terminated().is_none_or(|e| e.code != 0))
+        .filter(|c| !init_done(c))
         .map(|c| c.name.as_str())
         .collect();
     let list = |names: &[&str]| format!("[{}]", names.join(" "));
@@ -155,11 +166,32 @@ pub fn pod_status(pod: &Pod, rt: &PodRuntime, now: &str) -> PodStatus {
         qos_class: Some(rt.qos_class.to_owned()),
         reason: rt.failed.as_ref().map(|f| f.0.clone()),
         message: rt.failed.as_ref().map(|f| f.1.clone()),
-        init_container_statuses: (!rt.init.is_empty())
-            .then(|| rt.init.iter().map(container_status).collect()),
+        init_container_statuses: (!rt.init.is_empty()).then(|| {
+            rt.init
+                .iter()
+                .map(|c| {
+                    let mut status = container_status(c);
+                    if !is_sidecar(c) {
+                        // A regular init container is ready once it has succeeded.
+                        status.ready = c.terminated().is_some_and(|e| e.code == 0);
+                    }
+                    status
+                })
+                .collect()
+        }),
         container_statuses: Some(rt.containers.iter().map(container_status).collect()),
         ..Default::default()
     }
+}
+
+/// Init containers with `restartPolicy: Always`.
+fn sidecar_names(pod: &Pod) -> Vec<&str> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 /// kubelet's getPhase.
@@ -491,6 +523,71 @@ mod tests {
             cond(&s, "Initialized").message.as_deref(),
             Some("containers with incomplete status: [init]")
         );
+    }
+
+    #[test]
+    fn sidecars_initialize_once_started_and_gate_readiness() {
+        let mut p = pod("Always");
+        p.spec.as_mut().unwrap().init_containers = Some(vec![
+            serde_json::from_value(serde_json::json!({"name": "init", "image": "i"})).unwrap(),
+            serde_json::from_value(
+                serde_json::json!({"name": "side", "image": "i", "restartPolicy": "Always"}),
+            )
+            .unwrap(),
+        ]);
+        let running = Attempt {
+            id: "s1".into(),
+            pid: 11,
+            started_at: NOW.into(),
+            exit: None,
+        };
+        let init = ContainerRecord {
+            name: "init".into(),
+            current: Some(exited(0)),
+            ..Default::default()
+        };
+        let mut side = ContainerRecord {
+            name: "side".into(),
+            current: Some(running),
+            ..Default::default()
+        };
+        let main = ContainerRecord {
+            name: "a".into(),
+            ..Default::default()
+        };
+        let mut r = rt(main);
+        r.init = vec![init.clone(), side.clone()];
+        let s = pod_status(&p, &r, NOW);
+        assert_eq!(
+            cond(&s, "Initialized").message.as_deref(),
+            Some("containers with incomplete status: [side]"),
+            "a sidecar that has not started holds initialization"
+        );
+        let statuses = s.init_container_statuses.unwrap();
+        assert!(statuses[0].ready, "a succeeded init container is ready");
+
+        side.started = true;
+        let mut main = r.containers[0].clone();
+        main.current = Some(Attempt {
+            id: "m1".into(),
+            pid: 12,
+            started_at: NOW.into(),
+            exit: None,
+        });
+        main.ready = true;
+        main.started = true;
+        r.init = vec![init, side.clone()];
+        r.containers = vec![main];
+        let s = pod_status(&p, &r, NOW);
+        assert_eq!(cond(&s, "Initialized").status, "True");
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(
+            cond(&s, "ContainersReady").message.as_deref(),
+            Some("containers with unready status: [side]")
+        );
+        side.ready = true;
+        r.init[1] = side;
+        assert_eq!(cond(&pod_status(&p, &r, NOW), "Ready").status, "True");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! One task per pod: it owns everything the kubelet does for that pod and is the only writer of
 //! its status. It wakes on a new version of the pod from the watch, on an exit reported by the
-//! pod's shim, or when a back-off expires, and then syncs: sandbox, init containers in order,
-//! containers as the restart policy says, status. A pod marked for deletion is stopped within its
-//! grace period, torn down, and deleted for good.
+//! pod's shim, on a probe result that changed, or when a back-off expires, and then syncs:
+//! sandbox, init containers in order (sidecars kept running), containers as the restart policy
+//! says, status. A pod marked for deletion is stopped within its grace period (see `probing`),
+//! torn down, and deleted for good.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,17 +19,29 @@ use super::context::Context;
 use super::registry::Published;
 use super::sandbox::Sandbox;
 use super::status::{pod_status, Attempt, ContainerRecord, PodRuntime};
+use crate::probes::{ProbeKind, ProbeSet, Verdict};
 use crate::qos::QosClass;
 use crate::shim::{Event, Exit};
 
 /// How often a running pod is synced even when nothing happened (kubelet: syncFrequency).
 const RESYNC: Duration = Duration::from_secs(60);
 /// After SIGKILL, how long to wait for the exit before giving up on a container.
-const KILL_WAIT: Duration = Duration::from_secs(10);
+pub(super) const KILL_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) enum Wake {
-    Exited { id: String, exit: Exit },
-    ShimGone { pid: i32 },
+    Exited {
+        id: String,
+        exit: Exit,
+    },
+    ShimGone {
+        pid: i32,
+    },
+    /// A probe's published result changed for the container attempt `id`.
+    Probe {
+        id: String,
+        kind: ProbeKind,
+        verdict: Verdict,
+    },
 }
 
 pub(crate) struct Worker {
@@ -42,6 +55,8 @@ pub(crate) struct Worker {
     pub(super) restart_backoff: HashMap<String, Backoff>,
     pub(super) pull_backoff: HashMap<String, Backoff>,
     pub(super) wake_tx: mpsc::UnboundedSender<Wake>,
+    /// The probes of running containers, by attempt id; dropping one stops them.
+    pub(super) probes: HashMap<String, ProbeSet>,
     wake_rx: mpsc::UnboundedReceiver<Wake>,
     start_time: String,
     failed: Option<(String, String)>,
@@ -81,6 +96,7 @@ pub(crate) async fn run(ctx: Arc<Context>, uid: String, mut pods: watch::Receive
         restart_backoff: HashMap::new(),
         pull_backoff: HashMap::new(),
         wake_tx,
+        probes: HashMap::new(),
         wake_rx,
         start_time,
         failed: None,
@@ -128,6 +144,7 @@ impl Worker {
     pub(super) fn apply(&mut self, wake: Wake) {
         match wake {
             Wake::Exited { id, exit } => {
+                self.probes.remove(&id);
                 let all = self.init.iter_mut().chain(self.containers.iter_mut());
                 for c in all {
                     if let Some(a) = c
@@ -147,6 +164,7 @@ impl Worker {
                 }
                 tracing::warn!(pod = %self.name(), "kubelet: the pod's shim went away");
                 self.sandbox = None;
+                self.probes.clear();
                 let now = super::now();
                 for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
                     if let Some(a) = c.current.as_mut().filter(|a| a.exit.is_none()) {
@@ -160,10 +178,15 @@ impl Worker {
                     }
                 }
             }
+            Wake::Probe { id, kind, verdict } => self.on_probe(&id, kind, verdict),
         }
     }
 
-    fn restart_policy(&self) -> &str {
+    pub(super) async fn next_wake(&mut self) -> Option<Wake> {
+        self.wake_rx.recv().await
+    }
+
+    pub(super) fn restart_policy(&self) -> &str {
         self.pod
             .spec
             .as_ref()
@@ -216,6 +239,10 @@ impl Worker {
                 earliest(wake);
             }
         }
+        if self.main_finished() {
+            // The pod is done: its sidecars go too, so that it can complete.
+            self.stop_sidecars().await;
+        }
         self.report().await;
         let status_phase = self
             .last_status
@@ -230,9 +257,25 @@ impl Worker {
         next
     }
 
-    /// Init containers one at a time, in order. True once all have succeeded.
+    /// Init containers one at a time, in order. True once all have succeeded. A sidecar
+    /// (`restartPolicy: Always`) holds the next one only until it has started (its startup
+    /// probe passed), keeps running, and is restarted whenever it exits until the pod is done.
     async fn sync_init(&mut self, earliest: &mut impl FnMut(Option<Instant>)) -> bool {
+        let initialized_before = self.containers.iter().any(|c| c.current.is_some());
+        let finishing = self.main_finished();
         for i in 0..self.init.len() {
+            if self.sidecar(i) {
+                if finishing {
+                    continue;
+                }
+                let wake = self.sync_container(true, i).await;
+                earliest(wake);
+                let c = &self.init[i];
+                if initialized_before || (c.running() && c.started) {
+                    continue;
+                }
+                return false;
+            }
             let c = &self.init[i];
             if c.terminated().is_some_and(|e| e.code == 0)
                 || c.current
@@ -264,12 +307,7 @@ impl Worker {
         let name = record.name.clone();
         let pod_name = self.name();
         if let Some(exit) = record.current.as_ref().and_then(|a| a.exit.clone()) {
-            // Init containers restart on failure unless the policy is Never (kubelet does too).
-            let restart = match self.restart_policy() {
-                "Always" => !init || exit.code != 0,
-                "OnFailure" => exit.code != 0,
-                _ => false,
-            };
+            let restart = self.should_restart(init, i, &exit);
             let record = if init {
                 &mut self.init[i]
             } else {
@@ -329,6 +367,30 @@ impl Worker {
             Ok(()) => None,
             Err(wait) => wait,
         }
+    }
+
+    /// Whether an exited container runs again: sidecars always; init containers restart on
+    /// failure unless the policy is Never (the kubelet does too); others by the restart policy.
+    fn should_restart(&self, init: bool, i: usize, exit: &Exit) -> bool {
+        if init && self.sidecar(i) {
+            return true;
+        }
+        match self.restart_policy() {
+            "Always" => !init || exit.code != 0,
+            "OnFailure" => exit.code != 0,
+            _ => false,
+        }
+    }
+
+    /// Every regular container has exited and none will run again.
+    fn main_finished(&self) -> bool {
+        !self.containers.is_empty()
+            && self.containers.iter().enumerate().all(|(i, c)| {
+                c.current
+                    .as_ref()
+                    .and_then(|a| a.exit.as_ref())
+                    .is_some_and(|e| !self.should_restart(false, i, e))
+            })
     }
 
     /// Patches pods/status when it changed.
@@ -436,64 +498,10 @@ impl Worker {
         }
     }
 
-    /// SIGTERM to every running container, SIGKILL to those still running after `grace`.
+    /// Stops every running container within `grace` (preStop hooks, SIGTERM, SIGKILL), regular
+    /// containers before sidecars.
     pub(super) async fn stop_all(&mut self, grace: Duration) {
-        let running: Vec<(String, String)> = self
-            .init
-            .iter()
-            .chain(self.containers.iter())
-            .filter(|c| c.running())
-            .filter_map(|c| c.current.as_ref().map(|a| (c.name.clone(), a.id.clone())))
-            .collect();
-        if running.is_empty() {
-            return;
-        }
-        let pod = self.pod.clone();
-        for (name, id) in &running {
-            self.ctx.recorder.event(
-                &pod,
-                Some(name),
-                false,
-                "Killing",
-                format!("Stopping container {name}"),
-            );
-            self.kill(id, libc::SIGTERM).await;
-        }
-        if !self.wait_exits(Instant::now() + grace).await {
-            for (_, id) in &running {
-                self.kill(id, libc::SIGKILL).await;
-            }
-            self.wait_exits(Instant::now() + KILL_WAIT).await;
-        }
-    }
-
-    async fn kill(&self, id: &str, signal: i32) {
-        let Some(sandbox) = &self.sandbox else { return };
-        let request = crate::shim::Request::Kill {
-            id: id.to_owned(),
-            signal,
-        };
-        if let Err(e) = sandbox.shim.request(&request).await {
-            tracing::warn!(pod = %self.name(), error = %e, "kubelet: signalling a container");
-        }
-    }
-
-    /// Waits for exits until nothing runs (true) or the deadline passes (false).
-    async fn wait_exits(&mut self, deadline: Instant) -> bool {
-        loop {
-            let running = self
-                .init
-                .iter()
-                .chain(self.containers.iter())
-                .any(|c| c.running());
-            if !running || self.sandbox.is_none() {
-                return true;
-            }
-            match tokio::time::timeout_at(deadline.into(), self.wake_rx.recv()).await {
-                Ok(Some(wake)) => self.apply(wake),
-                Ok(None) | Err(_) => return false,
-            }
-        }
+        self.stop_in_order(grace).await;
     }
 
     /// Applies the shim's view after a kubelet restart: containers keep running, exits that
@@ -533,6 +541,7 @@ impl Worker {
             Ok(None) => {}
             Err(e) => tracing::warn!(pod = %self.name(), error = %e, "kubelet: re-adopting a pod"),
         }
+        self.probe_adopted();
     }
 
     /// Time left of `activeDeadlineSeconds`, counted from the pod's start.
