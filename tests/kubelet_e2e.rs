@@ -516,3 +516,61 @@ async fn logs_and_exec_work_through_the_api_server() {
     let previous = kubectl(server, &["logs", "restarter", "--previous"]).await;
     assert!(previous.starts_with("run at "), "{previous}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_pressure_evicts_best_effort_pods_first() {
+    // A threshold no host meets: the node is always short of memory, as far as this kubelet
+    // knows, without the test taking any memory from the machine.
+    let Some((_registry, cluster, image)) = setup(&[
+        "--eviction-hard",
+        "memory.available<1000Ti,nodefs.available<1%",
+    ])
+    .await
+    else {
+        return;
+    };
+    let server = &cluster.server;
+    // The node is tainted memory-pressure:NoSchedule; these pods tolerate it to be placed.
+    let pod = |name: &str, resources: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+                "spec": {{"terminationGracePeriodSeconds": 1,
+                  "tolerations": [{{"key": "node.kubernetes.io/memory-pressure", "operator": "Exists"}}],
+                  "containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "3600"],
+                    "resources": {resources}}}]}}}}"#
+        )
+    };
+    apply(
+        server,
+        &pod(
+            "guaranteed",
+            r#"{"limits": {"cpu": "100m", "memory": "64Mi"}}"#,
+        ),
+    )
+    .await;
+    apply(server, &pod("besteffort", "{}")).await;
+    let pods: Api<Pod> = Api::default_namespaced(server.client().await);
+    let evicted = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.reason.as_deref() == Some("Evicted"))
+    };
+    let victim = wait_for(&pods, "besteffort", "its eviction", evicted)
+        .await
+        .unwrap();
+    let status = victim.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("The node was low on resource: memory."),
+        "{:?}",
+        status.message
+    );
+    let survivor = pods.get("guaranteed").await.unwrap();
+    assert!(
+        !evicted(Some(&survivor)),
+        "the Guaranteed pod goes after the BestEffort one"
+    );
+}

@@ -67,13 +67,21 @@ mod tests {
     use super::*;
 
     fn fs(total: u64, available: u64) -> FsStats {
-        FsStats { total_bytes: total, available_bytes: available, ..Default::default() }
+        FsStats {
+            total_bytes: total,
+            available_bytes: available,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn frees_down_to_the_low_threshold_only_above_the_high_one() {
         assert_eq!(bytes_to_free(&fs(1000, 200), 85, 80), 0, "80% used");
-        assert_eq!(bytes_to_free(&fs(1000, 150), 85, 80), 0, "85% used: not above");
+        assert_eq!(
+            bytes_to_free(&fs(1000, 150), 85, 80),
+            0,
+            "85% used: not above"
+        );
         assert_eq!(bytes_to_free(&fs(1000, 100), 85, 80), 100, "90% used → 80%");
         assert_eq!(bytes_to_free(&fs(0, 0), 85, 80), 0);
     }

@@ -16,6 +16,7 @@ pub mod cgroup;
 mod cleanup;
 mod config;
 mod events;
+mod eviction;
 pub mod image;
 mod image_gc;
 pub mod node;

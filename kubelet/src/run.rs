@@ -133,8 +133,10 @@ pub async fn run(
         config,
     });
     let gc = tokio::spawn(crate::image_gc::run(ctx.clone()));
+    let eviction = tokio::spawn(crate::eviction::run(ctx.clone()));
     pods::run(ctx, shutdown).await;
     gc.abort();
+    eviction.abort();
     Ok(())
 }
 

@@ -72,10 +72,12 @@ impl Cluster {
             cidr,
             "--kubelet-port".into(),
             "0".into(),
-            // The tests' own pods are tiny; a developer's nearly full disk must not taint the node.
-            "--eviction-hard".into(),
-            "memory.available<100Mi,nodefs.available<1%,nodefs.inodesFree<1%".into(),
         ];
+        if !args.contains(&"--eviction-hard") {
+            // The tests' own pods are tiny; a developer's nearly full disk must not taint the node.
+            all.push("--eviction-hard".into());
+            all.push("memory.available<100Mi,nodefs.available<1%,nodefs.inodesFree<1%".into());
+        }
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let server = Server::spawn("up", &data_dir, &refs);

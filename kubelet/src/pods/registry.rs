@@ -22,11 +22,15 @@ pub(crate) struct Published {
     pub running: bool,
 }
 
-#[derive(Debug, Clone)]
+/// Asks a pod's worker to fail the pod as evicted, with this message.
+pub(crate) type Evict = Arc<dyn Fn(String) + Send + Sync>;
+
+#[derive(Clone)]
 struct Entry {
     uid: String,
     pod: Pod,
     containers: HashMap<String, Published>,
+    evict: Evict,
 }
 
 /// Pods by `namespace/name`.
@@ -48,13 +52,20 @@ impl Registry {
         }
     }
 
-    pub fn publish(&self, pod: &Pod, uid: &str, containers: HashMap<String, Published>) {
+    pub fn publish(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        containers: HashMap<String, Published>,
+        evict: Evict,
+    ) {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let entry = Entry {
             uid: uid.to_owned(),
             pod: pod.clone(),
             containers,
+            evict,
         };
         self.pods
             .write()
@@ -71,12 +82,38 @@ impl Registry {
         }
     }
 
+    /// Pods with a running container, with their uids: what eviction chooses from.
+    pub fn running_pods(&self) -> Vec<(Pod, String)> {
+        let pods = self.pods.read().expect("registry lock");
+        pods.values()
+            .filter(|e| e.containers.values().any(|c| c.running))
+            .map(|e| (e.pod.clone(), e.uid.clone()))
+            .collect()
+    }
+
+    /// Tells the pod's worker to evict it.
+    pub fn evict(&self, namespace: &str, name: &str, message: String) {
+        let evict = self
+            .pods
+            .read()
+            .expect("registry lock")
+            .get(&key(namespace, name))
+            .map(|e| e.evict.clone());
+        if let Some(evict) = evict {
+            evict(message);
+        }
+    }
+
     /// The images the pods on this node refer to (as their specs name them).
     pub fn images_in_use(&self) -> Vec<String> {
         let pods = self.pods.read().expect("registry lock");
         pods.values()
             .filter_map(|e| e.pod.spec.as_ref())
-            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
             .filter_map(|c| c.image.clone())
             .collect()
     }

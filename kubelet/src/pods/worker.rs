@@ -42,6 +42,10 @@ pub(crate) enum Wake {
         kind: ProbeKind,
         verdict: Verdict,
     },
+    /// The eviction manager chose this pod: fail it with reason `Evicted`.
+    Evict {
+        message: String,
+    },
 }
 
 pub(crate) struct Worker {
@@ -179,6 +183,11 @@ impl Worker {
                 }
             }
             Wake::Probe { id, kind, verdict } => self.on_probe(&id, kind, verdict),
+            Wake::Evict { message } => {
+                if self.failed.is_none() {
+                    self.failed = Some(("Evicted".into(), message));
+                }
+            }
         }
     }
 
@@ -200,9 +209,17 @@ impl Worker {
             return None;
         }
         if let Some(left) = self.active_deadline_left() {
-            if left.is_zero() {
-                return self.deadline_exceeded().await;
+            if left.is_zero() && self.failed.is_none() {
+                let message = "Pod was active on the node longer than the specified deadline";
+                let pod = self.pod.clone();
+                self.ctx
+                    .recorder
+                    .event(&pod, None, false, "DeadlineExceeded", message.to_owned());
+                self.failed = Some(("DeadlineExceeded".into(), message.to_owned()));
             }
+        }
+        if let Some((reason, message)) = self.failed.clone() {
+            return self.fail(&reason, message).await;
         }
         if self.sandbox.is_none() {
             if let Err(message) = self.create_sandbox().await {
@@ -453,7 +470,13 @@ impl Worker {
                 Some((c.name.clone(), published))
             })
             .collect();
-        self.ctx.registry.publish(&self.pod, &self.uid, containers);
+        let wake = self.wake_tx.clone();
+        let evict: super::registry::Evict = std::sync::Arc::new(move |message| {
+            let _ = wake.send(Wake::Evict { message });
+        });
+        self.ctx
+            .registry
+            .publish(&self.pod, &self.uid, containers, evict);
     }
 
     /// The pod is being deleted (or is gone from the API): stop every container within the grace
@@ -557,25 +580,23 @@ impl Worker {
         ))
     }
 
-    /// The kubelet fails a pod that outlived its activeDeadlineSeconds and stops its containers.
-    async fn deadline_exceeded(&mut self) -> Option<Instant> {
-        if self.failed.is_none() {
-            let message =
-                "Pod was active on the node longer than the specified deadline".to_owned();
+    /// The kubelet fails the pod itself (activeDeadlineSeconds, eviction): its containers are
+    /// stopped, its status says why, and nothing of it runs again.
+    async fn fail(&mut self, reason: &str, message: String) -> Option<Instant> {
+        if reason == "Evicted" {
             let pod = self.pod.clone();
             self.ctx
                 .recorder
-                .event(&pod, None, false, "DeadlineExceeded", message.clone());
-            self.failed = Some(("DeadlineExceeded".into(), message));
-            let grace = self
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(30);
-            self.stop_all(Duration::from_secs(grace.max(0) as u64))
-                .await;
+                .event(&pod, None, true, "Evicted", message);
         }
+        let grace = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        self.stop_all(Duration::from_secs(grace.max(0) as u64))
+            .await;
         self.report().await;
         self.release_sandbox().await;
         self.finished = true;
