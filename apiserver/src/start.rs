@@ -177,7 +177,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             storage,
             caches,
             tokens,
-            Box::new(AllowAuthenticated),
+            Box::new(crate::bootstrap_token::BootstrapLimited(AllowAuthenticated)),
             services,
             metrics,
             SocketAddr::new(advertise, config.listen.port()).to_string(),
