@@ -40,9 +40,7 @@ pub fn parse_token(token: &str) -> Option<(&str, &str)> {
 fn secret_data(secret: &Value, key: &str) -> Option<String> {
     use base64::Engine as _;
     let raw = secret.get("data")?.get(key)?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(raw)
-        .ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
     String::from_utf8(bytes).ok()
 }
 
@@ -178,7 +176,12 @@ mod tests {
             parse_token("abcdef.0123456789abcdef"),
             Some(("abcdef", "0123456789abcdef"))
         );
-        for bad in ["abcdef", "abcde.0123456789abcdef", "ABCDEF.0123456789abcdef", "abcdef.0123"] {
+        for bad in [
+            "abcdef",
+            "abcde.0123456789abcdef",
+            "ABCDEF.0123456789abcdef",
+            "abcdef.0123",
+        ] {
             assert!(parse_token(bad).is_none(), "{bad}");
         }
     }
@@ -199,14 +202,22 @@ mod tests {
         );
         assert!(user_from_secret(&secret(None), "abcdef", "0123456789abcdeX", now).is_none());
         assert!(
-            user_from_secret(&secret(Some("2000-01-01T00:00:00Z")), "abcdef", "0123456789abcdef", now)
-                .is_none(),
+            user_from_secret(
+                &secret(Some("2000-01-01T00:00:00Z")),
+                "abcdef",
+                "0123456789abcdef",
+                now
+            )
+            .is_none(),
             "expired"
         );
-        assert!(
-            user_from_secret(&secret(Some("2999-01-01T00:00:00Z")), "abcdef", "0123456789abcdef", now)
-                .is_some()
-        );
+        assert!(user_from_secret(
+            &secret(Some("2999-01-01T00:00:00Z")),
+            "abcdef",
+            "0123456789abcdef",
+            now
+        )
+        .is_some());
         let mut wrong_type = secret(None);
         wrong_type["type"] = json!("Opaque");
         assert!(user_from_secret(&wrong_type, "abcdef", "0123456789abcdef", now).is_none());
@@ -238,10 +249,18 @@ mod tests {
         assert!(authz.authorize(&attrs("create", cert, csr, "", "")).is_ok());
         assert!(authz.authorize(&attrs("watch", cert, csr, "", "")).is_ok());
         assert!(authz.authorize(&attrs("get", "", "", "", "/apis")).is_ok());
-        assert!(authz.authorize(&attrs("update", cert, csr, "approval", "")).is_err());
-        assert!(authz.authorize(&attrs("delete", cert, csr, "", "")).is_err());
-        assert!(authz.authorize(&attrs("list", "", "secrets", "", "")).is_err());
-        assert!(authz.authorize(&attrs("create", "", "nodes", "", "")).is_err());
+        assert!(authz
+            .authorize(&attrs("update", cert, csr, "approval", ""))
+            .is_err());
+        assert!(authz
+            .authorize(&attrs("delete", cert, csr, "", ""))
+            .is_err());
+        assert!(authz
+            .authorize(&attrs("list", "", "secrets", "", ""))
+            .is_err());
+        assert!(authz
+            .authorize(&attrs("create", "", "nodes", "", ""))
+            .is_err());
         let admin = UserInfo {
             name: "admin".into(),
             uid: String::new(),

@@ -179,7 +179,10 @@ pub async fn run(
         &mut runner,
         client.clone(),
         &mut nodes,
-        config.csr_signing.as_ref().and_then(crate::csr::CsrSigning::load),
+        config
+            .csr_signing
+            .as_ref()
+            .and_then(crate::csr::CsrSigning::load),
         WorkQueue::new(RateLimit::default()),
     );
     runner.informer(nodes);

@@ -269,7 +269,10 @@ impl Api {
         let ns = r.namespace.clone().unwrap_or_default();
         let (mut obj, warnings) = self.decode_object(r.info, &body, q)?;
         if r.info.kind == "CertificateSigningRequest" {
-            crate::registry::defaults::certificates::set_requestor(&mut obj, req.peer_user.as_ref());
+            crate::registry::defaults::certificates::set_requestor(
+                &mut obj,
+                req.peer_user.as_ref(),
+            );
         }
         if !object::meta_str(&obj, "resourceVersion").is_empty() {
             return Err(ApiError::bad_request(

@@ -127,7 +127,8 @@ pub fn decide(
         }
         if username == info.common_name && in_group(csr, NODES_GROUP) {
             return Some(Approval {
-                message: "Auto approving self kubelet client certificate after SubjectAccessReview.",
+                message:
+                    "Auto approving self kubelet client certificate after SubjectAccessReview.",
             });
         }
         return None;
@@ -150,7 +151,12 @@ mod tests {
     use k8s_openapi::api::certificates::v1::CertificateSigningRequestSpec;
     use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
 
-    fn csr(signer: &str, user: &str, groups: &[&str], usages: &[&str]) -> CertificateSigningRequest {
+    fn csr(
+        signer: &str,
+        user: &str,
+        groups: &[&str],
+        usages: &[&str],
+    ) -> CertificateSigningRequest {
         CertificateSigningRequest {
             spec: CertificateSigningRequestSpec {
                 signer_name: signer.into(),
@@ -196,12 +202,27 @@ mod tests {
     #[test]
     fn bootstrap_and_self_client_requests_are_approved() {
         let node_subject = subject("system:node:n1", &["system:nodes"], &[], &[]);
-        let boot = csr(KUBELET_CLIENT_SIGNER, "system:bootstrap:abcdef", &[BOOTSTRAPPERS], CLIENT_USAGES);
+        let boot = csr(
+            KUBELET_CLIENT_SIGNER,
+            "system:bootstrap:abcdef",
+            &[BOOTSTRAPPERS],
+            CLIENT_USAGES,
+        );
         assert!(decide(&boot, &node_subject, &[]).is_some());
-        let renew = csr(KUBELET_CLIENT_SIGNER, "system:node:n1", &["system:nodes"], CLIENT_USAGES);
+        let renew = csr(
+            KUBELET_CLIENT_SIGNER,
+            "system:node:n1",
+            &["system:nodes"],
+            CLIENT_USAGES,
+        );
         assert!(decide(&renew, &node_subject, &[]).is_some());
         // Another node may not ask for n1's certificate; nor may anyone else.
-        let other = csr(KUBELET_CLIENT_SIGNER, "system:node:n2", &["system:nodes"], CLIENT_USAGES);
+        let other = csr(
+            KUBELET_CLIENT_SIGNER,
+            "system:node:n2",
+            &["system:nodes"],
+            CLIENT_USAGES,
+        );
         assert!(decide(&other, &node_subject, &[]).is_none());
         let alice = csr(KUBELET_CLIENT_SIGNER, "alice", &["dev"], CLIENT_USAGES);
         assert!(decide(&alice, &node_subject, &[]).is_none());
@@ -209,7 +230,14 @@ mod tests {
 
     #[test]
     fn client_requests_outside_the_node_shape_wait_for_an_admin() {
-        let boot = |usages| csr(KUBELET_CLIENT_SIGNER, "system:bootstrap:a", &[BOOTSTRAPPERS], usages);
+        let boot = |usages| {
+            csr(
+                KUBELET_CLIENT_SIGNER,
+                "system:bootstrap:a",
+                &[BOOTSTRAPPERS],
+                usages,
+            )
+        };
         let admin = subject("system:node:n1", &["system:masters"], &[], &[]);
         assert!(decide(&boot(CLIENT_USAGES), &admin, &[]).is_none());
         let not_node = subject("alice", &["system:nodes"], &[], &[]);
@@ -226,7 +254,12 @@ mod tests {
     #[test]
     fn serving_requests_only_from_the_node_for_its_own_addresses() {
         let req = subject("system:node:n1", &["system:nodes"], &["n1"], &["10.0.0.1"]);
-        let by_node = csr(KUBELET_SERVING_SIGNER, "system:node:n1", &["system:nodes"], SERVING_USAGES);
+        let by_node = csr(
+            KUBELET_SERVING_SIGNER,
+            "system:node:n1",
+            &["system:nodes"],
+            SERVING_USAGES,
+        );
         // Before registration: fine unless another node has the address.
         assert!(decide(&by_node, &req, &[]).is_some());
         assert!(decide(&by_node, &req, &[node("n2", &["10.0.0.1"])]).is_none());
@@ -236,9 +269,19 @@ mod tests {
         let other_dns = subject("system:node:n1", &["system:nodes"], &["evil.example"], &[]);
         assert!(decide(&by_node, &other_dns, &[]).is_none());
         // Not from a bootstrap token, nor from another node.
-        let boot = csr(KUBELET_SERVING_SIGNER, "system:bootstrap:a", &[BOOTSTRAPPERS], SERVING_USAGES);
+        let boot = csr(
+            KUBELET_SERVING_SIGNER,
+            "system:bootstrap:a",
+            &[BOOTSTRAPPERS],
+            SERVING_USAGES,
+        );
         assert!(decide(&boot, &req, &[]).is_none());
-        let n2 = csr(KUBELET_SERVING_SIGNER, "system:node:n2", &["system:nodes"], SERVING_USAGES);
+        let n2 = csr(
+            KUBELET_SERVING_SIGNER,
+            "system:node:n2",
+            &["system:nodes"],
+            SERVING_USAGES,
+        );
         assert!(decide(&n2, &req, &[]).is_none());
     }
 }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
 use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
@@ -122,12 +124,19 @@ pub async fn bootstrap(config: &BootstrapConfig) -> Result<NodeCredentials, Boot
     if reusable {
         tracing::info!(path = %kubeconfig.display(), "reusing the node's client certificate");
     } else {
-        let token = config.token.as_deref().ok_or_else(|| BootstrapError::Refused {
-            name: String::new(),
-            outcome: "not requested".into(),
-            message: "no valid node credentials and no bootstrap token".into(),
-        })?;
-        let client = client_for(&kubeconfig_text(config, &Auth::Token(token)), &config.server).await?;
+        let token = config
+            .token
+            .as_deref()
+            .ok_or_else(|| BootstrapError::Refused {
+                name: String::new(),
+                outcome: "not requested".into(),
+                message: "no valid node credentials and no bootstrap token".into(),
+            })?;
+        let client = client_for(
+            &kubeconfig_text(config, &Auth::Token(token)),
+            &config.server,
+        )
+        .await?;
         let key = generate_key("node client key")?;
         let cert = request_certificate(
             client,
@@ -160,11 +169,12 @@ pub async fn bootstrap(config: &BootstrapConfig) -> Result<NodeCredentials, Boot
     let (serving_cert_pem, serving_key_pem) = match existing {
         Some(pair) => pair,
         None => {
-            let text = std::fs::read_to_string(&kubeconfig).map_err(|source| BootstrapError::Io {
-                op: "reading",
-                path: kubeconfig.clone(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(&kubeconfig).map_err(|source| BootstrapError::Io {
+                    op: "reading",
+                    path: kubeconfig.clone(),
+                    source,
+                })?;
             let client = client_for(&text, &config.server).await?;
             let key = generate_key("kubelet serving key")?;
             let cert = request_certificate(
@@ -417,11 +427,22 @@ mod tests {
         let token = kubeconfig_text(&cfg, &Auth::Token("abcdef.0123456789abcdef"));
         let parsed = kube::config::Kubeconfig::from_yaml(&token).expect("token kubeconfig");
         assert_eq!(
-            parsed.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+            parsed.clusters[0]
+                .cluster
+                .as_ref()
+                .unwrap()
+                .server
+                .as_deref(),
             Some("https://127.0.0.1:6443")
         );
         assert!(kubeconfig_client_cert(&token).is_none());
-        let cert = kubeconfig_text(&cfg, &Auth::Cert { cert_pem: "CERT", key_pem: "KEY" });
+        let cert = kubeconfig_text(
+            &cfg,
+            &Auth::Cert {
+                cert_pem: "CERT",
+                key_pem: "KEY",
+            },
+        );
         assert_eq!(kubeconfig_client_cert(&cert).unwrap(), b"CERT");
     }
 
@@ -435,11 +456,18 @@ mod tests {
         let names = ["n1".to_string(), "10.0.0.1".to_string()];
         assert!(cert_usable(long.as_bytes(), "system:node:n1", &names));
         assert!(!cert_usable(long.as_bytes(), "system:node:n2", &names));
-        assert!(!cert_usable(long.as_bytes(), "system:node:n1", &["10.0.0.2".to_string()]));
+        assert!(!cert_usable(
+            long.as_bytes(),
+            "system:node:n1",
+            &["10.0.0.2".to_string()]
+        ));
         let short = signer
             .sign(&req, &usages, Some(Duration::from_secs(3600)))
             .unwrap();
-        assert!(!cert_usable(short.as_bytes(), "system:node:n1", &names), "expires within a day");
+        assert!(
+            !cert_usable(short.as_bytes(), "system:node:n1", &names),
+            "expires within a day"
+        );
         assert!(!cert_usable(b"junk", "system:node:n1", &[]));
     }
 

@@ -11,6 +11,7 @@ pub mod bootstrap;
 mod controller;
 mod request;
 mod sign;
+pub mod token;
 
 use std::path::PathBuf;
 

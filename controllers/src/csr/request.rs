@@ -36,7 +36,9 @@ pub fn parse(pem: &[u8]) -> Result<RequestInfo, RequestError> {
         X509CertificationRequest::from_der(&pem.contents).map_err(|_| RequestError::Malformed)?;
     let subject = &csr.certification_request_info.subject;
     let text = |v: &x509_parser::x509::AttributeTypeAndValue<'_>| {
-        v.as_str().map(String::from).map_err(|_| RequestError::Malformed)
+        v.as_str()
+            .map(String::from)
+            .map_err(|_| RequestError::Malformed)
     };
     let mut info = RequestInfo {
         common_name: match subject.iter_common_name().next() {
@@ -111,7 +113,10 @@ pub(crate) mod tests {
         assert_eq!(info.dns_names, ["n1"]);
         assert_eq!(
             info.ip_addresses,
-            ["127.0.0.1".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()]
+            [
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
         );
         assert_eq!(info.other_names, 0);
     }

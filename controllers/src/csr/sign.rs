@@ -119,7 +119,10 @@ pub(crate) mod tests {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "test-ca");
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key).expect("ca");
         (cert.pem(), key.serialize_pem())
     }
@@ -139,7 +142,12 @@ pub(crate) mod tests {
         let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
         let cert = p.parse_x509().expect("x509");
         assert_eq!(
-            cert.subject().iter_common_name().next().unwrap().as_str().unwrap(),
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "system:node:n1"
         );
         assert!(cert.issuer().to_string().contains("test-ca"));

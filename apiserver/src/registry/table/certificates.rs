@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 const SIGNER_DOC: &str = "signerName indicates the requested signer, and is a qualified name.";
 const REQUESTOR_DOC: &str = "request contains an x509 certificate signing request encoded in a \"CERTIFICATE REQUEST\" PEM block. When serialized as JSON or YAML, the data is additionally base64-encoded.";
-const DURATION_DOC: &str = "expirationSeconds is the requested duration of validity of the issued certificate.";
+const DURATION_DOC: &str =
+    "expirationSeconds is the requested duration of validity of the issued certificate.";
 const CONDITION_DOC: &str = "conditions applied to the request. Known conditions are \"Approved\", \"Denied\", and \"Failed\".";
 
 pub(super) fn csr_columns() -> Vec<Col> {
@@ -86,7 +87,10 @@ mod tests {
         csr["status"] = json!({"conditions": [{"type": "Approved", "status": "True"}],
                                "certificate": "LS0t"});
         let cells = csr_cells(&csr, now);
-        assert_eq!((&cells[4], &cells[5]), (&json!("60m"), &json!("Approved,Issued")));
+        assert_eq!(
+            (&cells[4], &cells[5]),
+            (&json!("60m"), &json!("Approved,Issued"))
+        );
         csr["status"]["conditions"] = json!([{"type": "Denied"}, {"type": "Failed"}]);
         csr["status"].as_object_mut().unwrap().remove("certificate");
         assert_eq!(csr_cells(&csr, now)[5], json!("Denied,Failed"));

@@ -263,13 +263,19 @@ mod tests {
 
     #[test]
     fn a_well_formed_request_passes() {
-        assert!(validate_csr(&csr()).is_empty(), "{:?}", validate_csr(&csr()));
+        assert!(
+            validate_csr(&csr()).is_empty(),
+            "{:?}",
+            validate_csr(&csr())
+        );
     }
 
     #[test]
     fn bad_requests_signers_and_usages_fail() {
         let mut bad = csr();
-        bad["spec"]["request"] = json!(b64(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"));
+        bad["spec"]["request"] = json!(b64(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        ));
         bad["spec"]["signerName"] = json!("nodomain");
         bad["spec"]["usages"] = json!(["client auth", "client auth", "flying"]);
         bad["spec"]["expirationSeconds"] = json!(60);
