@@ -246,8 +246,18 @@ struct AgentArgs {
     token_file: Option<PathBuf>,
     /// The cluster CA's certificate (the server's <data-dir>/pki/ca.crt): the API server's
     /// certificate is checked against it, and the kubelet's server accepts clients it signed.
-    #[arg(long, alias = "certificate-authority")]
-    ca_file: PathBuf,
+    #[arg(
+        long,
+        alias = "certificate-authority",
+        required_unless_present = "ca_cert_hash",
+        conflicts_with = "ca_cert_hash"
+    )]
+    ca_file: Option<PathBuf>,
+    /// Instead of --ca-file: take the CA from the server's kube-public/cluster-info and accept
+    /// it only if its public key hashes to this (`sha256:<hex>`, as `berth server` prints and
+    /// kubeadm's --discovery-token-ca-cert-hash).
+    #[arg(long)]
+    ca_cert_hash: Option<String>,
     /// Holds the node's credentials (kubelet.kubeconfig, kubelet-serving.crt/key) and the
     /// kubelet's state.
     #[arg(long, default_value = "/var/lib/berth")]
@@ -391,13 +401,12 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         None => {
             let running = start_apiserver(args.server.clone())?;
             // Made before the startup line, so whoever waits for that line finds the token.
-            let token = join_token(&running, &args.server.data_dir)?;
+            let (token, hash) = join_info(&running, &args.server.data_dir)?;
             announce(&running);
             println!(
-                "berth: join token: {token} (in {}); join a node with: berth agent --server {} --token-file FILE --ca-file {}",
+                "berth: join token: {token} (in {}); join a node with: berth agent --server {} --token-file FILE --ca-cert-hash {hash}",
                 berth_controllers::csr::token::join_token_path(&args.server.data_dir).display(),
                 running.url,
-                running.ca_cert.display()
             );
             controllers.csr_signing = Some(csr_signing(&args.server.data_dir));
             running.kubeconfig
@@ -542,11 +551,16 @@ fn csr_signing(data_dir: &std::path::Path) -> berth_controllers::csr::CsrSigning
     berth_controllers::csr::CsrSigning::in_pki_dir(&data_dir.join("pki"))
 }
 
-/// `berth server`: makes (or reuses) the join token.
-fn join_token(
+/// `berth server`: makes (or reuses) the join token and publishes kube-public/cluster-info;
+/// returns the token and the CA's hash.
+fn join_info(
     running: &berth_apiserver::Running,
     data_dir: &std::path::Path,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
+    use berth_controllers::csr::{bootstrap, token};
+    let ca_pem = std::fs::read_to_string(&running.ca_cert)
+        .with_context(|| format!("reading {}", running.ca_cert.display()))?;
+    let hash = bootstrap::ca_cert_hash(&ca_pem).context("hashing the cluster CA")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -554,10 +568,11 @@ fn join_token(
     let token = rt
         .block_on(async {
             let client = berth_controllers::client_from_kubeconfig(&running.kubeconfig).await?;
-            anyhow::Ok(berth_controllers::csr::token::ensure_join_token(client, data_dir).await?)
+            token::ensure_cluster_info(client.clone(), &running.url, &ca_pem).await?;
+            anyhow::Ok(token::ensure_join_token(client, data_dir).await?)
         })
         .context("the join token")?;
-    Ok(token)
+    Ok((token, hash))
 }
 
 /// `berth agent`: TLS bootstrap, then the kubelet with the node's own credentials.
@@ -566,7 +581,20 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let read = |p: &PathBuf| {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
-    let ca_pem = read(&args.ca_file)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let ca_pem = match (&args.ca_file, &args.ca_cert_hash) {
+        (Some(file), _) => read(file)?,
+        (None, Some(hash)) => rt
+            .block_on(berth_controllers::csr::bootstrap::discover_ca(
+                &args.server,
+                hash,
+            ))
+            .context("berth agent: discovering the cluster CA")?,
+        (None, None) => anyhow::bail!("berth agent needs --ca-file or --ca-cert-hash"),
+    };
     let token = match &args.token_file {
         Some(path) => Some(read(path)?.trim().to_string()),
         None => None,
@@ -580,10 +608,6 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         timeout: args.bootstrap_timeout,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
     let credentials = rt
         .block_on(berth_controllers::csr::bootstrap::bootstrap(&bootstrap))
         .context("berth agent: TLS bootstrap")?;

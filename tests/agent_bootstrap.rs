@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use berth_controllers::csr::bootstrap;
 use common::{runtime, wait_for, LineReader, Server};
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
@@ -122,6 +123,26 @@ fn bootstrap_tokens_only_get_node_certificates() {
             stored.type_.as_deref(),
             Some("bootstrap.kubernetes.io/token")
         );
+
+        // Anyone may read where the cluster is, and pin its CA by hash; nothing else.
+        let anonymous = server.anonymous_client().await;
+        let public = Api::<ConfigMap>::namespaced(anonymous, "kube-public");
+        public
+            .get("cluster-info")
+            .await
+            .expect("anonymous cluster-info");
+        assert_eq!(api_code(public.list(&ListParams::default()).await), 401);
+        let ca_pem = std::fs::read_to_string(server.data_dir.join("pki/ca.crt")).unwrap();
+        let hash = bootstrap::ca_cert_hash(&ca_pem).expect("hash");
+        let discovered = bootstrap::discover_ca(&server.url, &hash)
+            .await
+            .expect("the CA, pinned");
+        assert_eq!(discovered, ca_pem);
+        let wrong_pin = format!("sha256:{}", "0".repeat(64));
+        assert!(matches!(
+            bootstrap::discover_ca(&server.url, &wrong_pin).await,
+            Err(bootstrap::BootstrapError::CaHashMismatch { .. })
+        ));
 
         // A wrong secret is no identity at all.
         let wrong = token_client(&server, &format!("{id}.0000000000000000")).await;
@@ -255,11 +276,18 @@ impl Drop for Agent {
     }
 }
 
+/// How the agent learns the cluster CA.
+enum Ca {
+    File,
+    Hash,
+}
+
 fn spawn_agent(
     server: &Server,
     data_dir: &Path,
     node: &str,
     cgroup_base: &str,
+    ca: Ca,
 ) -> (Agent, LineReader) {
     let token_file = data_dir.with_file_name("token");
     std::fs::write(&token_file, join_token(server)).unwrap();
@@ -268,8 +296,19 @@ fn spawn_agent(
         .args(["--server", &server.url])
         .arg("--token-file")
         .arg(&token_file)
-        .arg("--ca-file")
-        .arg(server.data_dir.join("pki/ca.crt"))
+        .args(match ca {
+            Ca::File => vec![
+                "--ca-file".to_string(),
+                server.data_dir.join("pki/ca.crt").display().to_string(),
+            ],
+            Ca::Hash => {
+                let pem = std::fs::read_to_string(server.data_dir.join("pki/ca.crt")).unwrap();
+                vec![
+                    "--ca-cert-hash".to_string(),
+                    bootstrap::ca_cert_hash(&pem).expect("hash"),
+                ]
+            }
+        })
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--node-name", node, "--node-ip", "127.0.0.1"])
@@ -316,7 +355,7 @@ fn agent_joins_with_a_token_and_registers_as_its_node() {
     let data_dir = root.path().join("agent");
     let node = format!("berth-agent-{tag}");
     let cgroup_base = format!("berth-agent-{tag}");
-    let (agent, mut lines) = spawn_agent(&server, &data_dir, &node, &cgroup_base);
+    let (agent, mut lines) = spawn_agent(&server, &data_dir, &node, &cgroup_base, Ca::Hash);
     lines.wait_for(Duration::from_secs(60), |l| {
         l.starts_with(&format!("berth: node {node} has its credentials"))
     });
@@ -371,7 +410,7 @@ fn agent_joins_with_a_token_and_registers_as_its_node() {
 
     // A restarted agent reuses its credentials: no new requests.
     drop(agent);
-    let (_agent, mut lines) = spawn_agent(&server, &data_dir, &node, &cgroup_base);
+    let (_agent, mut lines) = spawn_agent(&server, &data_dir, &node, &cgroup_base, Ca::File);
     lines.wait_for(Duration::from_secs(60), |l| {
         l.contains("has its credentials")
     });

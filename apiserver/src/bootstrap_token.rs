@@ -111,6 +111,15 @@ pub(crate) fn authenticate(caches: &Caches, authorization: &str) -> Option<UserI
     user_from_secret(&stored.value, id, secret, OffsetDateTime::now_utc())
 }
 
+/// Where joining nodes find the server and its CA before they have credentials.
+const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+
+/// Whether an anonymous request may go ahead: reading `kube-public/cluster-info` only (what
+/// kubeadm grants `system:anonymous` for token discovery; nodes pin its CA by hash).
+pub(crate) fn anonymous_may(method: &str, path: &str) -> bool {
+    matches!(method, "GET" | "HEAD") && path == CLUSTER_INFO_PATH
+}
+
 /// Wraps an authorizer: bootstrap token users get only what node bootstrapping needs.
 pub struct BootstrapLimited<A>(pub A);
 
@@ -224,6 +233,21 @@ mod tests {
         let mut escalating = secret(None);
         escalating["data"]["auth-extra-groups"] = json!(b64("system:masters"));
         assert!(user_from_secret(&escalating, "abcdef", "0123456789abcdef", now).is_none());
+    }
+
+    #[test]
+    fn anonymous_users_may_only_read_cluster_info() {
+        assert!(anonymous_may("GET", CLUSTER_INFO_PATH));
+        assert!(!anonymous_may("PUT", CLUSTER_INFO_PATH));
+        assert!(!anonymous_may("DELETE", CLUSTER_INFO_PATH));
+        assert!(!anonymous_may(
+            "GET",
+            "/api/v1/namespaces/kube-public/configmaps"
+        ));
+        assert!(!anonymous_may(
+            "GET",
+            "/api/v1/namespaces/kube-system/configmaps/cluster-info"
+        ));
     }
 
     #[test]

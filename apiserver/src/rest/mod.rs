@@ -110,7 +110,8 @@ impl Api {
     }
 
     async fn handle(&self, mut req: Request) -> (ApiResult, &'static str, String) {
-        let public = is_public(&req.path);
+        let public =
+            is_public(&req.path) || crate::bootstrap_token::anonymous_may(&req.method, &req.path);
         let user = self.authenticate(&req);
         // Handlers that record the requester (a CSR's spec.username) read it from the request.
         req.peer_user.clone_from(&user);

@@ -59,6 +59,10 @@ pub enum BootstrapError {
     },
     #[error("certificatesigningrequest {name} was not issued within {timeout:?}")]
     Timeout { name: String, timeout: Duration },
+    #[error("discovering the cluster CA from {server}: {message}")]
+    Discovery { server: String, message: String },
+    #[error("the cluster CA's public key hash is {found}, not the expected {expected}")]
+    CaHashMismatch { expected: String, found: String },
     #[error("certificatesigningrequest {name} was {outcome}: {message}")]
     Refused {
         name: String,
@@ -197,6 +201,77 @@ pub async fn bootstrap(config: &BootstrapConfig) -> Result<NodeCredentials, Boot
         serving_cert_pem,
         serving_key_pem,
     })
+}
+
+/// The `sha256:<hex>` pin of a CA certificate (PEM): kubeadm's `--discovery-token-ca-cert-hash`,
+/// a SHA-256 of the certificate's DER SubjectPublicKeyInfo.
+pub fn ca_cert_hash(ca_pem: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let digest = sha2::Sha256::digest(cert.tbs_certificate.subject_pki.raw);
+    Some(format!("sha256:{}", hex::encode(digest)))
+}
+
+/// Reads the cluster CA from the `kube-public/cluster-info` ConfigMap (readable without
+/// credentials) over a connection that cannot be verified yet, and accepts it only if its
+/// public key matches `expected_hash` (`sha256:<hex>`): kubeadm's token discovery, pinned by
+/// the CA hash.
+pub async fn discover_ca(server: &str, expected_hash: &str) -> Result<String, BootstrapError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let failed = |message: String| BootstrapError::Discovery {
+        server: server.to_string(),
+        message,
+    };
+    let url = server
+        .parse()
+        .map_err(|e| failed(format!("bad server URL: {e}")))?;
+    let mut config = kube::Config::new(url);
+    // Nothing secret is sent, and what comes back is checked against the pin below.
+    config.accept_invalid_certs = true;
+    let client = Client::try_from(config).map_err(|e| failed(e.to_string()))?;
+    let api = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, "kube-public");
+    let info = api
+        .get(CLUSTER_INFO)
+        .await
+        .map_err(|e| failed(format!("reading kube-public/{CLUSTER_INFO}: {e}")))?;
+    let kubeconfig = info
+        .data
+        .as_ref()
+        .and_then(|d| d.get("kubeconfig"))
+        .ok_or_else(|| failed(format!("{CLUSTER_INFO} has no kubeconfig")))?;
+    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig)
+        .map_err(|e| failed(format!("{CLUSTER_INFO}'s kubeconfig: {e}")))?;
+    let ca_data = parsed
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.certificate_authority_data.clone())
+        .ok_or_else(|| failed(format!("{CLUSTER_INFO} names no CA")))?;
+    let ca_pem = base64::engine::general_purpose::STANDARD
+        .decode(ca_data)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| failed(format!("{CLUSTER_INFO}'s CA is not base64 PEM")))?;
+    let found = ca_cert_hash(&ca_pem).ok_or_else(|| failed("the CA does not parse".into()))?;
+    if !found.eq_ignore_ascii_case(expected_hash.trim()) {
+        return Err(BootstrapError::CaHashMismatch {
+            expected: expected_hash.trim().to_string(),
+            found,
+        });
+    }
+    Ok(ca_pem)
+}
+
+/// The ConfigMap in kube-public that tells joining nodes where the cluster is.
+pub const CLUSTER_INFO: &str = "cluster-info";
+
+/// The `kubeconfig` of `kube-public/cluster-info`: the server and its CA, no credentials.
+pub fn cluster_info_kubeconfig(server: &str, ca_pem: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    server: {server}\n    certificate-authority-data: {b64}\ncontexts: []\nusers: []\n"
+    )
 }
 
 fn generate_key(what: &'static str) -> Result<KeyPair, BootstrapError> {
@@ -469,6 +544,30 @@ mod tests {
             "expires within a day"
         );
         assert!(!cert_usable(b"junk", "system:node:n1", &[]));
+    }
+
+    #[test]
+    fn ca_hashes_pin_the_public_key() {
+        let (ca_pem, _) = ca();
+        let hash = ca_cert_hash(&ca_pem).expect("hash");
+        assert!(
+            hash.starts_with("sha256:") && hash.len() == 7 + 64,
+            "{hash}"
+        );
+        assert_eq!(ca_cert_hash(&ca_pem), Some(hash.clone()));
+        assert_ne!(ca_cert_hash(&ca().0), Some(hash));
+        assert!(ca_cert_hash("junk").is_none());
+        let info = cluster_info_kubeconfig("https://10.0.0.1:6443", &ca_pem);
+        let parsed = kube::config::Kubeconfig::from_yaml(&info).expect("cluster-info kubeconfig");
+        assert_eq!(
+            parsed.clusters[0]
+                .cluster
+                .as_ref()
+                .unwrap()
+                .server
+                .as_deref(),
+            Some("https://10.0.0.1:6443")
+        );
     }
 
     #[test]

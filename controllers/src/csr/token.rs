@@ -28,6 +28,12 @@ pub enum TokenError {
         #[source]
         source: kube::Error,
     },
+    #[error("writing configmap kube-public/{name}")]
+    ClusterInfo {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing {path}")]
     Write {
         path: PathBuf,
@@ -100,6 +106,49 @@ pub async fn ensure_join_token(client: Client, data_dir: &Path) -> Result<String
     let token = format!("{id}.{secret}");
     write_token(&path, &token).map_err(|source| TokenError::Write { path, source })?;
     Ok(token)
+}
+
+/// Creates or refreshes `kube-public/cluster-info` (the server's URL and CA), which joining
+/// nodes read without credentials and pin by the CA's hash.
+pub async fn ensure_cluster_info(
+    client: Client,
+    server: &str,
+    ca_pem: &str,
+) -> Result<(), TokenError> {
+    use super::bootstrap::{cluster_info_kubeconfig, CLUSTER_INFO};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api = Api::<ConfigMap>::namespaced(client, "kube-public");
+    let wanted = cluster_info_kubeconfig(server, ca_pem);
+    let failed = |source| TokenError::ClusterInfo {
+        name: CLUSTER_INFO.to_string(),
+        source,
+    };
+    let current = api.get_opt(CLUSTER_INFO).await.map_err(failed)?;
+    let mut cm = current.clone().unwrap_or_else(|| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(CLUSTER_INFO.into()),
+            namespace: Some("kube-public".into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    });
+    let data = cm.data.get_or_insert_with(Default::default);
+    if data.get("kubeconfig") == Some(&wanted) {
+        return Ok(());
+    }
+    data.insert("kubeconfig".into(), wanted);
+    match current {
+        Some(_) => api
+            .replace(CLUSTER_INFO, &PostParams::default(), &cm)
+            .await
+            .map(|_| ())
+            .map_err(failed),
+        None => api
+            .create(&PostParams::default(), &cm)
+            .await
+            .map(|_| ())
+            .map_err(failed),
+    }
 }
 
 fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
