@@ -233,6 +233,29 @@ fn bootstrap_tokens_only_get_node_certificates() {
     assert_eq!(common::row(&table, "alice")[5], "Approved", "{table}");
 }
 
+#[test]
+fn a_restarted_server_keeps_its_join_token_while_the_secret_exists() {
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let mut server = Server::spawn("server", &data_dir, &[]);
+    let first = join_token(&server);
+    server.stop();
+    let server = Server::spawn("server", &data_dir, &[]);
+    assert_eq!(join_token(&server), first);
+    // Once its Secret is deleted, the token is dead: the next start makes a new one.
+    let (id, _) = first.split_once('.').unwrap();
+    server.kubectl().ok(&[
+        "delete",
+        "secret",
+        "-n",
+        "kube-system",
+        &format!("bootstrap-token-{id}"),
+    ]);
+    drop(server);
+    let server = Server::spawn("server", &data_dir, &[]);
+    assert_ne!(join_token(&server), first);
+}
+
 /// An admin's request for a plain client certificate: never auto-approved.
 async fn created_pending(admin: &kube::Client) -> CertificateSigningRequest {
     let csrs = Api::<CertificateSigningRequest>::all(admin.clone());
