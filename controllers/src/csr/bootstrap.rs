@@ -59,6 +59,8 @@ pub enum BootstrapError {
     },
     #[error("certificatesigningrequest {name} was not issued within {timeout:?}")]
     Timeout { name: String, timeout: Duration },
+    #[error("{kubeconfig} holds no valid node credentials and no bootstrap token was given")]
+    NoToken { kubeconfig: PathBuf },
     #[error("discovering the cluster CA from {server}: {message}")]
     Discovery { server: String, message: String },
     #[error("the cluster CA's public key hash is {found}, not the expected {expected}")]
@@ -131,10 +133,8 @@ pub async fn bootstrap(config: &BootstrapConfig) -> Result<NodeCredentials, Boot
         let token = config
             .token
             .as_deref()
-            .ok_or_else(|| BootstrapError::Refused {
-                name: String::new(),
-                outcome: "not requested".into(),
-                message: "no valid node credentials and no bootstrap token".into(),
+            .ok_or_else(|| BootstrapError::NoToken {
+                kubeconfig: kubeconfig.clone(),
             })?;
         let client = client_for(
             &kubeconfig_text(config, &Auth::Token(token)),
@@ -382,11 +382,9 @@ fn kubeconfig_text(config: &BootstrapConfig, auth: &Auth<'_>) -> String {
         ),
     };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: {}\ncurrent-context: berth\nusers:\n- name: {}\n  user:\n{user}",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: node\ncurrent-context: berth\nusers:\n- name: node\n  user:\n{user}",
         config.server,
         b64(&config.ca_pem),
-        "node",
-        "node",
     )
 }
 
