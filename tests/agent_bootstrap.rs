@@ -280,10 +280,17 @@ struct Agent {
     cgroup_base: String,
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
+impl Agent {
+    /// Kills the agent (its pods would keep running), leaving its data directory as it is.
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
         let status = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["cleanup", "--data-dir"])
             .arg(&self.data_dir)
@@ -378,7 +385,7 @@ fn agent_joins_with_a_token_and_registers_as_its_node() {
     let data_dir = root.path().join("agent");
     let node = format!("berth-agent-{tag}");
     let cgroup_base = format!("berth-agent-{tag}");
-    let (agent, mut lines) = spawn_agent(&server, &data_dir, &node, &cgroup_base, Ca::Hash);
+    let (mut agent, mut lines) = spawn_agent(&server, &data_dir, &node, &cgroup_base, Ca::Hash);
     lines.wait_for(Duration::from_secs(60), |l| {
         l.starts_with(&format!("berth: node {node} has its credentials"))
     });
@@ -432,11 +439,20 @@ fn agent_joins_with_a_token_and_registers_as_its_node() {
     assert_eq!(serving[5], "Approved,Issued", "{csrs}");
 
     // A restarted agent reuses its credentials: no new requests.
-    drop(agent);
-    let (_agent, mut lines) = spawn_agent(&server, &data_dir, &node, &cgroup_base, Ca::File);
+    agent.kill();
+    let (second, mut lines) = spawn_agent(&server, &data_dir, &node, &cgroup_base, Ca::File);
     lines.wait_for(Duration::from_secs(60), |l| {
         l.contains("has its credentials")
     });
     let again = k.ok(&["get", "csr", "--no-headers"]);
     assert_eq!(again.lines().count(), 2, "{again}");
+    // `berth cleanup` takes the node's credentials with it.
+    drop(second);
+    for f in [
+        "kubelet.kubeconfig",
+        "kubelet-serving.crt",
+        "kubelet-serving.key",
+    ] {
+        assert!(!data_dir.join(f).exists(), "berth cleanup leaves {f}");
+    }
 }

@@ -24,7 +24,8 @@ use super::{KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER, NODES_GROUP, NODE_PRE
 /// The bootstrap token users' group.
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 
-/// Why a request is auto-approved: the condition's reason and message.
+/// Why a request is auto-approved: the message of its `Approved` condition (reason
+/// `AutoApproved`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Approval {
     pub message: &'static str,
