@@ -38,6 +38,8 @@ ROOTS = [
     ("apps/v1", "DaemonSet", "k8s.io.api.apps.v1.DaemonSet"),
     ("apps/v1", "StatefulSet", "k8s.io.api.apps.v1.StatefulSet"),
     ("batch/v1", "Job", "k8s.io.api.batch.v1.Job"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest",
+     "k8s.io.api.certificates.v1.CertificateSigningRequest"),
     ("coordination.k8s.io/v1", "Lease", "k8s.io.api.coordination.v1.Lease"),
     ("discovery.k8s.io/v1", "EndpointSlice", "k8s.io.api.discovery.v1.EndpointSlice"),
     ("autoscaling/v1", "Scale", "k8s.io.api.autoscaling.v1.Scale"),

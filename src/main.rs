@@ -36,6 +36,9 @@ enum Command {
     /// Run the kubelet: register this host as a Node and run the pods bound to it, in real
     /// containers.
     Kubelet(KubeletArgs),
+    /// Join a control plane as a node: exchange a bootstrap token (`berth server` prints one)
+    /// for the node's certificates (TLS bootstrap), then run the kubelet.
+    Agent(AgentArgs),
     /// The per-pod shim the kubelet starts (internal).
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -237,6 +240,40 @@ struct KubeletArgs {
 }
 
 #[derive(Args)]
+struct AgentArgs {
+    /// The API server's URL, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// File holding a bootstrap token `<id>.<secret>` (`berth server` writes one to
+    /// <data-dir>/join-token). Not needed once the node has valid credentials.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The cluster CA's certificate (the server's <data-dir>/pki/ca.crt): the API server's
+    /// certificate is checked against it, and the kubelet's server accepts clients it signed.
+    #[arg(
+        long,
+        alias = "certificate-authority",
+        required_unless_present = "ca_cert_hash",
+        conflicts_with = "ca_cert_hash"
+    )]
+    ca_file: Option<PathBuf>,
+    /// Instead of --ca-file: take the CA from the server's kube-public/cluster-info and accept
+    /// it only if its public key hashes to this (`sha256:<hex>`, as `berth server` prints and
+    /// kubeadm's --discovery-token-ca-cert-hash).
+    #[arg(long)]
+    ca_cert_hash: Option<String>,
+    /// Holds the node's credentials (kubelet.kubeconfig, kubelet-serving.crt/key) and the
+    /// kubelet's state.
+    #[arg(long, default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
+    /// How long to wait for each certificate to be approved and issued.
+    #[arg(long, default_value = "5m", value_parser = berth_controllers::leader::parse_duration)]
+    bootstrap_timeout: Duration,
+    #[command(flatten)]
+    node: KubeletFlags,
+}
+
+#[derive(Args)]
 struct ShimArgs {
     #[arg(long)]
     pod_dir: PathBuf,
@@ -296,6 +333,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args),
         Command::Kubelet(args) => kubelet(&args),
+        Command::Agent(args) => agent(args),
         Command::Shim(args) => shim(&args),
         Command::Server(args) => server(args),
         Command::Apiserver(args) => serve(args),
@@ -361,17 +399,26 @@ fn scheduler(args: &SchedulerArgs) -> anyhow::Result<()> {
 /// `berth server`: the API server (unless joining another) plus the controllers and the
 /// scheduler, each on its own thread; elected, each campaigns again after losing its Lease.
 fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let mut controllers = controller_config(&args.controllers);
     let kubeconfig = match &args.join {
         Some(kubeconfig) => kubeconfig.clone(),
         None => {
             let running = start_apiserver(args.server.clone())?;
+            // Made before the startup line, so whoever waits for that line finds the token.
+            let (token, hash) = join_info(&running, &args.server.data_dir)?;
             announce(&running);
+            println!(
+                "berth: join token: {token} (in {}); join a node with: berth agent --server {} --token-file FILE --ca-cert-hash {hash}",
+                berth_controllers::csr::token::join_token_path(&args.server.data_dir).display(),
+                running.url,
+            );
+            controllers.csr_signing = Some(csr_signing(&args.server.data_dir));
             running.kubeconfig
         }
     };
     let _components = spawn_components(
         &kubeconfig,
-        controller_config(&args.controllers),
+        controllers,
         args.leader.config(CONTROLLERS_LEASE, CONTROLLERS),
         args.leader.config(SCHEDULER_LEASE, SCHEDULER),
     )?;
@@ -391,12 +438,9 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.server.data_dir.clone();
     let running = start_apiserver(args.server)?;
-    let _components = spawn_components(
-        &running.kubeconfig,
-        controller_config(&args.controllers),
-        None,
-        None,
-    )?;
+    let mut controllers = controller_config(&args.controllers);
+    controllers.csr_signing = Some(csr_signing(&data_dir));
+    let _components = spawn_components(&running.kubeconfig, controllers, None, None)?;
     let _kubelet = if args.kubelet {
         let mut config = kubelet_config(&data_dir, &args.node)?;
         config.serving = Some(kubelet_serving_tls(&data_dir, &config)?);
@@ -507,6 +551,93 @@ fn kubelet(args: &KubeletArgs) -> anyhow::Result<()> {
     )
     .context("berth kubelet")?;
     ran.transpose().context("berth kubelet")?;
+    Ok(())
+}
+
+/// The controllers sign kubelet certificates with the CA the API server keeps.
+fn csr_signing(data_dir: &std::path::Path) -> berth_controllers::csr::CsrSigning {
+    berth_controllers::csr::CsrSigning::in_pki_dir(&data_dir.join("pki"))
+}
+
+/// `berth server`: makes (or reuses) the join token and publishes kube-public/cluster-info;
+/// returns the token and the CA's hash.
+fn join_info(
+    running: &berth_apiserver::Running,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(String, String)> {
+    use berth_controllers::csr::{bootstrap, token};
+    let ca_pem = std::fs::read_to_string(&running.ca_cert)
+        .with_context(|| format!("reading {}", running.ca_cert.display()))?;
+    let hash = bootstrap::ca_cert_hash(&ca_pem).context("hashing the cluster CA")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let token = rt
+        .block_on(async {
+            let client = berth_controllers::client_from_kubeconfig(&running.kubeconfig).await?;
+            token::ensure_cluster_info(client.clone(), &running.url, &ca_pem).await?;
+            anyhow::Ok(token::ensure_join_token(client, data_dir).await?)
+        })
+        .context("the join token")?;
+    Ok((token, hash))
+}
+
+/// `berth agent`: TLS bootstrap, then the kubelet with the node's own credentials.
+fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let mut config = kubelet_config(&args.data_dir, &args.node)?;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let ca_pem = match (&args.ca_file, &args.ca_cert_hash) {
+        (Some(file), _) => read(file)?,
+        (None, Some(hash)) => rt
+            .block_on(berth_controllers::csr::bootstrap::discover_ca(
+                &args.server,
+                hash,
+            ))
+            .context("berth agent: discovering the cluster CA")?,
+        (None, None) => anyhow::bail!("berth agent needs --ca-file or --ca-cert-hash"),
+    };
+    let token = match &args.token_file {
+        Some(path) => Some(read(path)?.trim().to_string()),
+        None => None,
+    };
+    let bootstrap = berth_controllers::csr::bootstrap::BootstrapConfig {
+        server: args.server.clone(),
+        ca_pem: ca_pem.clone(),
+        token,
+        node_name: config.node_name.clone(),
+        node_ips: vec![config.node_ip],
+        data_dir: args.data_dir.clone(),
+        timeout: args.bootstrap_timeout,
+    };
+    let credentials = rt
+        .block_on(berth_controllers::csr::bootstrap::bootstrap(&bootstrap))
+        .context("berth agent: TLS bootstrap")?;
+    drop(rt);
+    println!(
+        "berth: node {} has its credentials; kubeconfig: {}",
+        config.node_name,
+        credentials.kubeconfig.display()
+    );
+    config.serving = Some(berth_kubelet::ServingTls {
+        cert_pem: credentials.serving_cert_pem,
+        key_pem: credentials.serving_key_pem,
+        client_ca_pem: ca_pem.into_bytes(),
+    });
+    let ran = berth_controllers::leader::run_until_interrupted(
+        &credentials.kubeconfig,
+        "berth-kubelet",
+        None,
+        |client, stop| berth_kubelet::run(client, config, stop),
+    )
+    .context("berth agent")?;
+    ran.transpose().context("berth agent")?;
     Ok(())
 }
 

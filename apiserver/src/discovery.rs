@@ -163,6 +163,10 @@ fn sub_info(r: &ResourceInfo, sub: Subresource) -> SubInfo {
             kind: (None, None, "PodExecOptions"),
             verbs: &["create", "get"],
         },
+        Subresource::Approval => SubInfo {
+            kind: (None, None, r.kind),
+            verbs: &["get", "patch", "update"],
+        },
     }
 }
 
@@ -528,7 +532,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io"]
+            [
+                "apps",
+                "batch",
+                "certificates.k8s.io",
+                "coordination.k8s.io",
+                "discovery.k8s.io"
+            ]
         );
         assert_eq!(
             list["groups"][0]["preferredVersion"],

@@ -7,6 +7,7 @@
 
 mod alloc;
 pub mod auth;
+pub mod bootstrap_token;
 mod cache;
 pub mod discovery;
 pub mod http;

@@ -177,7 +177,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             storage,
             caches,
             tokens,
-            Box::new(AllowAuthenticated),
+            Box::new(crate::bootstrap_token::BootstrapLimited(AllowAuthenticated)),
             services,
             metrics,
             SocketAddr::new(advertise, config.listen.port()).to_string(),
@@ -231,7 +231,15 @@ pub fn cleanup(data_dir: &Path) -> Result<Vec<PathBuf>, StartError> {
         path: path.to_path_buf(),
         source,
     };
-    for name in ["store.redb", "admin.kubeconfig"] {
+    // join-token: `berth server`'s; kubelet.kubeconfig and kubelet-serving.*: `berth agent`'s.
+    for name in [
+        "store.redb",
+        "admin.kubeconfig",
+        "join-token",
+        "kubelet.kubeconfig",
+        "kubelet-serving.crt",
+        "kubelet-serving.key",
+    ] {
         let path = data_dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => removed.push(path),

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apierrors;
+pub mod csr;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;

@@ -63,6 +63,8 @@ pub struct Config {
     pub replicaset_workers: usize,
     /// Deployments synced at once (Kubernetes' `--concurrent-deployment-syncs`).
     pub deployment_workers: usize,
+    /// The cluster CA for signing kubelet certificates; `None` approves but does not sign.
+    pub csr_signing: Option<crate::csr::CsrSigning>,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             job: crate::job::JobConfig::default(),
             replicaset_workers: 5,
             deployment_workers: 5,
+            csr_signing: None,
         }
     }
 }
@@ -172,6 +175,16 @@ pub async fn run(
         config.deployment_workers,
     );
     runner.informer(replicasets);
+    crate::csr::CsrController::register(
+        &mut runner,
+        client.clone(),
+        &mut nodes,
+        config
+            .csr_signing
+            .as_ref()
+            .and_then(crate::csr::CsrSigning::load),
+        WorkQueue::new(RateLimit::default()),
+    );
     runner.informer(nodes);
     runner.informer(pods);
     NodeIpam::register(

@@ -342,6 +342,11 @@ pub(crate) fn add_resource_paths(paths: &mut Map<String, Value>, r: &ResourceInf
                 replace_op(id("replace"), kind, "status", gvk, kind_def),
                 patch_op(id("patch"), kind, "status", gvk, kind_def),
             ],
+            Subresource::Approval => vec![
+                read_op(id("read"), kind, "approval", gvk, kind_def),
+                replace_op(id("replace"), kind, "approval", gvk, kind_def),
+                patch_op(id("patch"), kind, "approval", gvk, kind_def),
+            ],
             Subresource::Finalize => {
                 vec![replace_op(id("replace"), kind, "finalize", gvk, kind_def)]
             }

@@ -69,6 +69,11 @@ static KIND_TYPES: &[(&str, &str, AddSchema)] = &[
     ),
     ("batch", "Job", add::<batch::v1::Job>),
     (
+        "certificates.k8s.io",
+        "CertificateSigningRequest",
+        add::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>,
+    ),
+    (
         "coordination.k8s.io",
         "Lease",
         add::<coordination::v1::Lease>,

@@ -328,6 +328,7 @@ fn build_graph() -> Graph {
     add::<apps::v1::StatefulSet>(&mut generator);
     add::<apps::v1::ControllerRevision>(&mut generator);
     add::<batch::v1::Job>(&mut generator);
+    add::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(&mut generator);
     add::<coordination::v1::Lease>(&mut generator);
     add::<discovery::v1::EndpointSlice>(&mut generator);
     add::<autoscaling::v1::Scale>(&mut generator);

@@ -16,6 +16,8 @@ pub enum Subresource {
     Log,
     /// `exec` (pods): proxied to the kubelet as an upgraded (WebSocket) connection.
     Exec,
+    /// `approval` (certificatesigningrequests): writes change only `.status` (its conditions).
+    Approval,
 }
 
 impl Subresource {
@@ -27,6 +29,7 @@ impl Subresource {
             Subresource::Finalize => "finalize",
             Subresource::Log => "log",
             Subresource::Exec => "exec",
+            Subresource::Approval => "approval",
         }
     }
 }
@@ -295,6 +298,18 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: true,
         categories: ALL,
         subresources: &[Status],
+        has_status: true,
+    },
+    ResourceInfo {
+        group: "certificates.k8s.io",
+        version: "v1",
+        kind: "CertificateSigningRequest",
+        plural: "certificatesigningrequests",
+        singular: "certificatesigningrequest",
+        short_names: &["csr"],
+        namespaced: false,
+        categories: &[],
+        subresources: &[Approval, Status],
         has_status: true,
     },
     ResourceInfo {

@@ -103,13 +103,18 @@ impl Api {
         if let Some(user) = &req.peer_user {
             return Some(user.clone());
         }
-        req.header("authorization")
-            .and_then(|h| self.tokens.authenticate(h))
+        let authorization = req.header("authorization")?;
+        self.tokens
+            .authenticate(authorization)
+            .or_else(|| crate::bootstrap_token::authenticate(&self.caches, authorization))
     }
 
-    async fn handle(&self, req: Request) -> (ApiResult, &'static str, String) {
-        let public = is_public(&req.path);
+    async fn handle(&self, mut req: Request) -> (ApiResult, &'static str, String) {
+        let public =
+            is_public(&req.path) || crate::bootstrap_token::anonymous_may(&req.method, &req.path);
         let user = self.authenticate(&req);
+        // Handlers that record the requester (a CSR's spec.username) read it from the request.
+        req.peer_user.clone_from(&user);
         if user.is_none() && !public {
             return (Err(ApiError::unauthorized()), "", String::new());
         }
@@ -180,7 +185,10 @@ impl Api {
         use crate::registry::Subresource;
         if let Some(sub) = r.subresource {
             return match sub {
-                Subresource::Status => self.status_subresource(req, &r, &query).await,
+                // A CSR's approval is a write of its status conditions, like status.
+                Subresource::Status | Subresource::Approval => {
+                    self.status_subresource(req, &r, &query).await
+                }
                 Subresource::Scale => self.scale_subresource(req, &r, &query).await,
                 Subresource::Binding => self.binding(req, &r, &query).await,
                 Subresource::Finalize => self.finalize(req, &r, &query).await,

@@ -69,6 +69,10 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) {
         "PersistentVolumeClaim" | "PersistentVolume" => {
             map.insert("status".into(), json!({}));
         }
+        // Approval and the certificate come only through the approval and status subresources.
+        "CertificateSigningRequest" => {
+            map.remove("status");
+        }
         _ => {}
     }
 }

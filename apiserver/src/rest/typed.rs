@@ -33,6 +33,9 @@ pub fn check_kind(kind: &str, obj: &Value) -> Result<(), String> {
         "DaemonSet" => check::<apps::DaemonSet>(obj),
         "StatefulSet" => check::<apps::StatefulSet>(obj),
         "ControllerRevision" => check::<apps::ControllerRevision>(obj),
+        "CertificateSigningRequest" => {
+            check::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(obj)
+        }
         "Job" => check::<batch::Job>(obj),
         "Lease" => check::<coordination::Lease>(obj),
         "EndpointSlice" => check::<discovery::EndpointSlice>(obj),

@@ -267,7 +267,13 @@ impl Api {
             return Err(ApiError::not_found_path());
         }
         let ns = r.namespace.clone().unwrap_or_default();
-        let (obj, warnings) = self.decode_object(r.info, &body, q)?;
+        let (mut obj, warnings) = self.decode_object(r.info, &body, q)?;
+        if r.info.kind == "CertificateSigningRequest" {
+            crate::registry::defaults::certificates::set_requestor(
+                &mut obj,
+                req.peer_user.as_ref(),
+            );
+        }
         if !object::meta_str(&obj, "resourceVersion").is_empty() {
             return Err(ApiError::bad_request(
                 "resourceVersion should not be set on objects to be created",

@@ -6,6 +6,7 @@
 //! Pod's pending phase and QoS class, a Job's generated selector): callers get one entry point.
 //! Defaulting never fails: values of an unexpected JSON type are left for validation to reject.
 
+pub mod certificates;
 mod pod;
 mod storage;
 mod workloads;

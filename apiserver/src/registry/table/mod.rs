@@ -9,6 +9,7 @@
 
 mod apps;
 mod batch;
+mod certificates;
 mod coordination;
 mod core;
 mod discovery;
@@ -186,6 +187,7 @@ pub fn columns(kind: &str) -> Vec<ColumnDefinition> {
         "StatefulSet" => apps::stateful_set_columns(),
         "ControllerRevision" => apps::controller_revision_columns(),
         "Job" => batch::job_columns(),
+        "CertificateSigningRequest" => certificates::csr_columns(),
         "Lease" => coordination::lease_columns(),
         "EndpointSlice" => discovery::endpoint_slice_columns(),
         _ => vec![
@@ -215,6 +217,7 @@ fn row(kind: &str, obj: &Value, now: SystemTime) -> Row {
         "StatefulSet" => Row::new(apps::stateful_set_cells(obj, now)),
         "ControllerRevision" => Row::new(apps::controller_revision_cells(obj, now)),
         "Job" => Row::new(batch::job_cells(obj, now)),
+        "CertificateSigningRequest" => Row::new(certificates::csr_cells(obj, now)),
         "Lease" => Row::new(coordination::lease_cells(obj, now)),
         "EndpointSlice" => Row::new(discovery::endpoint_slice_cells(obj, now)),
         _ => Row::new(default_cells(obj)),

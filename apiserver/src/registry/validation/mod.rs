@@ -6,6 +6,7 @@
 
 mod apps;
 mod batch;
+mod certificates;
 mod cluster;
 mod config;
 mod meta;
@@ -41,6 +42,7 @@ pub fn validate(kind: &str, obj: &Value, namespaced: bool) -> Vec<Cause> {
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => apps::validate(kind, obj),
         "Job" => batch::validate_job(obj),
         "ControllerRevision" => apps::validate_controller_revision(obj),
+        "CertificateSigningRequest" => certificates::validate_csr(obj),
         "PersistentVolumeClaim" => storage::validate_persistent_volume_claim(obj),
         "PersistentVolume" => storage::validate_persistent_volume(obj),
         _ => Vec::new(),
@@ -66,6 +68,7 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value, namespaced: bool) -
         }
         "Job" => batch::validate_job_update(new, old),
         "ControllerRevision" => apps::validate_controller_revision_update(new, old),
+        "CertificateSigningRequest" => certificates::validate_csr_update(new, old),
         "PersistentVolumeClaim" => storage::validate_persistent_volume_claim_update(new, old),
         "PersistentVolume" => storage::validate_persistent_volume_update(new, old),
         "Node" => cluster::validate_node_update(new, old),
@@ -205,6 +208,7 @@ mod tests {
             }
             "EndpointSlice" => json!({"addressType": "IPv4"}),
             "ControllerRevision" => json!({"data": {}, "revision": 1}),
+            "CertificateSigningRequest" => certificates::sample(),
             "PersistentVolumeClaim" => json!({"spec": {"accessModes": ["ReadWriteOnce"],
                 "resources": {"requests": {"storage": "1Gi"}}}}),
             "PersistentVolume" => json!({"spec": {"accessModes": ["ReadWriteOnce"],
