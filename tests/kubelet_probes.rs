@@ -89,11 +89,8 @@ async fn wait_event(server: &Server, pod: &str, reason: &str, message: impl Fn(&
     }
 }
 
-/// A pod; it tolerates disk pressure, which a shared test host's full disk may bring about and
-/// which has nothing to do with what is tested here.
-fn pod(name: &str, mut spec: serde_json::Value) -> String {
-    spec["tolerations"] = serde_json::json!([{"key": "node.kubernetes.io/disk-pressure",
-        "operator": "Exists", "effect": "NoSchedule"}]);
+/// A pod with this spec.
+fn pod(name: &str, spec: serde_json::Value) -> String {
     serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
         .to_string()
 }
