@@ -82,20 +82,8 @@ fn diagnose(server: &common::Server) -> String {
 }
 
 /// One HTTP GET over plain TCP to a pod (an address inside a namespace this test's cluster made).
-/// The pod has no readiness probe, so Ready means started: its server may still be on its way
-/// to listening, and a refused connection is retried for a while.
 fn http_get(ip: &str, port: u16) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
-        match TcpStream::connect((ip, port)) {
-            Ok(stream) => break stream,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("connecting to {ip}:{port}: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("connecting to {ip}:{port}: {e}"),
-        }
-    };
+    let mut stream = TcpStream::connect((ip, port)).expect("connecting to the pod");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -118,7 +106,8 @@ async fn a_deployment_runs_real_containers_and_leaves_nothing_behind() {
             "spec": {{"replicas": 2, "selector": {{"matchLabels": {{"app": "web"}}}},
               "template": {{"metadata": {{"labels": {{"app": "web"}}}},
                 "spec": {{"terminationGracePeriodSeconds": 5, "containers": [{{"name": "httpd", "image": "{image}",
-                  "command": ["sh", "-c", "mkdir -p /www && echo \"$(hostname) $$$$ $(ls /proc | grep -c '^[0-9]') $(test -e {host_dir} && echo visible || echo hidden)\" > /www/index.html && exec httpd -f -p 8080 -h /www"]}}]}}}}}}}}"#,
+                  "command": ["sh", "-c", "mkdir -p /www && echo \"$(hostname) $$$$ $(ls /proc | grep -c '^[0-9]') $(test -e {host_dir} && echo visible || echo hidden)\" > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                  "readinessProbe": {{"tcpSocket": {{"port": 8080}}, "periodSeconds": 1}}}}]}}}}}}}}"#,
         host_dir = cluster.data_dir.display()
     );
     apply(server, &deployment).await;
