@@ -214,6 +214,10 @@ struct KubeletFlags {
     /// nodefs.inodesFree, pid.available (percentages).
     #[arg(long, default_value = berth_kubelet::node::DEFAULT_EVICTION_HARD)]
     eviction_hard: String,
+    /// A directory of static pod manifests (YAML or JSON), run by this kubelet and mirrored
+    /// into the API.
+    #[arg(long)]
+    pod_manifest_path: Option<PathBuf>,
     /// The kubelet's HTTPS port (logs, exec); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
@@ -487,6 +491,7 @@ fn kubelet_config(
         node_labels: Default::default(),
         port: flags.kubelet_port,
         serving: None,
+        pod_manifest_path: flags.pod_manifest_path.clone(),
         eviction_hard: flags
             .eviction_hard
             .parse()

@@ -563,3 +563,61 @@ async fn memory_pressure_evicts_best_effort_pods_first() {
         "the Guaranteed pod goes after the BestEffort one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pods_run_from_files_with_mirror_pods() {
+    if let Err(why) = can_run_kubelet() {
+        registry::skip(&why);
+        return;
+    }
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let host = registry.host();
+    registry::push_busybox(&host, IMAGE_REPO).await;
+    let manifests = tempfile::tempdir().unwrap();
+    let manifest = manifests.path().join("static-web.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\n  labels:\n    tier: node\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {host}/{IMAGE_REPO}\n    command: [sleep, \"3600\"]\n"
+        ),
+    )
+    .unwrap();
+    let dir = manifests.path().display().to_string();
+    let cluster = Cluster::up(&["--insecure-registry", &host, "--pod-manifest-path", &dir]);
+    let server = &cluster.server;
+    let name = format!("static-web-{}", cluster.node);
+    let pods: Api<Pod> = Api::default_namespaced(server.client().await);
+    let ready = |p: Option<&Pod>| p.and_then(container_status).is_some_and(|c| c.ready);
+    let mirror = wait_for(&pods, &name, "the mirror pod Ready", ready)
+        .await
+        .unwrap();
+    let annotations = mirror.metadata.annotations.clone().unwrap_or_default();
+    assert!(
+        annotations.contains_key("kubernetes.io/config.mirror"),
+        "{annotations:?}"
+    );
+    assert_eq!(
+        mirror.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "Node"
+    );
+    let running_id = container_status(&mirror).unwrap().container_id.clone();
+
+    // Deleting the mirror does not stop the pod: the mirror comes back, same container.
+    let old_uid = mirror.metadata.uid.clone();
+    kubectl(server, &["delete", "pod", &name, "--wait=true"]).await;
+    let back = wait_for(&pods, &name, "the mirror again", |p: Option<&Pod>| {
+        p.is_some_and(|p| p.metadata.uid != old_uid) && ready(p)
+    })
+    .await
+    .unwrap();
+    assert_eq!(container_status(&back).unwrap().container_id, running_id);
+
+    // Removing the file stops it and removes the mirror.
+    std::fs::remove_file(&manifest).unwrap();
+    wait_for(&pods, &name, "the mirror gone", |p: Option<&Pod>| {
+        p.is_none()
+    })
+    .await;
+}

@@ -26,6 +26,8 @@ pub struct KubeletConfig {
     pub pod_pids_limit: Option<u64>,
     /// Labels set on the Node at registration, besides the well-known ones.
     pub node_labels: std::collections::BTreeMap<String, String>,
+    /// `--pod-manifest-path`: static pods' manifests.
+    pub pod_manifest_path: Option<PathBuf>,
     /// `--eviction-hard`: when the node reports memory, disk and PID pressure.
     pub eviction_hard: crate::node::Thresholds,
     /// The HTTPS port of the kubelet's server (logs, exec); 0 picks a free one, which the Node

@@ -28,6 +28,7 @@ mod run;
 pub mod runtime;
 pub mod server;
 pub mod shim;
+pub mod static_pods;
 mod sys;
 
 pub use cleanup::cleanup;

@@ -28,6 +28,10 @@ pub(crate) use context::Context;
 pub(crate) use registry::Registry;
 
 use crate::podspec::{DnsSettings, PodFacts};
+use crate::static_pods;
+
+/// How often the manifest directory is read (the kubelet's fileCheckFrequency is 20 s).
+const STATIC_RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn now() -> String {
     OffsetDateTime::now_utc()
@@ -73,10 +77,39 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Ou
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listed: Option<HashSet<String>> = None;
     let mut orphans_checked = false;
+    // Static pods: loaded before the API's list is compared with what runs here, so they are
+    // neither "deleted while away" nor orphans.
+    let manifests = ctx.config.pod_manifest_path.clone();
+    let node = ctx.config.node_name.clone();
+    let mut statics = manifests
+        .as_deref()
+        .map(|d| static_pods::load(d, &node))
+        .unwrap_or_default();
+    for (uid, pod) in &statics {
+        dispatch(&ctx, &mut workers, uid.clone(), Some(pod.clone()));
+    }
+    let mut rescan = tokio::time::interval(STATIC_RESCAN);
     tokio::pin!(shutdown);
     loop {
         let event = tokio::select! {
             _ = &mut shutdown => return,
+            _ = rescan.tick(), if manifests.is_some() => {
+                let found = manifests.as_deref().map(|d| static_pods::load(d, &node)).unwrap_or_default();
+                for uid in statics.keys().filter(|u| !found.contains_key(*u)) {
+                    if let Some(tx) = workers.get(uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+                for (uid, pod) in &found {
+                    if !statics.contains_key(uid) {
+                        dispatch(&ctx, &mut workers, uid.clone(), Some(pod.clone()));
+                    }
+                }
+                statics = found;
+                let (client, node, wanted) = (ctx.client.clone(), node.clone(), statics.clone());
+                tokio::spawn(async move { static_pods::sync_mirrors(&client, &node, &wanted).await });
+                continue;
+            }
             event = stream.next() => event,
         };
         workers.retain(|_, tx| !tx.is_closed());
@@ -90,6 +123,30 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Ou
         };
         match event {
             Event::Init => listed = Some(HashSet::new()),
+            Event::InitApply(pod) | Event::Apply(pod) if static_pods::is_mirror(&pod) => {
+                // Its pod runs from a file; a deleted mirror goes at once and comes back.
+                if pod.metadata.deletion_timestamp.is_some() {
+                    let client = ctx.client.clone();
+                    tokio::spawn(async move { static_pods::delete(&client, &pod).await });
+                    continue;
+                }
+                // A new mirror has no status yet: the static pod's worker posts it.
+                let fresh = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_none();
+                let hash = pod
+                    .annotations()
+                    .get(static_pods::CONFIG_MIRROR)
+                    .cloned()
+                    .unwrap_or_default();
+                if let (true, Some(static_pod), Some(tx)) =
+                    (fresh, statics.get(&hash), workers.get(&hash))
+                {
+                    let _ = tx.send(Some(static_pod.clone()));
+                }
+            }
             Event::InitApply(pod) | Event::Apply(pod) => {
                 let uid = pod.uid().unwrap_or_default();
                 if let Some(listed) = listed.as_mut() {
@@ -107,13 +164,14 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Ou
                 let seen = listed.take().unwrap_or_default();
                 // Pods deleted while the watch was down.
                 for (uid, tx) in &workers {
-                    if !seen.contains(uid) {
+                    if !seen.contains(uid) && !statics.contains_key(uid) {
                         let _ = tx.send(None);
                     }
                 }
                 if !orphans_checked {
                     orphans_checked = true;
-                    for uid in pod_dirs(&ctx).into_iter().filter(|u| !seen.contains(u)) {
+                    let known = |u: &String| seen.contains(u) || statics.contains_key(u);
+                    for uid in pod_dirs(&ctx).into_iter().filter(|u| !known(u)) {
                         dispatch(&ctx, &mut workers, uid, None);
                     }
                 }

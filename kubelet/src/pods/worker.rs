@@ -125,6 +125,10 @@ pub(crate) async fn run(ctx: Arc<Context>, uid: String, mut pods: watch::Receive
                     // The kubelet is shutting down: leave the pod running for the next one.
                     return;
                 }
+                // A static pod is sent again when its mirror pod is new: post the status anew.
+                if w.from_file() {
+                    w.last_status = None;
+                }
             }
             Some(wake) = w.wake_rx.recv() => w.apply(wake),
             _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -435,7 +439,14 @@ impl Worker {
             self.ctx.client.clone(),
             &self.pod.namespace().unwrap_or_default(),
         );
-        let patch = serde_json::json!({"metadata": {"uid": self.uid}, "status": value});
+        // A static pod's status goes to its mirror pod, which has a UID of its own; and the
+        // mirror (which a user may delete) never replaces the pod from the file.
+        let from_file = self.from_file();
+        let patch = if from_file {
+            serde_json::json!({"status": value})
+        } else {
+            serde_json::json!({"metadata": {"uid": self.uid}, "status": value})
+        };
         match api
             .patch_status(
                 &self.pod.name_any(),
@@ -445,13 +456,23 @@ impl Worker {
             .await
         {
             Ok(pod) => {
-                self.pod = pod;
+                if !from_file {
+                    self.pod = pod;
+                }
                 self.last_status = Some(value);
             }
             Err(e) => {
                 tracing::warn!(pod = %self.name(), error = %e, "kubelet: patching pod status")
             }
         }
+    }
+
+    /// A static pod (from a manifest file, shown in the API as a mirror pod).
+    fn from_file(&self) -> bool {
+        self.pod
+            .annotations()
+            .get(crate::static_pods::CONFIG_SOURCE)
+            .is_some_and(|s| s == "file")
     }
 
     /// Tells the kubelet's server (logs, exec) about the pod's containers.
