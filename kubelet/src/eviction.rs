@@ -55,7 +55,7 @@ pub fn message(threshold: u64, available: u64) -> String {
 }
 
 fn quantity(bytes: u64) -> String {
-    if bytes % (1 << 20) == 0 {
+    if bytes.is_multiple_of(1 << 20) {
         format!("{}Mi", bytes >> 20)
     } else {
         format!("{}Ki", bytes / 1024)

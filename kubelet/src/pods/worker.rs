@@ -126,7 +126,7 @@ pub(crate) async fn run(ctx: Arc<Context>, uid: String, mut pods: watch::Receive
                     return;
                 }
                 // A static pod is sent again when its mirror pod is new: post the status anew.
-                if w.from_file() {
+                if w.is_static() {
                     w.last_status = None;
                 }
             }
@@ -441,7 +441,7 @@ impl Worker {
         );
         // A static pod's status goes to its mirror pod, which has a UID of its own; and the
         // mirror (which a user may delete) never replaces the pod from the file.
-        let from_file = self.from_file();
+        let from_file = self.is_static();
         let patch = if from_file {
             serde_json::json!({"status": value})
         } else {
@@ -468,7 +468,7 @@ impl Worker {
     }
 
     /// A static pod (from a manifest file, shown in the API as a mirror pod).
-    fn from_file(&self) -> bool {
+    fn is_static(&self) -> bool {
         self.pod
             .annotations()
             .get(crate::static_pods::CONFIG_SOURCE)
