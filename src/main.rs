@@ -609,9 +609,11 @@ fn announce(running: &berth_apiserver::Running) {
 /// `berth image import`: the archive's images into the store under `<data-dir>/images`.
 fn image_import(args: &ImageImportArgs) -> anyhow::Result<()> {
     let root = args.data_dir.join("images");
-    let store =
-        berth_kubelet::image::ImageStore::open(&root, berth_kubelet::image::RegistryConfig::default())
-            .with_context(|| format!("opening the image store {}", root.display()))?;
+    let store = berth_kubelet::image::ImageStore::open(
+        &root,
+        berth_kubelet::image::RegistryConfig::default(),
+    )
+    .with_context(|| format!("opening the image store {}", root.display()))?;
     let images = store
         .import_archive(&args.file)
         .with_context(|| format!("berth image import {}", args.file.display()))?;

@@ -208,7 +208,9 @@ mod tests {
             names.push(name);
         }
         assert!(names.contains(&"oci-layout".to_string()));
-        let blobs = names.iter().filter(|n| n.starts_with("blobs/sha256/") && n.len() > 20);
+        let blobs = names
+            .iter()
+            .filter(|n| n.starts_with("blobs/sha256/") && n.len() > 20);
         assert_eq!(blobs.count(), 3, "{names:?}");
         assert!(index.contains(IMAGE), "{index}");
     }

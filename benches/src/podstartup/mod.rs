@@ -136,6 +136,32 @@ fn check_host() -> Result<(), PodStartupError> {
     Ok(())
 }
 
+/// Fails fast where the kubelet would taint its node with DiskPressure (under 10% of the data
+/// directory's filesystem available, its `nodefs.available` default), so no pod would schedule.
+fn check_room(data_dir: &Path) -> Result<(), PodStartupError> {
+    let parent = data_dir.parent().unwrap_or(data_dir);
+    let fs = nix::sys::statvfs::statvfs(parent).map_err(|source| PodStartupError::Sys {
+        op: "statvfs of the benchmark's directory",
+        source,
+    })?;
+    let (total, available) = (fs.blocks() as f64, fs.blocks_available() as f64);
+    let percent = if total > 0.0 {
+        available * 100.0 / total
+    } else {
+        100.0
+    };
+    if percent < 10.0 {
+        return Err(PodStartupError::Unsupported {
+            reason: format!(
+                "only {percent:.1}% of the filesystem under {} is available; the kubelet would \
+                 taint its node with DiskPressure. Pass --dir on one with more room (e.g. /dev/shm)",
+                parent.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Runs every part once and returns the figures.
 pub fn measure(opts: &Options) -> Result<Report, PodStartupError> {
     if opts.pods == 0 || opts.single == 0 || opts.crun_iterations == 0 {
@@ -150,6 +176,7 @@ pub fn measure(opts: &Options) -> Result<Report, PodStartupError> {
         source,
     })?;
     let mut cluster = Cluster::prepare(&berth, opts.dir.as_deref())?;
+    check_room(&cluster.data_dir)?;
     let archive = cluster.scratch("busybox-oci.tar");
     image::write_busybox_archive(&archive)?;
     progress("importing the busybox image into the node's data directory");
@@ -160,7 +187,9 @@ pub fn measure(opts: &Options) -> Result<Report, PodStartupError> {
     )?;
     let layers = store
         .get(image::IMAGE)
-        .ok_or_else(|| PodStartupError::Unexpected("the imported image is not in the store".into()))?
+        .ok_or_else(|| {
+            PodStartupError::Unexpected("the imported image is not in the store".into())
+        })?
         .layers;
     drop(store);
 
@@ -194,17 +223,22 @@ pub fn measure(opts: &Options) -> Result<Report, PodStartupError> {
         Ok(p) => p,
         Err(e) => {
             if !matches!(e, PodStartupError::Interrupted) {
-                eprintln!("the kubelet's log ends with:\n{}", cluster.log_tail("kubelet.log"));
+                eprintln!(
+                    "the kubelet's log ends with:\n{}",
+                    cluster.log_tail("kubelet.log")
+                );
             }
             return Err(e);
         }
     };
     progress("stopping the cluster and cleaning up");
+    let cgroup_base = cluster.cgroup_base.clone();
     drop(cluster);
     Ok(Report {
         ours_start: comparison.ours.percentiles(),
         crun_start: comparison.crun.percentiles(),
         crun_note: comparison.note,
+        cgroup_base,
         ..pods
     })
 }
@@ -240,7 +274,10 @@ async fn measure_pods(opts: &Options, cluster: &mut Cluster) -> Result<Report, P
     result
 }
 
-async fn wait_node_ready(client: &kube::Client, cluster: &mut Cluster) -> Result<(), PodStartupError> {
+async fn wait_node_ready(
+    client: &kube::Client,
+    cluster: &mut Cluster,
+) -> Result<(), PodStartupError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let deadline = Instant::now() + NODE_TIMEOUT;
     loop {
@@ -372,7 +409,9 @@ async fn pod_phases(
     }
     board
         .wait_until("single pods deleted", POD_TIMEOUT, |p| {
-            sends.iter().all(|(n, _)| p.get(n).is_some_and(|t| t.gone.is_some()))
+            sends
+                .iter()
+                .all(|(n, _)| p.get(n).is_some_and(|t| t.gone.is_some()))
         })
         .await?;
     // Read after the fact: the kubelet's events may trail its Ready status.
@@ -394,7 +433,9 @@ async fn pod_phases(
     let limit = POD_TIMEOUT + Duration::from_millis(100 * opts.pods as u64);
     let ready = board
         .wait_until(&format!("{} burst pods Ready", opts.pods), limit, |p| {
-            names.iter().all(|n| p.get(n).is_some_and(|t| t.ready.is_some()))
+            names
+                .iter()
+                .all(|n| p.get(n).is_some_and(|t| t.ready.is_some()))
         })
         .await;
     if let Err(e) = ready {
@@ -407,7 +448,9 @@ async fn pod_phases(
     // Give the kubelet's last events a moment to land (they trail Ready by a round trip).
     let _ = board
         .wait_until("burst events", Duration::from_secs(2), |p| {
-            names.iter().all(|n| p.get(n).is_some_and(|t| t.started.is_some()))
+            names
+                .iter()
+                .all(|n| p.get(n).is_some_and(|t| t.started.is_some()))
         })
         .await;
     let bursts: Vec<(Instant, Timeline)> = names
@@ -416,7 +459,11 @@ async fn pod_phases(
         .map(|(n, sent)| (*sent, board.get(n)))
         .collect();
     let first = sends.iter().min().copied().unwrap_or_else(Instant::now);
-    let last = bursts.iter().filter_map(|(_, t)| t.ready).max().unwrap_or(first);
+    let last = bursts
+        .iter()
+        .filter_map(|(_, t)| t.ready)
+        .max()
+        .unwrap_or(first);
     let (burst, burst_stages) = stages(&bursts);
 
     cluster.check_alive()?;
@@ -438,5 +485,6 @@ async fn pod_phases(
         crun_start: Default::default(),
         crun_note: String::new(),
         rss,
+        cgroup_base: String::new(),
     })
 }

@@ -201,7 +201,10 @@ pub async fn watch_events(api: Api<Event>, mut revision: String, board: Arc<Boar
                 }
                 Ok(WatchEvent::Bookmark(b)) => revision = b.metadata.resource_version,
                 Ok(WatchEvent::Error(e)) => {
-                    return board.fail(format!("the event watch failed: {} ({})", e.message, e.code))
+                    return board.fail(format!(
+                        "the event watch failed: {} ({})",
+                        e.message, e.code
+                    ))
                 }
                 Err(e) => return board.fail(format!("watching events: {e}")),
             }
@@ -238,7 +241,10 @@ mod tests {
         board.update(&pod(ready.clone()), t2 + Duration::from_millis(5));
         let t = board.get("a");
         assert_eq!(t.bound, Some(t1));
-        assert_eq!((t.status, t.running, t.ready), (Some(t2), Some(t2), Some(t2)));
+        assert_eq!(
+            (t.status, t.running, t.ready),
+            (Some(t2), Some(t2), Some(t2))
+        );
         board.remove(&pod(ready), t2 + Duration::from_millis(9));
         let event = |reason: &str| -> Event {
             serde_json::from_value(serde_json::json!({"metadata": {"name": "a.1"},
@@ -249,7 +255,10 @@ mod tests {
         board.event(&event("Started"), t2);
         board.event(&event("Started"), t2 + Duration::from_millis(7));
         board.event(&event("Killing"), t2);
-        assert_eq!((board.get("a").pulled, board.get("a").started), (Some(t1), Some(t2)));
+        assert_eq!(
+            (board.get("a").pulled, board.get("a").started),
+            (Some(t1), Some(t2))
+        );
         assert!(board.get("a").gone.is_some());
     }
 
@@ -257,11 +266,15 @@ mod tests {
     async fn waiting_times_out_or_sees_a_failure() {
         let board = Board::default();
         let r = board
-            .wait_until("nothing", Duration::from_millis(10), |p| p.contains_key("x"))
+            .wait_until("nothing", Duration::from_millis(10), |p| {
+                p.contains_key("x")
+            })
             .await;
         assert!(matches!(r, Err(PodStartupError::Timeout { .. })));
         board.fail("boom".into());
-        let r = board.wait_until("x", Duration::from_secs(5), |_| false).await;
+        let r = board
+            .wait_until("x", Duration::from_secs(5), |_| false)
+            .await;
         assert!(matches!(r, Err(PodStartupError::Unexpected(m)) if m == "boom"));
     }
 }

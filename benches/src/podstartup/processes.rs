@@ -197,7 +197,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in [self.kubelet.take(), self.server.take()].into_iter().flatten() {
+        for child in [self.kubelet.take(), self.server.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();

@@ -66,6 +66,8 @@ pub struct Report {
     pub crun_note: String,
     /// With the burst's pods running.
     pub rss: Rss,
+    /// The kubelet's --cgroup-base (removed by the cleanup at the end).
+    pub cgroup_base: String,
 }
 
 fn mark(ok: bool) -> &'static str {
@@ -94,10 +96,19 @@ impl Report {
     fn met(&self) -> [(&'static str, bool); 5] {
         [
             ("single_p99", self.single.p99 <= TARGET_SINGLE_P99_MS),
-            ("burst_all_ready", self.burst_all_ready_ms() <= TARGET_BURST_ALL_READY_MS),
+            (
+                "burst_all_ready",
+                self.burst_all_ready_ms() <= TARGET_BURST_ALL_READY_MS,
+            ),
             ("vs_crun", self.vs_crun_ratio() <= TARGET_VS_CRUN),
-            ("shim_rss", self.rss.shim_max_kib as f64 <= TARGET_SHIM_RSS_KIB),
-            ("kubelet_rss", self.rss.kubelet_kib as f64 <= TARGET_KUBELET_RSS_KIB),
+            (
+                "shim_rss",
+                self.rss.shim_max_kib as f64 <= TARGET_SHIM_RSS_KIB,
+            ),
+            (
+                "kubelet_rss",
+                self.rss.kubelet_kib as f64 <= TARGET_KUBELET_RSS_KIB,
+            ),
         ]
     }
 
@@ -146,6 +157,7 @@ impl Report {
                 "kubelet_rss_kib": TARGET_KUBELET_RSS_KIB,
             },
             "met": met,
+            "cgroup_base": self.cgroup_base,
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         })
     }
@@ -154,7 +166,10 @@ impl Report {
         let met = self.met();
         let mib = |kib: f64| kib / 1024.0;
         let mut t = String::new();
-        let _ = writeln!(t, "pod startup (one node, image cached, create → Ready on a watch)");
+        let _ = writeln!(
+            t,
+            "pod startup (one node, image cached, create → Ready on a watch)"
+        );
         let _ = writeln!(
             t,
             "  single pods ({})  {}  [target p99 ≤ {TARGET_SINGLE_P99_MS} ms: {}]",
@@ -245,7 +260,12 @@ mod tests {
             ..Report::default()
         };
         let j = r.to_json();
-        for key in ["single_p99_ms", "burst100_all_ready_ms", "vs_crun_ratio", "kubelet_rss_kib"] {
+        for key in [
+            "single_p99_ms",
+            "burst100_all_ready_ms",
+            "vs_crun_ratio",
+            "kubelet_rss_kib",
+        ] {
             assert!(j[key].is_number(), "{key}");
         }
         assert_eq!(j["vs_crun_ratio"], 1.5);

@@ -43,7 +43,9 @@ pub fn shim_pids(proc_root: &Path, pods_dir: &Path) -> Vec<u32> {
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
         let wanted = pod_dir.as_os_str().as_encoded_bytes();
         let ours = args.contains(&b"shim".as_slice())
-            && args.windows(2).any(|w| w[0] == b"--pod-dir" && w[1] == wanted);
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"--pod-dir" && w[1] == wanted);
         if ours {
             pids.push(pid);
         }
@@ -101,10 +103,24 @@ mod tests {
             let mut line = cmdline.join("\0").replace("DIR", &dir.to_string_lossy());
             line.push('\0');
             std::fs::write(p.join("cmdline"), line).unwrap();
-            std::fs::write(p.join("status"), format!("Name:\tx\nVmRSS:\t  {rss} kB\nRssAnon:\t {} kB\n", rss / 4)).unwrap();
+            std::fs::write(
+                p.join("status"),
+                format!("Name:\tx\nVmRSS:\t  {rss} kB\nRssAnon:\t {} kB\n", rss / 4),
+            )
+            .unwrap();
         };
-        pod("a", 10, &["/usr/bin/berth", "shim", "--pod-dir", "DIR"], 700);
-        pod("b", 11, &["/usr/bin/berth", "shim", "--pod-dir", "DIR"], 900);
+        pod(
+            "a",
+            10,
+            &["/usr/bin/berth", "shim", "--pod-dir", "DIR"],
+            700,
+        );
+        pod(
+            "b",
+            11,
+            &["/usr/bin/berth", "shim", "--pod-dir", "DIR"],
+            900,
+        );
         // A recycled pid now running something else.
         pod("c", 12, &["/bin/sleep", "9"], 5000);
         let mut found = shim_pids(&proc_root, &pods);

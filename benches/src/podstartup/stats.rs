@@ -75,7 +75,10 @@ mod tests {
         }
         let p = s.percentiles();
         assert_eq!(p.count, 100);
-        assert!((p.p50 - 50.0).abs() < 0.1 && (p.p99 - 99.0).abs() < 0.1, "{p:?}");
+        assert!(
+            (p.p50 - 50.0).abs() < 0.1 && (p.p99 - 99.0).abs() < 0.1,
+            "{p:?}"
+        );
         assert!((p.max - 100.0).abs() < 0.1);
         assert_eq!(Samples::default().percentiles().count, 0);
     }

@@ -32,8 +32,8 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use serde_json::json;
 
-use super::PodStartupError;
 use super::stats::Samples;
+use super::PodStartupError;
 
 pub const CRUN: &str = "/usr/bin/crun";
 const HYBRID_UNIFIED: &str = "/sys/fs/cgroup/unified";
@@ -123,7 +123,13 @@ fn compare_on_this_thread(
     // One unrecorded round warms the page cache and crun's binary.
     for i in 0..=iterations {
         let a = run_ours(layers, &work.join(format!("ours-{i}")))?;
-        let b = run_crun(layers, work, &bundle, &state, &format!("berth-bench-{tag}-{i}"))?;
+        let b = run_crun(
+            layers,
+            work,
+            &bundle,
+            &state,
+            &format!("berth-bench-{tag}-{i}"),
+        )?;
         if i > 0 {
             ours.record(a);
             crun.record(b);
