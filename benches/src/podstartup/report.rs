@@ -147,6 +147,7 @@ impl Report {
             "shim_rss_max_kib": self.rss.shim_max_kib,
             "shim_rss_mean_kib": self.rss.shim_mean_kib,
             "shim_rss_anon_max_kib": self.rss.shim_anon_max_kib,
+            "shim_pss_mean_kib": self.rss.shim_pss_mean_kib,
             "single_stages": self.single_stages.to_json(),
             "burst_stages": self.burst_stages.to_json(),
             "targets": {
@@ -215,11 +216,13 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "    shims ({})  max {} KiB  mean {:.0} KiB  (anon max {} KiB)  [target ≤ 1 MiB: {}]",
+            "    shims ({})  VmRSS max {} KiB  mean {:.0} KiB  (anon max {} KiB, Pss mean {:.0} \
+             KiB)  [target VmRSS ≤ 1 MiB: {}]",
             self.rss.shims,
             self.rss.shim_max_kib,
             self.rss.shim_mean_kib,
             self.rss.shim_anon_max_kib,
+            self.rss.shim_pss_mean_kib,
             mark(met[3].1),
         );
         t

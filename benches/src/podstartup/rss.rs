@@ -1,6 +1,7 @@
 //! Resident memory of the kubelet and of the pods' shims, from `/proc/<pid>/status`: `VmRSS`
 //! (what the targets are about; it counts the pages of the shared `berth` binary each process
-//! touched) and `RssAnon` (the process's own heap and stacks).
+//! touched), `RssAnon` (the process's own pages: heap, stacks, and the binary's relocated
+//! read-only data) and, from `smaps_rollup`, `Pss` (shared pages divided among their users).
 
 use std::path::Path;
 
@@ -11,6 +12,13 @@ pub fn rss_kib(proc_root: &Path, pid: u32) -> Option<(u64, u64)> {
         field_kib(&status, "VmRSS:")?,
         field_kib(&status, "RssAnon:").unwrap_or(0),
     ))
+}
+
+/// `Pss` in KiB, from `/proc/<pid>/smaps_rollup`.
+pub fn pss_kib(proc_root: &Path, pid: u32) -> Option<u64> {
+    let rollup =
+        std::fs::read_to_string(proc_root.join(pid.to_string()).join("smaps_rollup")).ok()?;
+    field_kib(&rollup, "Pss:")
 }
 
 fn field_kib(status: &str, field: &str) -> Option<u64> {
@@ -63,12 +71,17 @@ pub struct Rss {
     pub shim_max_kib: u64,
     pub shim_mean_kib: f64,
     pub shim_anon_max_kib: u64,
+    pub shim_pss_mean_kib: f64,
 }
 
 pub fn measure(proc_root: &Path, kubelet: u32, server: u32, pods_dir: &Path) -> Rss {
     let shims: Vec<(u64, u64)> = shim_pids(proc_root, pods_dir)
         .into_iter()
         .filter_map(|pid| rss_kib(proc_root, pid))
+        .collect();
+    let pss: Vec<u64> = shim_pids(proc_root, pods_dir)
+        .into_iter()
+        .filter_map(|pid| pss_kib(proc_root, pid))
         .collect();
     let (kubelet_kib, kubelet_anon_kib) = rss_kib(proc_root, kubelet).unwrap_or_default();
     Rss {
@@ -83,6 +96,7 @@ pub fn measure(proc_root: &Path, kubelet: u32, server: u32, pods_dir: &Path) -> 
             shims.iter().map(|r| r.0).sum::<u64>() as f64 / shims.len() as f64
         },
         shim_anon_max_kib: shims.iter().map(|r| r.1).max().unwrap_or(0),
+        shim_pss_mean_kib: pss.iter().sum::<u64>() as f64 / pss.len().max(1) as f64,
     }
 }
 
@@ -108,6 +122,8 @@ mod tests {
                 format!("Name:\tx\nVmRSS:\t  {rss} kB\nRssAnon:\t {} kB\n", rss / 4),
             )
             .unwrap();
+            let rollup = format!("Rss: {rss} kB\nPss: {} kB\n", rss / 2);
+            std::fs::write(p.join("smaps_rollup"), rollup).unwrap();
         };
         pod(
             "a",
@@ -131,6 +147,7 @@ mod tests {
         assert_eq!((rss.shims, rss.shim_max_kib), (2, 900));
         assert!((rss.shim_mean_kib - 800.0).abs() < 1e-9);
         assert_eq!((rss.kubelet_anon_kib, rss.shim_anon_max_kib), (1250, 225));
+        assert!((rss.shim_pss_mean_kib - 400.0).abs() < 1e-9);
     }
 
     #[test]
