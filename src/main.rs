@@ -49,6 +49,9 @@ enum Command {
     Scheduler(SchedulerArgs),
     /// Remove everything Berth created under a data directory.
     Cleanup(CleanupArgs),
+    /// Manage the node's images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Run a scenario benchmark.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -69,6 +72,26 @@ enum BenchCommand {
     Apiserver(berth_bench::apiserver::Options),
     /// kube-scheduler's SchedulingBasic: pods/s and create→bound percentiles at N nodes.
     Scheduler(berth_bench::schedbench::Options),
+    /// Pod create→Ready (single and a burst) on a real node, container start vs crun, kubelet
+    /// and shim RSS. Needs root, /bin/busybox and crun.
+    Podstartup(berth_bench::podstartup::Options),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import the images in an OCI image layout tar or a `docker save` tar (plain, gzip or zstd)
+    /// into the node's image store, for nodes that cannot reach a registry. Run it before the
+    /// kubelet starts (a running kubelet sees the image after a restart).
+    Import(ImageImportArgs),
+}
+
+#[derive(Args)]
+struct ImageImportArgs {
+    /// The archive.
+    file: PathBuf,
+    /// The kubelet's --data-dir.
+    #[arg(long, default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -350,6 +373,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Scheduler(opts)) => {
             berth_bench::schedbench::run(&opts).context("berth bench scheduler")
         }
+        Command::Bench(BenchCommand::Podstartup(opts)) => {
+            berth_bench::podstartup::run(&opts).context("berth bench podstartup")
+        }
+        Command::Image(ImageCommand::Import(args)) => image_import(&args),
         Command::Simulate(SimulateCommand::Nodes(opts)) => {
             berth_bench::nodesim::run(&opts).context("berth simulate nodes")
         }
@@ -721,6 +748,23 @@ fn announce(running: &berth_apiserver::Running) {
         running.driver,
         running.kubeconfig.display()
     );
+}
+
+/// `berth image import`: the archive's images into the store under `<data-dir>/images`.
+fn image_import(args: &ImageImportArgs) -> anyhow::Result<()> {
+    let root = args.data_dir.join("images");
+    let store = berth_kubelet::image::ImageStore::open(
+        &root,
+        berth_kubelet::image::RegistryConfig::default(),
+    )
+    .with_context(|| format!("opening the image store {}", root.display()))?;
+    let images = store
+        .import_archive(&args.file)
+        .with_context(|| format!("berth image import {}", args.file.display()))?;
+    for image in images {
+        println!("imported {} {}", image.reference, image.id);
+    }
+    Ok(())
 }
 
 /// Removes what Berth made under `data_dir`.

@@ -4,4 +4,5 @@
 
 pub mod apiserver;
 pub mod nodesim;
+pub mod podstartup;
 pub mod schedbench;
