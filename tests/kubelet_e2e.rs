@@ -31,12 +31,7 @@ async fn setup(extra: &[&str]) -> Option<(Registry, Cluster, String)> {
     let mut args = vec!["--insecure-registry", host.as_str()];
     args.extend_from_slice(extra);
     let cluster = Cluster::up(&args);
-    let node = format!("node/{}", cluster.node);
-    kubectl(
-        &cluster.server,
-        &["wait", "--for=condition=Ready", &node, "--timeout=90s"],
-    )
-    .await;
+    cluster.wait_node_ready().await;
     let image = format!("{host}/{IMAGE_REPO}");
     Some((registry, cluster, image))
 }
@@ -494,6 +489,34 @@ async fn logs_and_exec_work_through_the_api_server() {
     assert!(
         String::from_utf8_lossy(&tty.stdout).contains("a-tty"),
         "{tty:?}"
+    );
+
+    // shareProcessNamespace: the second container is Ready only once it sees the first one's
+    // process, and both see each other's.
+    let shared = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "shared"}},
+            "spec": {{"shareProcessNamespace": true, "terminationGracePeriodSeconds": 1,
+              "containers": [
+                {{"name": "a", "image": "{image}", "command": ["sleep", "3600"]}},
+                {{"name": "b", "image": "{image}", "command": ["sh", "-c",
+                  "until ps | grep -q '[s]leep 3600'; do sleep 0.1; done; touch /tmp/sees-a; exec sleep 3601"],
+                  "readinessProbe": {{"exec": {{"command": ["test", "-e", "/tmp/sees-a"]}}, "periodSeconds": 1}}}}]}}}}"#
+    );
+    apply(server, &shared).await;
+    wait_for(
+        &pods,
+        "shared",
+        "both containers Ready",
+        |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref()?.container_statuses.as_ref())
+                .is_some_and(|cs| cs.len() == 2 && cs.iter().all(|c| c.ready))
+        },
+    )
+    .await;
+    let ps = kubectl(server, &["exec", "shared", "-c", "a", "--", "ps"]).await;
+    assert!(
+        ps.contains("sleep 3600") && ps.contains("sleep 3601"),
+        "{ps}"
     );
 
     // --previous: the run before the current one.

@@ -26,12 +26,7 @@ async fn setup() -> Option<(Registry, Cluster, String)> {
     let host = registry.host();
     registry::push_busybox(&host, IMAGE_REPO).await;
     let cluster = Cluster::up(&["--insecure-registry", host.as_str()]);
-    let node = format!("node/{}", cluster.node);
-    kubectl(
-        &cluster.server,
-        &["wait", "--for=condition=Ready", &node, "--timeout=90s"],
-    )
-    .await;
+    cluster.wait_node_ready().await;
     let image = format!("{host}/{IMAGE_REPO}");
     Some((registry, cluster, image))
 }

@@ -104,6 +104,22 @@ impl Cluster {
         self.server = Server::spawn("up", &self.data_dir, &refs);
     }
 
+    /// Waits (on a watch) until the kubelet has registered the Node and it is Ready.
+    pub async fn wait_node_ready(&self) {
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+            kube::Api::all(self.server.client().await);
+        super::wait_for(
+            &nodes,
+            &self.node,
+            "the node Ready",
+            |n: Option<&k8s_openapi::api::core::v1::Node>| {
+                n.and_then(|n| n.status.as_ref()?.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            },
+        )
+        .await;
+    }
+
     /// Host objects whose names carry this cluster's cgroup base, for leak checks.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();

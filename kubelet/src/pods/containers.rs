@@ -402,11 +402,35 @@ impl Worker {
             mounts,
             masked_paths: security.masked_paths,
             readonly_paths: security.readonly_paths,
-            pid_namespace: None,
+            pid_namespace: self.shared_pid_namespace(),
             cgroup,
             oom_score_adj: podspec::pod_oom_score_adj(&self.pod, container, ctx.memory_capacity),
             tty: container.tty.unwrap_or(false),
         })
+    }
+}
+
+impl Worker {
+    /// `shareProcessNamespace`: a running container's PID namespace, which the new one joins.
+    /// (Kubernetes keeps a pause process as its pid 1; here the first container to run is, and
+    /// the namespace lives as long as it does.)
+    fn shared_pid_namespace(&self) -> Option<PathBuf> {
+        let shared = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.share_process_namespace)
+            .unwrap_or(false);
+        if !shared {
+            return None;
+        }
+        self.init
+            .iter()
+            .chain(self.containers.iter())
+            .filter(|c| c.running())
+            .filter_map(|c| c.current.as_ref())
+            .map(|a| PathBuf::from(format!("/proc/{}/ns/pid", a.pid)))
+            .next()
     }
 }
 

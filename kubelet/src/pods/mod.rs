@@ -19,6 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -73,7 +74,9 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Ou
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let selector = format!("spec.nodeName={}", ctx.config.node_name);
     let config = watcher::Config::default().fields(&selector);
-    let mut stream = watcher::watcher(api, config).boxed();
+    // While the API server is unreachable the watch retries with back-off (pods keep running:
+    // the shims hold them), and relists when it is back.
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listed: Option<HashSet<String>> = None;
     let mut orphans_checked = false;
