@@ -395,7 +395,15 @@ impl Worker {
             env,
             cwd,
             user: security.user,
-            capabilities: security.capabilities,
+            capabilities: without_unguarded_mknod(
+                security.capabilities,
+                security.privileged,
+                ctx.cgroups
+                    .controllers()
+                    .iter()
+                    .any(|(c, _)| *c == "devices"),
+                added_capabilities(container),
+            ),
             no_new_privs: security.no_new_privs,
             seccomp: security.seccomp,
             readonly_rootfs: security.readonly_rootfs,
@@ -434,6 +442,34 @@ impl Worker {
     }
 }
 
+/// Capabilities the container's securityContext adds explicitly.
+fn added_capabilities(container: &Container) -> Vec<String> {
+    container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone())
+        .unwrap_or_default()
+}
+
+/// Without a devices cgroup (cgroup v2 until Berth loads a device filter program) nothing stops
+/// a device node a container makes from being opened, so CAP_MKNOD — in the runtime's default
+/// set — is dropped unless the pod asks for it by name or is privileged.
+fn without_unguarded_mknod(
+    mut capabilities: Vec<String>,
+    privileged: bool,
+    device_cgroup: bool,
+    added: Vec<String>,
+) -> Vec<String> {
+    let asked = added
+        .iter()
+        .any(|c| matches!(c.trim_start_matches("CAP_"), "MKNOD" | "ALL"));
+    if !privileged && !device_cgroup && !asked {
+        capabilities.retain(|c| c.trim_start_matches("CAP_") != "MKNOD");
+    }
+    capabilities
+}
+
 /// The files whose `oom_kill` counter tells an OOM kill of this container.
 fn oom_files(spec: &ContainerSpec) -> Vec<PathBuf> {
     let unified = spec.cgroup.unified.iter().map(|d| d.join("memory.events"));
@@ -446,4 +482,37 @@ fn new_id() -> String {
     let a = uuid::Uuid::new_v4().simple().to_string();
     let b = uuid::Uuid::new_v4().simple().to_string();
     format!("{a}{b}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mknod_needs_a_device_cgroup_or_an_explicit_ask() {
+        let caps = || vec!["CHOWN".to_owned(), "MKNOD".to_owned()];
+        assert_eq!(
+            without_unguarded_mknod(caps(), false, true, vec![]),
+            caps(),
+            "v1 devices cgroup"
+        );
+        assert_eq!(
+            without_unguarded_mknod(caps(), false, false, vec![]),
+            ["CHOWN"],
+            "v2: no guard"
+        );
+        assert_eq!(
+            without_unguarded_mknod(caps(), true, false, vec![]),
+            caps(),
+            "privileged"
+        );
+        assert_eq!(
+            without_unguarded_mknod(caps(), false, false, vec!["CAP_MKNOD".into()]),
+            caps()
+        );
+        assert_eq!(
+            without_unguarded_mknod(caps(), false, false, vec!["ALL".into()]),
+            caps()
+        );
+    }
 }
