@@ -22,36 +22,41 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "AUDIT_WRITE",
 ];
 
-/// runc's default masked paths.
+/// containerd's default masked paths (runc's, plus powercap).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/proc/scsi",
+];
+
+/// containerd's (and runc's) default read-only paths.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 pub fn default_masked_paths() -> Vec<String> {
-    [
-        "/proc/acpi",
-        "/proc/asound",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/sys/firmware",
-        "/proc/scsi",
-    ]
-    .map(String::from)
-    .to_vec()
+    MASKED_PATHS.iter().map(|p| p.to_string()).collect()
 }
 
-/// runc's default read-only paths.
 pub fn default_readonly_paths() -> Vec<String> {
-    [
-        "/proc/bus",
-        "/proc/fs",
-        "/proc/irq",
-        "/proc/sys",
-        "/proc/sysrq-trigger",
-    ]
-    .map(String::from)
-    .to_vec()
+    READONLY_PATHS.iter().map(|p| p.to_string()).collect()
 }
+
+/// Every capability Linux 6.x knows (up to CAP_CHECKPOINT_RESTORE), for `add: [ALL]` and
+/// privileged containers.
+pub const ALL_CAPABILITIES: &[&str] = NAMES;
 
 /// Capability numbers (linux/capability.h), by index.
 const NAMES: &[&str] = &[

@@ -14,7 +14,10 @@ pub mod spec;
 
 use std::path::PathBuf;
 
-pub use caps::{default_masked_paths, default_readonly_paths, DEFAULT_CAPABILITIES};
+pub use caps::{
+    default_masked_paths, default_readonly_paths, ALL_CAPABILITIES, DEFAULT_CAPABILITIES,
+    MASKED_PATHS, READONLY_PATHS,
+};
 pub use lookup::DEFAULT_PATH;
 pub use seccomp::SeccompError;
 pub use spawn::{exec_in, spawn, ContainerIo, Started, Stdio};

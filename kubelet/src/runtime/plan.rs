@@ -555,7 +555,7 @@ mod tests {
             r.overlay.data.unwrap().as_c_str(),
             c"lowerdir=/layers/a:/layers/b,upperdir=/c/upper,workdir=/c/work"
         );
-        assert_eq!(r.masked.len(), 10);
+        assert_eq!(r.masked.len(), crate::runtime::MASKED_PATHS.len());
         assert_eq!(r.cwd.rel.as_c_str(), c"work/dir");
     }
 
