@@ -3,8 +3,8 @@
 //! kubectl. Containers are real: namespaces, overlayfs, cgroups, a veth per pod.
 
 mod common;
-#[path = "../kubelet/tests/support/registry.rs"]
-mod registry;
+#[path = "support/kubelet.rs"]
+mod kubelet_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,27 +14,8 @@ use common::cluster::{can_run_kubelet, Cluster};
 use common::{apply, kubectl, wait_for};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kubelet_support::{registry, setup, IMAGE_REPO};
 use registry::Registry;
-
-const IMAGE_REPO: &str = "berth-test/busybox:1";
-
-/// A registry holding the busybox test image, and a cluster pulling from it; None when the test
-/// can't run here.
-async fn setup(extra: &[&str]) -> Option<(Registry, Cluster, String)> {
-    if let Err(why) = can_run_kubelet() {
-        registry::skip(&why);
-        return None;
-    }
-    let registry = Registry::start_or_skip()?;
-    let host = registry.host();
-    registry::push_busybox(&host, IMAGE_REPO).await;
-    let mut args = vec!["--insecure-registry", host.as_str()];
-    args.extend_from_slice(extra);
-    let cluster = Cluster::up(&args);
-    cluster.wait_node_ready().await;
-    let image = format!("{host}/{IMAGE_REPO}");
-    Some((registry, cluster, image))
-}
 
 fn pod_manifest(name: &str, image: &str, policy: &str, command: &str, resources: &str) -> String {
     format!(

@@ -3,33 +3,16 @@
 //! one cluster at once, with 1 s probe periods, to keep the wall time short.
 
 mod common;
-#[path = "../kubelet/tests/support/registry.rs"]
-mod registry;
+#[path = "support/kubelet.rs"]
+mod kubelet_support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::cluster::{can_run_kubelet, Cluster};
 use common::{apply, kubectl, wait_for, Server};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::Api;
-use registry::Registry;
-
-const IMAGE_REPO: &str = "berth-test/busybox:1";
-
-async fn setup() -> Option<(Registry, Cluster, String)> {
-    if let Err(why) = can_run_kubelet() {
-        registry::skip(&why);
-        return None;
-    }
-    let registry = Registry::start_or_skip()?;
-    let host = registry.host();
-    registry::push_busybox(&host, IMAGE_REPO).await;
-    let cluster = Cluster::up(&["--insecure-registry", host.as_str()]);
-    cluster.wait_node_ready().await;
-    let image = format!("{host}/{IMAGE_REPO}");
-    Some((registry, cluster, image))
-}
+use kubelet_support::setup;
 
 fn status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
     let s = pod.status.as_ref()?;
@@ -131,7 +114,7 @@ impl Drop for Diagnose<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_hooks_and_sidecars() {
-    let Some((_registry, cluster, image)) = setup().await else {
+    let Some((_registry, cluster, image)) = setup(&[]).await else {
         return;
     };
     let server = &cluster.server;
