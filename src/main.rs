@@ -508,7 +508,7 @@ fn kubelet_config(
         node_name,
         node_ip: flags.node_ip.unwrap_or_else(berth_kubelet::default_node_ip),
         data_dir: data_dir.to_owned(),
-        berth_exe: std::env::current_exe().context("locating the berth binary")?,
+        shim_exe: shim_program()?,
         cgroup_base: flags.cgroup_base.clone(),
         registry,
         cluster_dns: None,
@@ -524,6 +524,13 @@ fn kubelet_config(
             .parse()
             .map_err(|e| anyhow::anyhow!("--eviction-hard: {e}"))?,
     })
+}
+
+/// `berth-shim` beside this binary (small: what every pod's shim runs), else `berth` itself.
+fn shim_program() -> anyhow::Result<PathBuf> {
+    let berth = std::env::current_exe().context("locating the berth binary")?;
+    let small = berth.with_file_name("berth-shim");
+    Ok(if small.is_file() { small } else { berth })
 }
 
 /// `berth up`: the kubelet's serving certificate from the cluster CA in the data directory.

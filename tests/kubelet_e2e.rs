@@ -118,7 +118,14 @@ async fn a_deployment_runs_real_containers_and_leaves_nothing_behind() {
         );
         let seen: usize = fields[2].parse().unwrap();
         assert!(seen < 10, "the container sees {seen} processes");
-        uids.push(pod.metadata.uid.clone().unwrap());
+        // Its shim is the small `berth-shim` binary, not the whole of `berth`.
+        let uid = pod.metadata.uid.clone().unwrap();
+        let shim_pid =
+            std::fs::read_to_string(cluster.data_dir.join("pods").join(&uid).join("shim.pid"))
+                .unwrap();
+        let exe = std::fs::read_link(format!("/proc/{}/exe", shim_pid.trim())).unwrap();
+        assert_eq!(exe.file_name().unwrap(), "berth-shim", "{}", exe.display());
+        uids.push(uid);
     }
 
     kubectl(server, &["delete", "deployment", "web", "--wait=true"]).await;

@@ -13,8 +13,9 @@ pub struct KubeletConfig {
     /// Root of the kubelet's state: `pods/<uid>/` (shim socket, volumes, logs, container layers),
     /// `images/`, `ipam/`.
     pub data_dir: PathBuf,
-    /// This binary, re-executed as `berth shim`.
-    pub berth_exe: PathBuf,
+    /// The program run, as `<program> shim --pod-dir …`, for each pod's shim: `berth-shim` when
+    /// it is installed next to `berth`, else `berth` itself.
+    pub shim_exe: PathBuf,
     /// The top cgroup Berth owns in every hierarchy (`<root>/<base>/kubepods/...`).
     pub cgroup_base: String,
     pub registry: RegistryConfig,

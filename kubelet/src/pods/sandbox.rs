@@ -140,7 +140,7 @@ impl Worker {
                 .and_then(|s| s.host_ipc)
                 .unwrap_or(false),
         };
-        let pid = shim::launch(&ctx.config.berth_exe, &config)
+        let pid = shim::launch(&ctx.config.shim_exe, &config)
             .await
             .map_err(|e| e.to_string())?;
         let client = ShimClient::new(&pod_dir);

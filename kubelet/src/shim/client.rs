@@ -13,7 +13,7 @@ use super::{ShimConfig, ShimError};
 /// How long a new shim may take to listen on its socket.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Starts `berth shim` for a pod (the running binary re-executed) and waits for its ready line.
+/// Starts a pod's shim (`program shim …`: `berth-shim` or `berth`) and waits for its ready line.
 /// The shim puts itself in a new session; the kubelet drops the child handle (tokio reaps it),
 /// so the shim outlives a kubelet restart. Returns the shim's pid.
 pub async fn launch(berth: &Path, config: &ShimConfig) -> Result<i32, ShimError> {
