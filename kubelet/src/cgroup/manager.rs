@@ -347,17 +347,7 @@ pub fn attach(placement: &CgroupPlacement, pid: u32) -> Result<(), CgroupError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::testutil::Fake;
-
-    fn limits() -> Resources {
-        Resources {
-            cpu_request_millis: 250,
-            cpu_limit_millis: Some(500),
-            memory_limit_bytes: Some(64 << 20),
-            pids_max: Some(100),
-            allow_all_devices: false,
-        }
-    }
+    use crate::cgroup::testutil::{limits, Fake};
 
     #[test]
     fn layout_per_qos() {

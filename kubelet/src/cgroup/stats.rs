@@ -107,18 +107,8 @@ impl CgroupManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::testutil::Fake;
-    use crate::cgroup::{Mode, Resources};
-
-    fn limits() -> Resources {
-        Resources {
-            cpu_request_millis: 250,
-            cpu_limit_millis: Some(500),
-            memory_limit_bytes: Some(64 << 20),
-            pids_max: Some(100),
-            allow_all_devices: false,
-        }
-    }
+    use crate::cgroup::testutil::{limits, Fake};
+    use crate::cgroup::Mode;
 
     #[test]
     fn stats() {

@@ -57,3 +57,14 @@ pub fn read(path: &Path) -> String {
         .trim()
         .to_owned()
 }
+
+/// Limits of every kind, for tests that check where each one is written.
+pub fn limits() -> crate::cgroup::Resources {
+    crate::cgroup::Resources {
+        cpu_request_millis: 250,
+        cpu_limit_millis: Some(500),
+        memory_limit_bytes: Some(64 << 20),
+        pids_max: Some(100),
+        allow_all_devices: false,
+    }
+}
