@@ -129,23 +129,11 @@ async fn a_deployment_runs_real_containers_and_leaves_nothing_behind() {
     }
 
     kubectl(server, &["delete", "deployment", "web", "--wait=true"]).await;
-    let deleted = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if pods
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .is_empty()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    deleted
-        .await
-        .expect("pods deleted within their grace period");
+    // Each pod is gone once its kubelet has stopped it and deleted it for good (watched).
+    for pod in &list.items {
+        let name = pod.metadata.name.clone().unwrap();
+        wait_for(&pods, &name, "deleted", |p: Option<&Pod>| p.is_none()).await;
+    }
     // Nothing left on the host: processes, mounts, cgroups, links.
     for uid in &uids {
         let pod_dir = cluster.data_dir.join("pods").join(uid);

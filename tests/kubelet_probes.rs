@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{apply, kubectl, wait_for, Server};
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::api::Api;
 use kubelet_support::setup;
 
@@ -34,7 +34,7 @@ fn condition(pod: &Pod, type_: &str) -> Option<String> {
 }
 
 /// The (reason, message) of every event about pod `name`.
-async fn events(server: &Server, name: &str) -> Vec<(String, String)> {
+async fn events_of(server: &Server, name: &str) -> Vec<(String, String)> {
     let out = kubectl(server, &["get", "events", "-o", "json"]).await;
     let list: serde_json::Value = serde_json::from_str(&out).expect("events as JSON");
     list["items"]
@@ -51,19 +51,30 @@ async fn events(server: &Server, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Polls the pod's events until one matches (the API has no watch condition for "some event").
+/// Waits, on a watch of the pod's events, until one matches (up to 60 s).
 async fn wait_event(server: &Server, pod: &str, reason: &str, message: impl Fn(&str) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen = events(server, pod).await;
-        if seen.iter().any(|(r, m)| r == reason && message(m)) {
-            return;
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let api: Api<Event> = Api::default_namespaced(server.client().await);
+    let selector = format!("involvedObject.name={pod}");
+    let mut events = watcher(api, watcher::Config::default().fields(&selector))
+        .applied_objects()
+        .boxed();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(event) = events.next().await {
+            let event = event.expect("watching events");
+            let ok = event.reason.as_deref() == Some(reason)
+                && message(event.message.as_deref().unwrap_or_default());
+            if ok {
+                return;
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{pod}: no {reason} event in {seen:#?}"
+    });
+    if found.await.is_err() {
+        panic!(
+            "{pod}: no {reason} event in {:#?}",
+            events_of(server, pod).await
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
