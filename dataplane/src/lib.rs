@@ -4,4 +4,5 @@
 //! - [`podnet`]: a pod's network namespace gets loopback and a veth with an address from the
 //!   node's podCIDR and a default route.
 
+pub mod abi;
 pub mod podnet;
