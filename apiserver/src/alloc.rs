@@ -108,6 +108,11 @@ impl ServiceAllocator {
         Ipv4Addr::from(self.ips.lock().expect("alloc lock poisoned").first)
     }
 
+    /// The tenth address of the range, which Kubernetes distributions give to `kube-system/kube-dns`.
+    pub fn dns_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.ips.lock().expect("alloc lock poisoned").first + 9)
+    }
+
     /// Marks what an existing (stored) Service holds as taken.
     pub fn restore(&self, svc: &Value) {
         let held = held_by(svc);

@@ -260,7 +260,8 @@ pub fn cleanup(data_dir: &Path) -> Result<Vec<PathBuf>, StartError> {
     Ok(removed)
 }
 
-/// Creates the system namespaces and the `default/kubernetes` Service when they do not exist yet.
+/// Creates the system namespaces, the `default/kubernetes` Service and the `kube-system/kube-dns`
+/// Service when they do not exist yet.
 fn bootstrap(api: &Api, port: u16) -> Result<(), StartError> {
     let create = |resource: &str, ns: &str, obj: serde_json::Value| {
         let info = registry::find("", "v1", resource).expect("core resources are served");
@@ -303,7 +304,24 @@ fn bootstrap(api: &Api, port: u16) -> Result<(), StartError> {
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
         },
     });
-    create("services", "default", kubernetes)
+    create("services", "default", kubernetes)?;
+    // Cluster DNS: every node's data plane answers on its own pod gateway and publishes that as an
+    // endpoint of this Service; with internalTrafficPolicy Local each node's pods reach their own.
+    let kube_dns = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": api.services.dns_ip().to_string(),
+            "internalTrafficPolicy": "Local",
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    });
+    create("services", "kube-system", kube_dns)
 }
 
 #[cfg(test)]

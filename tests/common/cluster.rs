@@ -15,6 +15,8 @@ pub struct Cluster {
     pub data_dir: PathBuf,
     pub node: String,
     pub cgroup_base: String,
+    /// A cgroup2 directory whose processes the cluster's host socket LB covers.
+    host_cgroup: Option<PathBuf>,
     args: Vec<String>,
     _root: TempDir,
 }
@@ -78,6 +80,16 @@ impl Cluster {
             all.push("--eviction-hard".into());
             all.push("memory.available<100Mi,nodefs.available<1%,nodefs.inodesFree<1%".into());
         }
+        // The data plane: its own bpffs (pins) in the data directory, and host processes are
+        // covered by the socket LB only inside a cgroup of this cluster's (never the host's root).
+        let host_cgroup = cgroup2_mount().map(|m| m.join(format!("{cgroup_base}-host")));
+        if let Some(dir) = &host_cgroup {
+            std::fs::create_dir_all(dir).expect("creating the host socket LB cgroup");
+            all.push("--host-socket-lb-cgroup".into());
+            all.push(dir.display().to_string());
+        }
+        all.push("--bpffs".into());
+        all.push(data_dir.join("bpffs").display().to_string());
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let server = Server::spawn("up", &data_dir, &refs);
@@ -86,6 +98,7 @@ impl Cluster {
             data_dir,
             node,
             cgroup_base,
+            host_cgroup,
             args: all,
             _root: root,
         }
@@ -118,6 +131,11 @@ impl Cluster {
             },
         )
         .await;
+    }
+
+    /// Where a host process must be to reach ClusterIPs (see [`Cluster::up`]).
+    pub fn host_cgroup(&self) -> PathBuf {
+        self.host_cgroup.clone().expect("this host has a cgroup2 mount")
     }
 
     /// Host objects whose names carry this cluster's cgroup base, for leak checks.
@@ -153,5 +171,23 @@ impl Drop for Cluster {
                 self.data_dir.display()
             );
         }
+        if let Some(dir) = &self.host_cgroup {
+            if let Err(e) = std::fs::remove_dir(dir) {
+                eprintln!("removing {}: {e}", dir.display());
+            }
+        }
     }
+}
+
+/// Where cgroup2 is mounted (`/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on
+/// hybrid ones), from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        if post.split_whitespace().next() != Some("cgroup2") {
+            return None;
+        }
+        pre.split_whitespace().nth(4).map(PathBuf::from)
+    })
 }
