@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// Bounds every wait so a broken server fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(5);
@@ -180,32 +180,69 @@ async fn start(index: DnsIndex, upstreams: Vec<SocketAddr>) -> DnsServer {
         .expect("bind dns server")
 }
 
-/// A resolver on loopback answering every query with one A record; returns its address.
-async fn fake_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind upstream");
-    let addr = socket.local_addr().expect("upstream addr");
-    let task = tokio::spawn(async move {
+/// The fake upstream's answer to `req`: one A record per A question.
+fn upstream_answer(req: &Message) -> Message {
+    let mut resp = Message::response(req.metadata.id, OpCode::Query);
+    resp.metadata.recursion_available = true;
+    resp.add_queries(req.queries.iter().cloned());
+    for q in &req.queries {
+        if q.query_type() == RecordType::A {
+            resp.add_answer(Record::from_rdata(
+                q.name().clone(),
+                60,
+                RData::A(A(UPSTREAM_ANSWER)),
+            ));
+        }
+    }
+    resp
+}
+
+/// A resolver on loopback (UDP and TCP on one port) answering every A query with
+/// [`UPSTREAM_ANSWER`]; with `truncate_udp`, its UDP answers are empty with TC set.
+async fn fake_upstream(truncate_udp: bool) -> (SocketAddr, tokio::task::JoinSet<()>) {
+    let (udp, tcp) = loop {
+        let tcp = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream tcp");
+        let addr = tcp.local_addr().expect("upstream addr");
+        if let Ok(udp) = UdpSocket::bind(addr).await {
+            break (udp, tcp);
+        }
+    };
+    let addr = udp.local_addr().expect("upstream addr");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
         let mut buf = vec![0u8; 65535];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
             let Ok(req) = Message::from_vec(&buf[..n]) else {
                 continue;
             };
-            let mut resp = Message::response(req.metadata.id, OpCode::Query);
-            resp.metadata.recursion_available = true;
-            resp.add_queries(req.queries.iter().cloned());
-            for q in &req.queries {
-                if q.query_type() == RecordType::A {
-                    resp.add_answer(Record::from_rdata(
-                        q.name().clone(),
-                        60,
-                        RData::A(A(UPSTREAM_ANSWER)),
-                    ));
-                }
+            let mut resp = upstream_answer(&req);
+            if truncate_udp {
+                resp = resp.truncate();
             }
-            let _ = socket.send_to(&resp.to_vec().expect("encode"), peer).await;
+            let _ = udp.send_to(&resp.to_vec().expect("encode"), peer).await;
         }
     });
-    (addr, task)
+    tasks.spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let Ok(len) = stream.read_u16().await else {
+                continue;
+            };
+            let mut buf = vec![0u8; usize::from(len)];
+            if stream.read_exact(&mut buf).await.is_err() {
+                continue;
+            }
+            let Ok(req) = Message::from_vec(&buf) else {
+                continue;
+            };
+            let bytes = upstream_answer(&req).to_vec().expect("encode");
+            let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = stream.write_all(&framed).await;
+        }
+    });
+    (addr, tasks)
 }
 
 #[tokio::test]
@@ -358,7 +395,7 @@ async fn large_answers_truncate_over_udp_and_complete_over_tcp() {
 
 #[tokio::test]
 async fn outside_names_are_forwarded_and_external_names_chased() {
-    let (upstream, upstream_task) = fake_upstream().await;
+    let (upstream, _upstream) = fake_upstream(false).await;
     let server = start(fixture(), vec![upstream]).await;
     let addr = server.local_addr();
 
@@ -378,7 +415,22 @@ async fn outside_names_are_forwarded_and_external_names_chased() {
         matches!(&ext.answers.first().map(|r| &r.data), Some(RData::CNAME(c)) if c.0.to_ascii() == "example.com.")
     );
     assert_eq!(addresses(&ext), vec![UPSTREAM_ANSWER]);
-    upstream_task.abort();
+}
+
+#[tokio::test]
+async fn a_truncated_upstream_answer_is_retried_over_tcp_for_tcp_clients() {
+    let (upstream, _upstream) = fake_upstream(true).await;
+    let server = start(fixture(), vec![upstream]).await;
+    let addr = server.local_addr();
+
+    let (udp, _) = ask_udp(addr, &query("example.org.", RecordType::A, None)).await;
+    assert!(
+        udp.metadata.truncation,
+        "a UDP client gets the TC answer and retries itself"
+    );
+    let tcp = ask_tcp(addr, &query("example.org.", RecordType::A, None)).await;
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(addresses(&tcp), vec![UPSTREAM_ANSWER]);
 }
 
 #[tokio::test]

@@ -180,9 +180,28 @@ impl DnsIndex {
         state.slice_owner = std::mem::take(&mut fresh.slice_owner);
     }
 
-    /// How many Services are indexed.
-    pub fn service_count(&self) -> usize {
-        self.read().services.len()
+    /// The indexed Services as sorted `namespace/name` (for logs and tests).
+    pub fn service_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .read()
+            .services
+            .keys()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The indexed EndpointSlices as sorted `namespace/name` (for logs and tests).
+    pub fn endpoint_slice_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .read()
+            .slice_owner
+            .keys()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect();
+        names.sort();
+        names
     }
 }
 
