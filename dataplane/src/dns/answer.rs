@@ -9,6 +9,8 @@
 //! - `<hostname>.<svc>.<ns>.svc.<zone>` A for a headless service's endpoint, where hostname is the
 //!   endpoint's `hostname` or its dashed address (`10-0-0-1`, CoreDNS's choice for the spec's
 //!   "unique system-assigned identifier").
+//! - `<d>.<c>.<b>.<a>.in-addr.arpa` PTR for ClusterIPs and published headless endpoints
+//!   (`reverse.rs`); other reverse names are forwarded (CoreDNS's `fallthrough in-addr.arpa`).
 //! - `<a-b-c-d>.<ns>.pod.<zone>` A: the dashed address (CoreDNS `pods insecure`, kubeadm's
 //!   default), `dns-version.<zone>` TXT `1.1.0`, and the zone apex's SOA.
 //!
@@ -22,6 +24,7 @@ use hickory_proto::rr::rdata::{A, CNAME, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::index::{IndexState, Key, ServiceEntry, ServiceKind};
+use super::reverse::reverse;
 
 /// The version of the spec this server implements (its `dns-version` record).
 const SPEC_VERSION: &str = "1.1.0";
@@ -40,14 +43,14 @@ pub(crate) enum Resolution {
 }
 
 impl Resolution {
-    fn no_data() -> Self {
+    pub(crate) fn no_data() -> Self {
         Self::Found {
             answers: Vec::new(),
             additionals: Vec::new(),
         }
     }
 
-    fn answers(answers: Vec<Record>) -> Self {
+    pub(crate) fn answers(answers: Vec<Record>) -> Self {
         Self::Found {
             answers,
             additionals: Vec::new(),
@@ -89,6 +92,9 @@ pub(crate) fn resolve(
 ) -> Resolution {
     let lower = qname.to_ascii().to_ascii_lowercase();
     let lower = lower.trim_end_matches('.');
+    if let Some(reversed) = lower.strip_suffix(".in-addr.arpa") {
+        return reverse(state, zone, qname, qtype, reversed);
+    }
     let rest = if lower == zone.domain {
         ""
     } else if let Some(rest) = lower.strip_suffix(zone.domain.as_str()) {
@@ -166,6 +172,10 @@ fn service(
                 .collect();
             ips.sort();
             ips.dedup();
+            // The spec: a headless Service without ready endpoints is NXDOMAIN.
+            if ips.is_empty() {
+                return Resolution::NxDomain;
+            }
             address_answer(qname, qtype, zone.ttl, ips)
         }
     }
@@ -213,6 +223,10 @@ fn srv(
             .collect(),
         ServiceKind::ExternalName(target) => vec![(target.clone(), service_port.port, Vec::new())],
     };
+    // An endpoint listed by two slices (while it moves between them) is one target.
+    let mut targets = targets;
+    targets.sort();
+    targets.dedup();
     let weight = u16::try_from(100 / targets.len().max(1)).unwrap_or(100);
     let mut answers = Vec::new();
     let mut additionals = Vec::new();
@@ -287,7 +301,7 @@ fn address_answer(
 }
 
 /// `10.0.0.1` → `10-0-0-1`.
-fn dashed(ip: Ipv4Addr) -> String {
+pub(crate) fn dashed(ip: Ipv4Addr) -> String {
     ip.to_string().replace('.', "-")
 }
 
@@ -297,7 +311,7 @@ fn undash(label: &str) -> Option<Ipv4Addr> {
 }
 
 /// `a.b` → the fully qualified `a.b.`.
-fn fqdn(name: &str) -> Option<Name> {
+pub(crate) fn fqdn(name: &str) -> Option<Name> {
     Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).ok()
 }
 
@@ -425,6 +439,23 @@ mod tests {
                 "10-244-0-6.db.default.svc.cluster.local. 10.244.0.6",
                 "db-0.db.default.svc.cluster.local. 10.244.0.5",
             ]
+        );
+    }
+
+    #[test]
+    fn headless_service_without_ready_endpoints_is_nxdomain() {
+        let index = DnsIndex::new();
+        index.upsert_service(&service("default", "db", "None", &[]));
+        index.upsert_endpoint_slice(&slice(
+            "default",
+            "db-x",
+            "db",
+            &[("10.244.0.5", None, false)],
+            &[],
+        ));
+        assert_eq!(
+            ask(&index, "db.default.svc.cluster.local.", RecordType::A),
+            Resolution::NxDomain
         );
     }
 

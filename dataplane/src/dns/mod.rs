@@ -26,6 +26,7 @@
 mod answer;
 mod forward;
 mod index;
+mod reverse;
 mod server;
 mod sync;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::{DNSClass, RData, RecordType};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -287,6 +287,11 @@ async fn handle(ctx: &Ctx, request: &[u8], transport: Transport) -> Option<Vec<u
         resp.metadata.response_code = ResponseCode::FormErr;
         return encode(&resp, &req, transport);
     };
+    // Cluster data is class IN only; other classes (CHAOS `version.bind`) are not served.
+    if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return encode(&resp, &req, transport);
+    }
     let resolution = {
         let state = ctx.index.read();
         resolve(&state, &ctx.zone, query.name(), query.query_type())
@@ -389,8 +394,9 @@ fn udp_limit(req: &Message) -> usize {
     usize::from(req.max_payload())
 }
 
-/// Encodes `resp`; over UDP, an answer past the client's limit is replaced by the same header
-/// and question with TC set and no records, so the client retries over TCP.
+/// Encodes `resp`; an answer past the client's limit (UDP: 512 bytes or its EDNS size; TCP:
+/// 64 KiB) is replaced by the same header and question with TC set and no records, so a UDP
+/// client retries over TCP.
 fn encode(resp: &Message, req: &Message, transport: Transport) -> Option<Vec<u8>> {
     let mut resp = resp.clone();
     resp.metadata.id = req.metadata.id;
@@ -406,7 +412,12 @@ fn encode(resp: &Message, req: &Message, transport: Transport) -> Option<Vec<u8>
             return fail.to_vec().ok();
         }
     };
-    if transport == Transport::Udp && bytes.len() > udp_limit(req) {
+    let limit = match transport {
+        Transport::Udp => udp_limit(req),
+        // TCP's two-byte length prefix.
+        Transport::Tcp => usize::from(u16::MAX),
+    };
+    if bytes.len() > limit {
         return resp.truncate().to_vec().ok();
     }
     Some(bytes)
