@@ -361,6 +361,23 @@ async fn missing_names_are_nxdomain_and_missing_types_nodata() {
         Some(RData::SOA(_))
     ));
 
+    // Garbage with a query header: FORMERR, not silence.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
+    socket
+        .send_to(&[0x12, 0x34, 0x01, 0x00, 0xff], addr)
+        .await
+        .expect("send");
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+        .await
+        .expect("formerr in time")
+        .expect("recv");
+    let formerr = Message::from_vec(&buf[..n]).expect("decode");
+    assert_eq!(
+        (formerr.metadata.id, formerr.metadata.response_code),
+        (0x1234, ResponseCode::FormErr)
+    );
+
     // Outside the zone with no upstream: refused.
     let (refused, _) = ask_udp(addr, &query("example.com.", RecordType::A, None)).await;
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);

@@ -11,8 +11,9 @@
 //!   watch restart replaces the whole index, so deletions missed meanwhile disappear).
 //! - **Answers** (`answer.rs`) follow the Kubernetes DNS spec and CoreDNS's `kubernetes`
 //!   plugin: ClusterIP A, headless endpoints, ExternalName CNAME, SRV for named ports with A
-//!   additionals, endpoint hostnames; NXDOMAIN or NODATA with the zone's SOA in the authority
-//!   section. Every record, and the SOA's negative-caching minimum, has a TTL of
+//!   additionals, endpoint hostnames, PTR for ClusterIPs and endpoints (`reverse.rs`), the
+//!   deprecated `<a-b-c-d>.<ns>.pod` names, `dns-version`; NXDOMAIN or NODATA with the zone's
+//!   SOA in the authority section. Every record, and the SOA's negative-caching minimum, has a TTL of
 //!   [`DEFAULT_TTL`] (5 s, CoreDNS's default) unless configured otherwise.
 //! - **Elsewhere**: names outside the cluster domain are relayed to upstream resolvers (the
 //!   host's resolv.conf by default); with no upstream the answer is REFUSED, when all fail
@@ -42,6 +43,9 @@ pub use sync::run_dns_sync;
 
 /// The cluster domain unless configured otherwise (the kubelet's `--cluster-domain` default).
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Where the host's resolvers are listed; [`DnsConfig::from_resolv_conf`] forwards to them.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// The TTL of every answer, in seconds (CoreDNS's `kubernetes` plugin default).
 pub const DEFAULT_TTL: u32 = 5;

@@ -260,7 +260,11 @@ async fn handle(ctx: &Ctx, request: &[u8], transport: Transport) -> Option<Vec<u
     let req = match Message::from_vec(request) {
         Ok(req) => req,
         Err(_) => {
-            // Answer FORMERR when at least the id is there, as resolvers expect some answer.
+            // Answer FORMERR when at least the id is there, as resolvers expect some answer;
+            // never to something that claims to be a response (QR set), which could loop.
+            if request.get(2)? & 0x80 != 0 {
+                return None;
+            }
             let id = u16::from_be_bytes([*request.first()?, *request.get(1)?]);
             return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
                 .to_vec()
