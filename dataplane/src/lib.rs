@@ -5,4 +5,5 @@
 //!   node's podCIDR and a default route.
 
 pub mod abi;
+pub mod dns;
 pub mod podnet;
