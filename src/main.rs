@@ -1,6 +1,6 @@
 //! The `berth` binary: parses flags and wires components. No logic lives here.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -205,6 +205,8 @@ struct UpArgs {
     kubelet: bool,
     #[command(flatten)]
     node: KubeletFlags,
+    #[command(flatten)]
+    dataplane: DataplaneFlags,
 }
 
 #[derive(Args, Clone)]
@@ -233,6 +235,10 @@ struct KubeletFlags {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The nameserver of ClusterFirst pods (default: `kube-system/kube-dns`'s ClusterIP, the
+    /// tenth address of the service CIDR).
+    #[arg(long)]
+    cluster_dns: Option<Ipv4Addr>,
     /// When the node reports pressure: memory.available (a quantity), nodefs.available,
     /// nodefs.inodesFree, pid.available (percentages).
     #[arg(long, default_value = berth_kubelet::node::DEFAULT_EVICTION_HARD)]
@@ -244,6 +250,21 @@ struct KubeletFlags {
     /// The kubelet's HTTPS port (logs, exec); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+}
+
+#[derive(Args, Clone)]
+struct DataplaneFlags {
+    /// Run the data plane too: Services in BPF, cluster DNS, routes and masquerade.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    dataplane: bool,
+    /// A bpffs mount (one is mounted there if it is not one yet); pins go under `<dir>/berth`.
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    bpffs: PathBuf,
+    /// The cgroup2 directory whose processes reach ClusterIPs through the socket LB besides the
+    /// pods (default: the cgroup2 root, i.e. every host process; `none`: only pods).
+    #[arg(long, value_name = "DIR")]
+    host_socket_lb_cgroup: Option<String>,
 }
 
 #[derive(Args)]
@@ -296,8 +317,14 @@ struct AgentArgs {
     /// How long to wait for each certificate to be approved and issued.
     #[arg(long, default_value = "5m", value_parser = berth_controllers::leader::parse_duration)]
     bootstrap_timeout: Duration,
+    /// The cluster's pod network (the controllers' --cluster-cidr): traffic from pods leaving it
+    /// is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
     #[command(flatten)]
     node: KubeletFlags,
+    #[command(flatten)]
+    dataplane: DataplaneFlags,
 }
 
 #[derive(Args)]
@@ -468,16 +495,28 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 /// a kubelet registering this host, all in one process.
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.server.data_dir.clone();
+    let dns_default = berth_apiserver::alloc::ServiceAllocator::new(&args.server.service_cidr)
+        .context("--service-cidr")?
+        .dns_ip();
     let running = start_apiserver(args.server)?;
     let mut controllers = controller_config(&args.controllers);
     controllers.csr_signing = Some(csr_signing(&data_dir));
     let _components = spawn_components(&running.kubeconfig, controllers, None, None)?;
-    let _kubelet = if args.kubelet {
+    let (_kubelet, _dataplane) = if args.kubelet {
         let mut config = kubelet_config(&data_dir, &args.node)?;
+        config.cluster_dns.get_or_insert(dns_default);
         config.serving = Some(kubelet_serving_tls(&data_dir, &config)?);
-        Some(spawn_kubelet(&running.kubeconfig, config)?)
+        let dataplane = match args.dataplane.dataplane {
+            true => {
+                let dp =
+                    dataplane_config(&config, &args.dataplane, &args.controllers.cluster_cidr)?;
+                Some(spawn_dataplane(&running.kubeconfig, dp)?)
+            }
+            false => None,
+        };
+        (Some(spawn_kubelet(&running.kubeconfig, config)?), dataplane)
     } else {
-        None
+        (None, None)
     };
     announce(&running);
     loop {
@@ -511,7 +550,7 @@ fn kubelet_config(
         shim_exe: shim_program()?,
         cgroup_base: flags.cgroup_base.clone(),
         registry,
-        cluster_dns: None,
+        cluster_dns: flags.cluster_dns,
         cluster_domain: flags.cluster_domain.clone(),
         max_pods: flags.max_pods,
         pod_pids_limit: u64::try_from(flags.pod_pids_limit).ok(),
@@ -564,6 +603,57 @@ fn spawn_kubelet(
         }
     })
     .context("starting the kubelet")
+}
+
+/// kube-dns's ClusterIP in the default service CIDR, for nodes that do not know the CIDR.
+const DEFAULT_CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+fn dataplane_config(
+    kubelet: &berth_kubelet::KubeletConfig,
+    flags: &DataplaneFlags,
+    cluster_cidr: &str,
+) -> anyhow::Result<berth_dataplane::agent::DataplaneConfig> {
+    let IpAddr::V4(node_ip) = kubelet.node_ip else {
+        anyhow::bail!(
+            "the data plane needs an IPv4 node IP, not {}",
+            kubelet.node_ip
+        );
+    };
+    let unified = berth_kubelet::cgroup::Roots::read(std::path::Path::new("/proc/self/mountinfo"))
+        .context("finding the cgroup2 mount")?
+        .unified;
+    let host_cgroup = match flags.host_socket_lb_cgroup.as_deref() {
+        Some("none") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => unified.clone(),
+    };
+    Ok(berth_dataplane::agent::DataplaneConfig {
+        node_name: kubelet.node_name.clone(),
+        node_ip,
+        data_dir: kubelet.data_dir.clone(),
+        cluster_cidr: Some(cluster_cidr.parse().context("--cluster-cidr")?),
+        cluster_domain: kubelet.cluster_domain.clone(),
+        bpffs: flags.bpffs.clone(),
+        pods_cgroup: unified.map(|u| u.join(&kubelet.cgroup_base)),
+        host_cgroup,
+        resolv_conf: PathBuf::from(berth_dataplane::dns::HOST_RESOLV_CONF),
+    })
+}
+
+/// The node's data plane on a thread of its own.
+fn spawn_dataplane(
+    kubeconfig: &std::path::Path,
+    config: berth_dataplane::agent::DataplaneConfig,
+) -> anyhow::Result<berth_controllers::leader::Elected> {
+    berth_controllers::leader::spawn(kubeconfig, "berth-dataplane", None, move |client, stop| {
+        let config = config.clone();
+        async move {
+            if let Err(e) = berth_dataplane::agent::run(client, config, stop).await {
+                tracing::error!(error = %e, "the data plane stopped");
+            }
+        }
+    })
+    .context("starting the data plane")
 }
 
 /// `berth kubelet`: runs until interrupted; pods keep running after it exits.
@@ -669,6 +759,14 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         key_pem: credentials.serving_key_pem,
         client_ca_pem: ca_pem.into_bytes(),
     });
+    config.cluster_dns.get_or_insert(DEFAULT_CLUSTER_DNS);
+    let _dataplane = match args.dataplane.dataplane {
+        true => {
+            let dp = dataplane_config(&config, &args.dataplane, &args.cluster_cidr)?;
+            Some(spawn_dataplane(&credentials.kubeconfig, dp)?)
+        }
+        false => None,
+    };
     let ran = berth_controllers::leader::run_until_interrupted(
         &credentials.kubeconfig,
         "berth-kubelet",

@@ -152,7 +152,10 @@ async fn pods_and_host_reach_services_by_cluster_ip_and_by_name() {
     .output()
     .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(all.contains(String::from_utf8_lossy(&out.stdout).trim()), "{out:?}");
+    assert!(
+        all.contains(String::from_utf8_lossy(&out.stdout).trim()),
+        "{out:?}"
+    );
     let dns_ip = cluster_ip_in(server, "kube-system", "kube-dns").await;
     let out = host_client(
         &cluster.host_cgroup(),
@@ -224,11 +227,16 @@ async fn established_connections_survive_scaling_readiness_flips_and_a_restart()
 
     // Scale up, then take every other backend out of service: new connections go only to the
     // one left, the established one keeps flowing.
-    kubectl(&cluster.server, &["scale", "deployment/web", "--replicas=3"]).await;
-    let rollout = cluster
-        .server
-        .kubectl()
-        .run(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    kubectl(
+        &cluster.server,
+        &["scale", "deployment/web", "--replicas=3"],
+    )
+    .await;
+    let rollout =
+        cluster
+            .server
+            .kubectl()
+            .run(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(rollout.status.success(), "{rollout:?}");
     let pods: Api<Pod> = Api::default_namespaced(cluster.server.client().await);
     for other in web_pods(&cluster.server).await {

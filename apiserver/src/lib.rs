@@ -5,7 +5,7 @@
 //! else: scheduling, controllers and nodes are API clients in other crates.
 #![forbid(unsafe_code)]
 
-mod alloc;
+pub mod alloc;
 pub mod auth;
 pub mod bootstrap_token;
 mod cache;

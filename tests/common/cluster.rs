@@ -135,7 +135,9 @@ impl Cluster {
 
     /// Where a host process must be to reach ClusterIPs (see [`Cluster::up`]).
     pub fn host_cgroup(&self) -> PathBuf {
-        self.host_cgroup.clone().expect("this host has a cgroup2 mount")
+        self.host_cgroup
+            .clone()
+            .expect("this host has a cgroup2 mount")
     }
 
     /// Host objects whose names carry this cluster's cgroup base, for leak checks.

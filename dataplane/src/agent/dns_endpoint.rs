@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 
 /// The Service whose endpoints are the nodes' DNS servers.
 pub const KUBE_DNS_SERVICE: &str = "kube-dns";
@@ -37,8 +37,14 @@ pub fn slice_name(node: &str) -> String {
 /// The EndpointSlice naming `node`'s DNS server at `addr`, port 53 over UDP and TCP.
 pub fn desired_slice(node: &str, addr: Ipv4Addr) -> EndpointSlice {
     let labels = BTreeMap::from([
-        ("kubernetes.io/service-name".to_string(), KUBE_DNS_SERVICE.to_string()),
-        ("endpointslice.kubernetes.io/managed-by".to_string(), MANAGED_BY.to_string()),
+        (
+            "kubernetes.io/service-name".to_string(),
+            KUBE_DNS_SERVICE.to_string(),
+        ),
+        (
+            "endpointslice.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        ),
     ]);
     let port = |name: &str, protocol: &str| EndpointPort {
         name: Some(name.into()),
@@ -69,7 +75,11 @@ pub fn desired_slice(node: &str, addr: Ipv4Addr) -> EndpointSlice {
 }
 
 /// Creates or updates `node`'s slice so it names `addr`.
-pub async fn publish(client: kube::Client, node: &str, addr: Ipv4Addr) -> Result<(), DnsEndpointError> {
+pub async fn publish(
+    client: kube::Client,
+    node: &str,
+    addr: Ipv4Addr,
+) -> Result<(), DnsEndpointError> {
     let api: Api<EndpointSlice> = Api::namespaced(client, KUBE_DNS_NAMESPACE);
     let name = slice_name(node);
     let err = |op| {
@@ -79,26 +89,19 @@ pub async fn publish(client: kube::Client, node: &str, addr: Ipv4Addr) -> Result
     let mut want = desired_slice(node, addr);
     match api.get_opt(&name).await.map_err(err("get"))? {
         None => {
-            api.create(&PostParams::default(), &want).await.map_err(err("create"))?;
+            api.create(&PostParams::default(), &want)
+                .await
+                .map_err(err("create"))?;
         }
         Some(have) if have.endpoints == want.endpoints && have.ports == want.ports => {}
         Some(have) => {
             want.metadata.resource_version = have.metadata.resource_version;
-            api.replace(&name, &PostParams::default(), &want).await.map_err(err("replace"))?;
+            api.replace(&name, &PostParams::default(), &want)
+                .await
+                .map_err(err("replace"))?;
         }
     }
     Ok(())
-}
-
-/// Removes `node`'s slice (when the node leaves); a missing slice is not an error.
-pub async fn withdraw(client: kube::Client, node: &str) -> Result<(), DnsEndpointError> {
-    let api: Api<EndpointSlice> = Api::namespaced(client, KUBE_DNS_NAMESPACE);
-    let name = slice_name(node);
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(DnsEndpointError::Api { op: "delete", name, source }),
-    }
 }
 
 #[cfg(test)]
@@ -115,7 +118,16 @@ mod tests {
         assert_eq!(slice.endpoints[0].addresses, vec!["10.244.3.1"]);
         assert_eq!(slice.endpoints[0].node_name.as_deref(), Some("n1"));
         let ports = slice.ports.unwrap();
-        let protos: Vec<_> = ports.iter().map(|p| (p.name.clone().unwrap(), p.protocol.clone().unwrap())).collect();
-        assert_eq!(protos, vec![("dns".into(), "UDP".into()), ("dns-tcp".into(), "TCP".into())]);
+        let protos: Vec<_> = ports
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.protocol.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            protos,
+            vec![
+                ("dns".into(), "UDP".into()),
+                ("dns-tcp".into(), "TCP".into())
+            ]
+        );
     }
 }
