@@ -5,4 +5,6 @@
 //!   node's podCIDR and a default route.
 
 pub mod abi;
+pub mod loader;
 pub mod podnet;
+mod sys;
