@@ -65,7 +65,7 @@ impl Datapath {
         Ok(attached)
     }
 
-    /// Detaches the socket LB from `cgroup_dir` by removing its pinned links. Returns how many
+    /// Detaches the socket LB from `cgroup_dir` and removes its pinned links. Returns how many
     /// it removed (0 when none were attached).
     pub fn detach_socket_lb(&mut self, cgroup_dir: &Path) -> Result<usize, DatapathError> {
         let dir = self.cgroup_links_dir(cgroup_dir)?;
@@ -89,7 +89,7 @@ impl Datapath {
             if programs.iter().any(|program| program.id() == program_id) {
                 return Ok(Attached { new: 0, kept: 1 });
             }
-            remove_pin(&pin)?;
+            detach(&pin)?;
         }
         let program = tc_program(&mut self.ebpf)?;
         let id = program
@@ -107,19 +107,11 @@ impl Datapath {
         Ok(Attached { new: 1, kept: 0 })
     }
 
-    /// Detaches the tcx program from `ifname` by removing its pinned link; whether one was
+    /// Detaches the tcx program from `ifname` and removes its pinned link; whether one was
     /// there.
     pub fn detach_tc(&mut self, ifname: &str) -> Result<bool, DatapathError> {
         let pin = self.tc_link_pin(ifname)?;
-        match std::fs::remove_file(&pin) {
-            Ok(()) => Ok(true),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(DatapathError::Io {
-                op: "remove pinned link",
-                path: pin,
-                source,
-            }),
-        }
+        detach(&pin)
     }
 
     /// `links/cgroup-<inode>`: the cgroup2 inode is its id, unique while it exists and short
@@ -174,9 +166,11 @@ fn pin_link(link: FdLink, pin: &Path) -> Result<(), DatapathError> {
         .map_err(|source| link_error("pin", pin, source))
 }
 
-fn remove_pin(pin: &Path) -> Result<(), DatapathError> {
-    std::fs::remove_file(pin).map_err(|source| DatapathError::Io {
-        op: "remove stale pinned link",
+/// Detaches the link pinned at `pin` at once (removing the pin alone detaches it only after
+/// an RCU grace period); whether one was there.
+fn detach(pin: &Path) -> Result<bool, DatapathError> {
+    crate::sys::detach_pinned_link(pin).map_err(|source| DatapathError::Io {
+        op: "detach pinned link",
         path: pin.to_path_buf(),
         source,
     })

@@ -159,8 +159,8 @@ impl Datapath {
     }
 }
 
-/// Removes every pin [`Datapath`] makes under `pin_dir`: links first (which detaches them once
-/// no process holds them), then the maps. Returns how many pins it removed.
+/// Removes every pin [`Datapath`] makes under `pin_dir`: detaches and unpins the links, then
+/// unpins the maps (freed once no program or process holds them). Returns how many pins it removed.
 pub fn cleanup(pin_dir: &Path) -> Result<usize, DatapathError> {
     let mut removed = 0;
     let links = pin_dir.join(LINKS_DIR);
@@ -182,7 +182,8 @@ pub fn cleanup(pin_dir: &Path) -> Result<usize, DatapathError> {
     Ok(removed)
 }
 
-/// Removes a directory of pins (bpffs has no recursive unlink), counting the files.
+/// Detaches every link pinned in `dir` and removes the pins and the directory (bpffs has no
+/// recursive unlink); how many links it removed.
 fn remove_tree(dir: &Path) -> Result<usize, DatapathError> {
     let io_error = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -200,8 +201,9 @@ fn remove_tree(dir: &Path) -> Result<usize, DatapathError> {
         let file_type = entry.file_type().map_err(io_error("stat", &path))?;
         if file_type.is_dir() {
             removed += remove_tree(&path)?;
-        } else {
-            std::fs::remove_file(&path).map_err(io_error("remove pin", &path))?;
+        } else if crate::sys::detach_pinned_link(&path)
+            .map_err(io_error("detach pinned link", &path))?
+        {
             removed += 1;
         }
     }

@@ -51,10 +51,35 @@ pub fn run_isolated(test_name: &str, inner_env: &str) {
         .arg(env::current_exe().expect("current exe"))
         .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env(inner_env, &marker)
+        .env(OUTER_NETNS_ENV, netns_inode().to_string())
         .status()
         .expect("run the test under unshare");
     assert!(status.success(), "the isolated test failed: {status}");
     assert!(marker.exists(), "the isolated test did not run to the end");
+}
+
+/// The network namespace inode of the process that called [`run_isolated`].
+const OUTER_NETNS_ENV: &str = "BERTH_TEST_OUTER_NETNS";
+
+fn netns_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net")
+        .expect("own netns")
+        .ino()
+}
+
+/// Panics unless this process runs in a network namespace [`run_isolated`] made, so a
+/// namespace-wide setting it changes cannot be the host's.
+pub fn assert_isolated() {
+    let outer: u64 = env::var(OUTER_NETNS_ENV)
+        .expect("run by run_isolated")
+        .parse()
+        .expect("inode");
+    assert_ne!(
+        netns_inode(),
+        outer,
+        "must run in its own network namespace"
+    );
 }
 
 pub fn ip(args: &[&str]) {
