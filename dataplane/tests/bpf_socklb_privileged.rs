@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_dataplane::abi::{SvcKey, PROTO_TCP, PROTO_UDP, SVC_AFFINITY, SVC_NODEPORT};
+use berth_dataplane::abi::{
+    NodeAddrKey, NodeAddrValue, SvcKey, PROTO_TCP, PROTO_UDP, SVC_AFFINITY, SVC_NODEPORT,
+};
 use berth_dataplane::loader::{Attached, Datapath};
 use bpf_support::{add_service, can_run_privileged, ip, pins_under, run_isolated, skip, TestBpffs};
 
@@ -27,6 +29,8 @@ const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 96, 77, 2);
 const VIP_AFFINE: Ipv4Addr = Ipv4Addr::new(10, 96, 77, 3);
 const NOT_A_SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 77, 9);
 const NODE_PORT: u16 = 30080;
+/// Stands in for the node's InternalIP (TEST-NET-1), on this namespace's loopback.
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[test]
@@ -133,6 +137,7 @@ fn udp_echo() -> SocketAddrV4 {
 
 fn run_inner() {
     ip(&["link", "set", "lo", "up"]);
+    ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]);
     let bpffs = TestBpffs::new();
     let pin_dir = bpffs.path();
     let cgroup = TestCgroup::new();
@@ -182,13 +187,21 @@ fn run_inner() {
             (*backend_b.ip(), backend_b.port()),
         ],
     );
+    maps.node_addrs
+        .insert(
+            &NodeAddrKey {
+                addr: u32::from_ne_bytes(NODE_IP.octets()),
+            },
+            &NodeAddrValue { ifindex: 0 },
+        )
+        .expect("insert node address");
     let attached = datapath
         .attach_socket_lb(&cgroup.0)
         .expect("attach socket lb");
     assert_eq!(attached, Attached { new: 4, kept: 0 });
 
-    let mut client = spawn_client(&cgroup.0, backend_b);
-    let mut lines = BufReader::new(client.stdout.take().expect("client stdout")).lines();
+    let mut client = ClientGuard(spawn_client(&cgroup.0, backend_b));
+    let mut lines = BufReader::new(client.0.stdout.take().expect("client stdout")).lines();
     wait_for_line(&mut lines, "BERTH:ESTABLISHED");
 
     // Simulated agent restart: every fd closes, the pins keep maps and links.
@@ -216,10 +229,10 @@ fn run_inner() {
     let again = datapath.attach_socket_lb(&cgroup.0).expect("attach again");
     assert_eq!(again, Attached { new: 0, kept: 4 }, "pinned links are kept");
 
-    let mut stdin = client.stdin.take().expect("client stdin");
+    let mut stdin = client.0.stdin.take().expect("client stdin");
     stdin.write_all(b"go\n").expect("tell the client to go on");
     wait_for_line(&mut lines, "BERTH:DONE");
-    let status = client.wait().expect("wait for client");
+    let status = client.0.wait().expect("wait for client");
     assert!(status.success(), "client failed: {status}");
 
     assert_eq!(datapath.detach_socket_lb(&cgroup.0).expect("detach"), 4);
@@ -235,6 +248,17 @@ fn run_inner() {
         "pins left: {:?}",
         pins_under(&pin_dir)
     );
+}
+
+/// Kills and reaps the client if the test fails first: the test cgroup can only be removed
+/// once its process is gone.
+struct ClientGuard(Child);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn spawn_client(cgroup: &Path, backend_b: SocketAddrV4) -> Child {
@@ -318,11 +342,19 @@ fn run_client(procs: &Path) {
     assert_eq!(direct.peer_addr().expect("peer"), SocketAddr::V4(backend_b));
     assert_eq!(round_trip(&mut direct, "direct"), "b:direct");
 
-    // NodePort on loopback.
-    let node_port = SocketAddrV4::new(Ipv4Addr::LOCALHOST, NODE_PORT);
-    let mut stream = connect(node_port);
-    assert_eq!(stream.peer_addr().expect("peer"), SocketAddr::V4(node_port));
-    assert_eq!(round_trip(&mut stream, "np"), "a:np");
+    // NodePort on loopback and on a node address; not on other local addresses.
+    for node_ip in [Ipv4Addr::LOCALHOST, NODE_IP] {
+        let node_port = SocketAddrV4::new(node_ip, NODE_PORT);
+        let mut stream = connect(node_port);
+        assert_eq!(stream.peer_addr().expect("peer"), SocketAddr::V4(node_port));
+        assert_eq!(round_trip(&mut stream, "np"), "a:np");
+    }
+    let error = TcpStream::connect_timeout(
+        &SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), NODE_PORT)),
+        IO_TIMEOUT,
+    )
+    .expect_err("nothing listens there");
+    assert_eq!(error.kind(), ErrorKind::ConnectionRefused, "{error}");
 
     // sessionAffinity: ClientIP: every connection from this pod (netns) hits one backend.
     let affine = SocketAddrV4::new(VIP_AFFINE, 80);

@@ -15,7 +15,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use berth_dataplane::abi::{SvcKey, CT_FORWARD, CT_REVERSE, PROTO_TCP, PROTO_UDP};
+use berth_dataplane::abi::{
+    MaglevValue, SvcKey, CT_FORWARD, CT_REVERSE, MAGLEV_SIZE, PROTO_TCP, PROTO_UDP, SVC_MAGLEV,
+};
 use berth_dataplane::loader::{Attached, Datapath};
 use bpf_support::{
     add_service, assert_isolated, can_run_privileged, ip, on_path, run_isolated, skip, TestBpffs,
@@ -212,6 +214,24 @@ fn run_inner() {
         2,
         &[(SERVER, UDP_PORT)],
     );
+    // Maglev: every table entry is the one backend.
+    add_service(
+        maps,
+        SvcKey::new(VIP, 81, PROTO_TCP),
+        3,
+        SVC_MAGLEV,
+        0,
+        3,
+        &[(SERVER, TCP_PORT)],
+    );
+    maps.maglev
+        .insert(
+            &3,
+            &MaglevValue {
+                backend_ids: [3; MAGLEV_SIZE],
+            },
+        )
+        .expect("insert maglev table");
     for ifname in [IF_C, IF_S] {
         let attached = datapath.attach_tc(ifname).expect("attach tcx");
         assert_eq!(attached, Attached { new: 1, kept: 0 }, "{ifname}");
@@ -236,6 +256,15 @@ fn run_inner() {
                 replies.push(String::from_utf8_lossy(&buf[..n]).into_owned());
             }
 
+            let maglev_vip = SocketAddr::V4(SocketAddrV4::new(VIP, 81));
+            let mut maglev = TcpStream::connect_timeout(&maglev_vip, IO_TIMEOUT)
+                .expect("connect to the Maglev VIP");
+            maglev.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+            maglev.write_all(b"m").expect("write");
+            let mut buf = [0u8; 256];
+            let n = maglev.read(&mut buf).expect("read echo");
+            replies.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+
             let udp_vip = SocketAddr::V4(SocketAddrV4::new(VIP, 53));
             let socket = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
             socket.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -248,7 +277,11 @@ fn run_inner() {
         .join()
         .expect("client");
     let (replies, local) = seen;
-    assert_eq!(replies, [format!("{local}|one"), format!("{local}|two")]);
+    assert_eq!(
+        &replies[..2],
+        [format!("{local}|one"), format!("{local}|two")]
+    );
+    assert!(replies[2].ends_with("|m"), "{replies:?}");
 
     let entries = datapath.maps().ct.entries().expect("ct entries");
     let tcp_forward = entries.iter().find(|(key, _)| {

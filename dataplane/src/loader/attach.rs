@@ -10,6 +10,7 @@ use aya::programs::links::{FdLink, LinkError, PinnedLink};
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{CgroupAttachMode, LinkOrder, SchedClassifier, TcAttachType};
 use aya::sys::SyscallError;
+use aya::util::KernelVersion;
 
 use super::{
     program_error, remove_tree, sock_program, tc_program, Datapath, DatapathError, PROG_CONNECT4,
@@ -78,6 +79,9 @@ impl Datapath {
     /// and made again) is replaced. Needs Linux 6.6.
     pub fn attach_tc(&mut self, ifname: &str) -> Result<Attached, DatapathError> {
         let pin = self.tc_link_pin(ifname)?;
+        if !tcx_supported() {
+            return Err(DatapathError::TcxUnsupported);
+        }
         create_dir(&self.links_dir())?;
         if let Some(link) = open_pinned(&pin)? {
             let program_id = FdLink::from(link)
@@ -133,6 +137,12 @@ impl Datapath {
         }
         Ok(self.links_dir().join(format!("tc-{ifname}")))
     }
+}
+
+/// tcx links arrived in Linux 6.6. Older kernels would need aya's netlink (clsact) attach,
+/// whose filters cannot be pinned as links, so they are not offered.
+fn tcx_supported() -> bool {
+    KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 6, 0))
 }
 
 /// Linux interface names: 1..=15 bytes, no '/', whitespace or NUL, not "." or "..".

@@ -54,6 +54,8 @@ const MAP_NAMES: [&str; 8] = [
 pub enum DatapathError {
     #[error("{name:?} is not an interface name")]
     InvalidIfname { name: String },
+    #[error("tcx attach needs Linux 6.6 or later")]
+    TcxUnsupported,
     #[error("{pin_dir} is not on bpffs")]
     NotBpffs { pin_dir: PathBuf },
     #[error(transparent)]
@@ -231,4 +233,48 @@ fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DatapathError> {
         .ok_or(DatapathError::MissingProgram { name })?
         .try_into()
         .map_err(|source| program_error("find", name, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_refuses_a_directory_that_is_not_bpffs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let error = Datapath::open(dir.path()).err().expect("not bpffs");
+        assert!(matches!(error, DatapathError::NotBpffs { .. }), "{error}");
+    }
+
+    #[test]
+    fn cleanup_removes_map_pins_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in MAP_NAMES.iter().chain(&["unrelated"]) {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        assert_eq!(cleanup(dir.path()).expect("cleanup"), MAP_NAMES.len());
+        assert!(dir.path().join("unrelated").exists());
+        assert_eq!(cleanup(dir.path()).expect("cleanup again"), 0);
+    }
+
+    #[test]
+    fn the_embedded_object_names_every_program_and_map() {
+        let has = |name: &str| {
+            LB_OBJECT
+                .windows(name.len() + 1)
+                .any(|window| window[..name.len()] == *name.as_bytes() && window[name.len()] == 0)
+        };
+        for name in [
+            PROG_CONNECT4,
+            PROG_SENDMSG4,
+            PROG_RECVMSG4,
+            PROG_GETPEERNAME4,
+            PROG_TC_INGRESS,
+        ]
+        .iter()
+        .chain(&MAP_NAMES)
+        {
+            assert!(has(name), "lb.bpf.o has no symbol {name}");
+        }
+    }
 }
