@@ -37,6 +37,7 @@
 #define BERTH_MAX_SK_REVNAT  262144
 #define BERTH_MAX_CT         262144
 #define BERTH_MAX_NODE_ADDRS 64
+#define BERTH_MAX_MAGLEV     1024    /* frontends with BERTH_SVC_MAGLEV */
 
 /* Maglev lookup table size per NodePort frontend: a prime (Maglev paper: M prime, M >> N). */
 #define BERTH_MAGLEV_SIZE    1021

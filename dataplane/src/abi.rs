@@ -19,6 +19,7 @@ pub const MAP_NODE_ADDRS: &str = "berth_node_addrs";
 pub const MAX_SERVICES: u32 = 65536;
 pub const MAX_BACKENDS: u32 = 262_144;
 pub const MAGLEV_SIZE: usize = 1021;
+pub const MAX_MAGLEV: u32 = 1024;
 
 pub const SVC_AFFINITY: u16 = 1 << 0;
 pub const SVC_NODEPORT: u16 = 1 << 1;

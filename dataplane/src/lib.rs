@@ -7,4 +7,6 @@
 pub mod abi;
 pub mod agent;
 pub mod dns;
+pub mod loader;
 pub mod podnet;
+mod sys;
