@@ -29,7 +29,7 @@
 #define BERTH_MAP_AFFINITY   berth_affinity
 #define BERTH_MAP_SK_REVNAT  berth_sk_revnat
 #define BERTH_MAP_CT         berth_ct
-#define BERTH_MAP_NODE_ADDRS berth_node_addrs
+#define BERTH_MAP_NODE_ADDRS berth_nodeaddrs
 
 #define BERTH_MAX_SERVICES   65536   /* frontends */
 #define BERTH_MAX_BACKENDS   262144  /* slots and backends */
@@ -44,7 +44,7 @@
 
 /* berth_svc_value.flags */
 #define BERTH_SVC_AFFINITY   (1 << 0) /* sessionAffinity: ClientIP */
-#define BERTH_SVC_NODEPORT   (1 << 1) /* addr is 0: matches every address in berth_node_addrs */
+#define BERTH_SVC_NODEPORT   (1 << 1) /* addr is 0: matches every address in berth_nodeaddrs */
 #define BERTH_SVC_MAGLEV     (1 << 2) /* pick backends from berth_maglev, not at random */
 
 /* berth_svc: frontend -> service. addr is the ClusterIP (or externalIP / load-balancer IP);
@@ -145,7 +145,7 @@ struct berth_ct_value {
 	__u64 last_seen_ns;
 };
 
-/* berth_node_addrs: this node's addresses, which NodePort frontends match. */
+/* berth_nodeaddrs: this node's addresses, which NodePort frontends match. */
 struct berth_node_addr_key {
 	__be32 addr;
 };

@@ -14,7 +14,7 @@ pub const MAP_MAGLEV: &str = "berth_maglev";
 pub const MAP_AFFINITY: &str = "berth_affinity";
 pub const MAP_SK_REVNAT: &str = "berth_sk_revnat";
 pub const MAP_CT: &str = "berth_ct";
-pub const MAP_NODE_ADDRS: &str = "berth_node_addrs";
+pub const MAP_NODE_ADDRS: &str = "berth_nodeaddrs";
 
 pub const MAX_SERVICES: u32 = 65536;
 pub const MAX_BACKENDS: u32 = 262_144;

@@ -90,6 +90,13 @@ impl Bpffs {
         self.mounted
     }
 
+    /// Leaves the mount in place for good: the agent's pins must outlive the agent (a restart
+    /// finds them); `berth cleanup` unmounts it.
+    pub fn keep(mut self) -> PathBuf {
+        self.mounted = false;
+        std::mem::take(&mut self.dir)
+    }
+
     /// Unmounts now (if this guard mounted), reporting the error `Drop` would swallow.
     pub fn unmount(mut self) -> Result<(), BpffsError> {
         self.unmount_inner()
