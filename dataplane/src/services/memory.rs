@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 
-use super::programmer::{ServiceTables, TableError};
+use super::programmer::{ServiceTables, Snapshot, TableError};
 use crate::abi::{self, Backend, BackendKey, MaglevValue, SlotKey, SlotValue, SvcKey, SvcValue};
 
 #[derive(Debug, Default)]
@@ -37,6 +37,16 @@ impl MemoryTables {
     /// Invariant violations seen so far, each with the write that caused it.
     pub fn violations(&self) -> &[String] {
         &self.violations
+    }
+
+    /// Every entry, as an agent restarting over pinned maps reads them.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            svc: self.svc.iter().map(|(k, v)| (*k, *v)).collect(),
+            slots: self.slots.iter().map(|(k, v)| (*k, *v)).collect(),
+            backends: self.backends.iter().map(|(k, v)| (*k, *v)).collect(),
+            maglev: self.maglev.keys().copied().collect(),
+        }
     }
 
     /// Returns the write count and starts counting again from 0.

@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use crate::abi;
 
 pub use desired::desired_frontends;
-pub use programmer::{ProgramError, Programmer, ServiceTables, Stats, TableError};
+pub use programmer::{ProgramError, Programmer, ServiceTables, Snapshot, Stats, TableError};
 pub use sync::{run_service_sync, ServiceSync, SyncProgress};
 
 /// A Service by namespace and name: the unit the programmer applies and removes.

@@ -43,6 +43,11 @@ pub enum ProgramError {
         #[source]
         source: TableError,
     },
+    #[error("removing entries no service claimed")]
+    Cleanup {
+        #[source]
+        source: TableError,
+    },
     #[error("no free {kind} id for service {service}: all {max} are in use")]
     IdsExhausted {
         service: ServiceKey,
@@ -112,12 +117,18 @@ impl Ids {
     fn free(&mut self, id: u32) {
         self.used.remove(&id);
     }
+
+    /// Marks an id found in the maps as used; false if it is out of range or taken.
+    fn claim(&mut self, id: u32) -> bool {
+        (1..=self.max).contains(&id) && self.used.insert(id)
+    }
 }
 
 #[derive(Debug)]
 struct FrontendState {
     id: u32,
-    owner: ServiceKey,
+    /// `None` for a frontend adopted from the maps that no service has claimed yet.
+    owner: Option<ServiceKey>,
     /// As written to `berth_svc`; `None` until the first write.
     value: Option<SvcValue>,
     /// The backend id in slot `i + 1`, for every slot written.
@@ -174,6 +185,11 @@ pub struct Programmer<T> {
     contested: BTreeMap<SvcKey, BTreeSet<ServiceKey>>,
     /// Services that lost a contest for a frontend that has since been freed.
     released: BTreeSet<ServiceKey>,
+    /// Adopted entries no frontend accounts for, removed by `remove_unclaimed`.
+    stray_slots: Vec<SlotKey>,
+    stray_maglev: Vec<u32>,
+    /// Frontend ids held only by strays.
+    stray_ids: Vec<u32>,
 }
 
 impl<T: ServiceTables> Programmer<T> {
@@ -197,6 +213,9 @@ impl<T: ServiceTables> Programmer<T> {
             svc_ids: Ids::new(max_frontends),
             contested: BTreeMap::new(),
             released: BTreeSet::new(),
+            stray_slots: Vec::new(),
+            stray_maglev: Vec::new(),
+            stray_ids: Vec::new(),
         }
     }
 
@@ -249,14 +268,24 @@ impl<T: ServiceTables> Programmer<T> {
             if !wanted.insert(fe.key) {
                 continue;
             }
-            if let Some(state) = self.frontends.get(&fe.key) {
-                if &state.owner != service {
-                    tracing::warn!(service = %service, owner = %state.owner, addr = %fe.key.ip(), port = fe.key.host_port(), "services: frontend already belongs to another service");
-                    self.contested
-                        .entry(fe.key)
-                        .or_default()
-                        .insert(service.clone());
-                    continue;
+            if let Some(state) = self.frontends.get_mut(&fe.key) {
+                match &state.owner {
+                    Some(owner) if owner != service => {
+                        tracing::warn!(service = %service, owner = %owner, addr = %fe.key.ip(), port = fe.key.host_port(), "services: frontend already belongs to another service");
+                        self.contested
+                            .entry(fe.key)
+                            .or_default()
+                            .insert(service.clone());
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => {
+                        state.owner = Some(service.clone());
+                        self.services
+                            .entry(service.clone())
+                            .or_default()
+                            .insert(fe.key);
+                    }
                 }
             }
             self.sync_frontend(service, fe)?;
@@ -267,9 +296,53 @@ impl<T: ServiceTables> Programmer<T> {
             .map(|s| s.iter().filter(|k| !wanted.contains(k)).copied().collect())
             .unwrap_or_default();
         for key in owned {
-            self.remove_frontend(service, &key)?;
+            self.remove_frontend(&key)
+                .map_err(Self::write_err(service))?;
         }
-        self.flush_backends(service)
+        self.flush_backends().map_err(Self::write_err(service))
+    }
+
+    /// Removes what was adopted from the maps but no service claimed: call it once every
+    /// service has been applied after [`Programmer::adopt`].
+    pub fn remove_unclaimed(&mut self) -> Result<(), ProgramError> {
+        let cleanup = |source| ProgramError::Cleanup { source };
+        let unclaimed: Vec<SvcKey> = self
+            .frontends
+            .iter()
+            .filter(|(_, f)| f.owner.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in unclaimed {
+            self.remove_frontend(&key).map_err(cleanup)?;
+        }
+        // A stray slot past an adopted frontend's list may have become one of its slots since.
+        let live: HashMap<u32, usize> = self
+            .frontends
+            .values()
+            .map(|f| (f.id, f.slots.len()))
+            .collect();
+        while let Some(key) = self.stray_slots.last() {
+            // Strays are garbage no reader follows: a failure to delete one is not worth
+            // failing (or retrying) the cleanup for.
+            if live
+                .get(&key.svc_id)
+                .is_none_or(|len| key.slot as usize > *len)
+            {
+                if let Err(e) = self.tables.remove_slot(key) {
+                    tracing::debug!(error = %e, ?key, "services: removing stray slot");
+                }
+            }
+            self.stray_slots.pop();
+        }
+        for id in std::mem::take(&mut self.stray_maglev) {
+            if let Err(e) = self.tables.remove_maglev(id) {
+                tracing::debug!(error = %e, id, "services: removing stray maglev table");
+            }
+        }
+        for id in std::mem::take(&mut self.stray_ids) {
+            self.svc_ids.free(id);
+        }
+        self.flush_backends().map_err(cleanup)
     }
 
     /// Removes everything `service` programmed.
@@ -338,7 +411,7 @@ impl<T: ServiceTables> Programmer<T> {
                 })?;
             let state = FrontendState {
                 id,
-                owner: service.clone(),
+                owner: Some(service.clone()),
                 value: None,
                 slots: Vec::new(),
                 maglev: None,
@@ -439,13 +512,12 @@ impl<T: ServiceTables> Programmer<T> {
         Ok(())
     }
 
-    fn remove_frontend(&mut self, service: &ServiceKey, key: &SvcKey) -> Result<(), ProgramError> {
+    fn remove_frontend(&mut self, key: &SvcKey) -> Result<(), TableError> {
         let Some(state) = self.frontends.get_mut(key) else {
             return Ok(());
         };
-        let err = Self::write_err;
         if state.value.is_some() {
-            self.tables.remove_svc(key).map_err(err(service))?;
+            self.tables.remove_svc(key)?;
             state.value = None;
         }
         while let Some(backend) = state.slots.last().copied() {
@@ -453,20 +525,22 @@ impl<T: ServiceTables> Programmer<T> {
                 svc_id: state.id,
                 slot: state.slots.len() as u32,
             };
-            self.tables.remove_slot(&slot).map_err(err(service))?;
+            self.tables.remove_slot(&slot)?;
             state.slots.pop();
             self.backends.drop_ref(backend);
         }
         if state.maglev.is_some() {
-            self.tables.remove_maglev(state.id).map_err(err(service))?;
+            self.tables.remove_maglev(state.id)?;
             state.maglev = None;
         }
         self.svc_ids.free(state.id);
-        self.frontends.remove(key);
-        if let Some(owned) = self.services.get_mut(service) {
-            owned.remove(key);
-            if owned.is_empty() {
-                self.services.remove(service);
+        let owner = self.frontends.remove(key).and_then(|f| f.owner);
+        if let Some(service) = owner {
+            if let Some(owned) = self.services.get_mut(&service) {
+                owned.remove(key);
+                if owned.is_empty() {
+                    self.services.remove(&service);
+                }
             }
         }
         if let Some(waiting) = self.contested.remove(key) {
@@ -475,14 +549,15 @@ impl<T: ServiceTables> Programmer<T> {
         Ok(())
     }
 
-    fn flush_backends(&mut self, service: &ServiceKey) -> Result<(), ProgramError> {
+    fn flush_backends(&mut self) -> Result<(), TableError> {
         while let Some(id) = self.backends.unreferenced.first().copied() {
-            self.tables
-                .remove_backend(&BackendKey { id })
-                .map_err(Self::write_err(service))?;
+            self.tables.remove_backend(&BackendKey { id })?;
             self.backends.unreferenced.remove(&id);
             if let Some(b) = self.backends.by_id.remove(&id) {
-                self.backends.by_addr.remove(&b.addr);
+                // Adopted maps may hold two ids for one address; only the first is indexed.
+                if self.backends.by_addr.get(&b.addr) == Some(&id) {
+                    self.backends.by_addr.remove(&b.addr);
+                }
             }
             self.backends.ids.free(id);
         }
@@ -527,6 +602,10 @@ fn target_slots(old: &[u32], want: &[u32]) -> Vec<u32> {
     target.truncate(new_len);
     target
 }
+
+mod adopt;
+
+pub use adopt::Snapshot;
 
 #[cfg(test)]
 #[path = "programmer_tests.rs"]

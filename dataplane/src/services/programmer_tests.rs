@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -364,4 +365,142 @@ fn adding_one_service_at_ten_thousand() {
     );
     assert_eq!(p.tables().writes, 3 + 3 + 1);
     assert_eq!(p.stats().frontends, 10_001);
+}
+
+fn scenario_end() -> Vec<(ServiceKey, Vec<Frontend>)> {
+    let mut current: BTreeMap<ServiceKey, Vec<Frontend>> = BTreeMap::new();
+    for (key, fes) in scenario() {
+        current.insert(key, fes);
+    }
+    current.into_iter().collect()
+}
+
+#[test]
+fn an_adopted_programmer_rewrites_only_maglev_tables() {
+    let end = scenario_end();
+    let mut p = Programmer::new(MemoryTables::checked());
+    for (key, fes) in scenario() {
+        p.apply(&key, &fes).expect("apply");
+    }
+    let mut tables = p.into_tables();
+    let ids: HashMap<SvcKey, u32> = tables.svc.iter().map(|(k, v)| (*k, v.id)).collect();
+    let snapshot = tables.snapshot();
+    tables.take_writes();
+    let mut p = Programmer::adopt(tables, snapshot);
+    for (key, fes) in &end {
+        p.apply(key, fes).expect("apply");
+    }
+    p.remove_unclaimed().expect("cleanup");
+    let all: Vec<Frontend> = end.iter().flat_map(|(_, f)| f.clone()).collect();
+    assert_programmed(&p, &all);
+    let maglev = all
+        .iter()
+        .filter(|f| f.flags & abi::SVC_MAGLEV != 0 && !f.backends.is_empty())
+        .count();
+    assert_eq!(p.tables().writes, maglev as u64, "only the Maglev tables");
+    let after: HashMap<SvcKey, u32> = p.tables().svc.iter().map(|(k, v)| (*k, v.id)).collect();
+    assert_eq!(after, ids, "frontends keep their ids");
+}
+
+#[test]
+fn unclaimed_adopted_frontends_are_removed() {
+    let mut p = Programmer::new(MemoryTables::checked());
+    p.apply(&svc(1), &[cluster_ip(1, 1..=3), node_port(30001, 1..=3)])
+        .expect("apply");
+    p.apply(&svc(2), &[cluster_ip(2, 3..=5)]).expect("apply");
+    let tables = p.into_tables();
+    let snapshot = tables.snapshot();
+    let mut p = Programmer::adopt(tables, snapshot);
+    assert_eq!(
+        p.stats(),
+        Stats {
+            services: 0,
+            frontends: 3,
+            backends: 5
+        }
+    );
+    p.apply(&svc(2), &[cluster_ip(2, 3..=6)]).expect("apply");
+    p.remove_unclaimed().expect("cleanup");
+    assert_programmed(&p, &[cluster_ip(2, 3..=6)]);
+    assert_eq!(
+        p.stats(),
+        Stats {
+            services: 1,
+            frontends: 1,
+            backends: 4
+        }
+    );
+}
+
+#[test]
+fn adopting_damaged_maps_ends_clean() {
+    let mut p = Programmer::new(MemoryTables::default());
+    p.apply(&svc(1), &[cluster_ip(1, 1..=3)]).expect("apply");
+    p.apply(&svc(2), &[cluster_ip(2, 4..=5), node_port(30002, 4..=5)])
+        .expect("apply");
+    let mut tables = p.into_tables();
+    // What an interrupted agent could leave: a stray slot past the count, slots and a Maglev
+    // table of a frontend that is gone, a backend no slot names, a second frontend sharing an
+    // id, a frontend with id 0.
+    let id1 = tables.svc[&cluster_ip(1, []).key].id;
+    let b1 = tables.slots[&SlotKey {
+        svc_id: id1,
+        slot: 1,
+    }];
+    tables.slots.insert(
+        SlotKey {
+            svc_id: id1,
+            slot: 5,
+        },
+        b1,
+    );
+    tables.slots.insert(
+        SlotKey {
+            svc_id: 999,
+            slot: 1,
+        },
+        b1,
+    );
+    tables.maglev.insert(
+        999,
+        Box::new(MaglevValue {
+            backend_ids: [0; abi::MAGLEV_SIZE],
+        }),
+    );
+    tables
+        .backends
+        .insert(BackendKey { id: 777 }, backend(77).to_abi());
+    let shared = tables.svc[&cluster_ip(1, []).key];
+    tables
+        .svc
+        .insert(cluster_ip(3, []).key, SvcValue { count: 0, ..shared });
+    tables.svc.insert(
+        cluster_ip(4, []).key,
+        SvcValue {
+            id: 0,
+            count: 0,
+            ..shared
+        },
+    );
+    // The damage breaks the invariants already (shared id, id 0): check only the outcome.
+    let snapshot = tables.snapshot();
+    let mut p = Programmer::adopt(tables, snapshot);
+    let fes = [
+        vec![cluster_ip(1, 1..=6)],
+        vec![cluster_ip(3, [9])],
+        vec![cluster_ip(4, [])],
+    ];
+    for (i, f) in fes.iter().enumerate() {
+        p.apply(&svc(10 + i as u32), f).expect("apply");
+    }
+    p.remove_unclaimed().expect("cleanup");
+    let all: Vec<Frontend> = fes.concat();
+    assert_programmed(&p, &all);
+    let t = p.tables();
+    t.check_invariants().expect("consistent at the end");
+    assert!(t.maglev.is_empty());
+    assert_eq!(t.svc.len(), 3);
+    let ids: HashSet<u32> = t.svc.values().map(|v| v.id).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(!ids.contains(&0));
 }

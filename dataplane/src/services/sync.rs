@@ -33,7 +33,8 @@ pub struct SyncProgress {
     pub synced: bool,
     /// Services applied or removed successfully (no-op applies included).
     pub applied: u64,
-    /// Services whose last programming failed and will be retried.
+    /// Services whose last programming failed and will be retried (plus one while removing
+    /// unclaimed entries fails).
     pub failing: usize,
     pub stats: Stats,
 }
@@ -56,6 +57,7 @@ pub struct ServiceSync<T> {
     services_listed: bool,
     slices_listed: bool,
     failing: BTreeSet<ServiceKey>,
+    cleanup_failed: bool,
     applied: u64,
 }
 
@@ -72,6 +74,7 @@ impl<T: ServiceTables> ServiceSync<T> {
             services_listed: false,
             slices_listed: false,
             failing: BTreeSet::new(),
+            cleanup_failed: false,
             applied: 0,
         }
     }
@@ -88,7 +91,7 @@ impl<T: ServiceTables> ServiceSync<T> {
         SyncProgress {
             synced: self.synced(),
             applied: self.applied,
-            failing: self.failing.len(),
+            failing: self.failing.len() + usize::from(self.cleanup_failed),
             stats: self.programmer.stats(),
         }
     }
@@ -170,6 +173,9 @@ impl<T: ServiceTables> ServiceSync<T> {
         for key in failing {
             self.recompute(&key);
         }
+        if self.cleanup_failed && self.synced() {
+            self.cleanup();
+        }
     }
 
     fn slice_name(slice: &EndpointSlice) -> SliceName {
@@ -211,6 +217,18 @@ impl<T: ServiceTables> ServiceSync<T> {
         for key in keys {
             self.recompute(&key);
         }
+        self.cleanup();
+    }
+
+    /// Removes what an adopted programmer found in the maps and no service claimed.
+    fn cleanup(&mut self) {
+        match self.programmer.remove_unclaimed() {
+            Ok(()) => self.cleanup_failed = false,
+            Err(e) => {
+                tracing::warn!(error = %e, "services: removing unclaimed entries, will retry");
+                self.cleanup_failed = true;
+            }
+        }
     }
 
     /// Programs `key` from the stores, then any service that was waiting for a frontend the
@@ -247,17 +265,21 @@ impl<T: ServiceTables> ServiceSync<T> {
     }
 }
 
-/// Watches all Services and EndpointSlices with `client` and programs them into `tables` for
-/// node `node_name` until `shutdown` completes; returns the programmer, whose state describes
-/// the maps. `progress` receives [`SyncProgress`] after every event.
+/// Watches all Services and EndpointSlices with `client` and programs them through
+/// `programmer` for node `node_name` until `shutdown` completes; returns the programmer, whose
+/// state describes the maps. `progress` receives [`SyncProgress`] after every event.
+///
+/// Pass [`Programmer::new`] over empty maps, or [`Programmer::adopt`] over maps a previous
+/// agent left pinned: then unchanged services are not rewritten, and what no service claims
+/// once both lists are in is removed.
 pub async fn run_service_sync<T: ServiceTables>(
     client: Client,
     node_name: &str,
-    tables: T,
+    programmer: Programmer<T>,
     progress: watch::Sender<SyncProgress>,
     shutdown: impl Future<Output = ()>,
 ) -> Programmer<T> {
-    let mut sync = ServiceSync::new(Programmer::new(tables), node_name);
+    let mut sync = ServiceSync::new(programmer, node_name);
     let services: Api<Service> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client);
     // While the API server is unreachable the watches back off and retry; the maps keep

@@ -222,9 +222,15 @@ async fn run_service_sync_stops_on_shutdown() {
     let (tx, rx) = watch::channel(SyncProgress::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let programmer = run_service_sync(client, "n1", MemoryTables::checked(), tx, async {
-            let _ = stopped.await;
-        })
+        let programmer = run_service_sync(
+            client,
+            "n1",
+            Programmer::new(MemoryTables::checked()),
+            tx,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await;
         programmer.stats()
     });
@@ -232,4 +238,31 @@ async fn run_service_sync_stops_on_shutdown() {
     let stats = task.await.expect("task");
     assert_eq!(stats, Stats::default());
     assert!(!rx.borrow().synced);
+}
+
+#[test]
+fn a_restarted_agent_rewrites_nothing_and_drops_what_went_away() {
+    let api = service(
+        "api",
+        json!({"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}),
+    );
+    let web_slice = slice("web", "web-a", "http", 8080, &[ready("10.244.0.1")]);
+    let mut s = sync();
+    listed(
+        &mut s,
+        vec![web("10.96.0.10"), api],
+        vec![web_slice.clone()],
+    );
+    let tables = s.into_programmer().into_tables();
+    let snapshot = tables.snapshot();
+    let mut tables = tables;
+    tables.take_writes();
+    // "api" was deleted while the agent was down.
+    let mut s = ServiceSync::new(Programmer::adopt(tables, snapshot), "n1");
+    listed(&mut s, vec![web("10.96.0.10")], vec![web_slice]);
+    let t = s.programmer().tables();
+    assert_eq!(t.writes, 1, "only the removed service's frontend");
+    assert_eq!(count(&s, &frontend([10, 96, 0, 10])), Some(1));
+    assert_eq!(count(&s, &frontend([10, 96, 0, 11])), None);
+    assert_eq!(s.progress().stats.frontends, 1);
 }
