@@ -20,6 +20,7 @@ use std::error::Error;
 
 use thiserror::Error;
 
+use self::ids::Ids;
 use super::{maglev, BackendAddr, Frontend, ServiceKey};
 use crate::abi::{self, Backend, BackendKey, MaglevValue, SlotKey, SlotValue, SvcKey, SvcValue};
 
@@ -76,52 +77,6 @@ pub struct Stats {
     pub services: usize,
     pub frontends: usize,
     pub backends: usize,
-}
-
-/// Ids from 1 to `max`, handed out round-robin: a freed id comes back only after every other
-/// free id has been used, so LRU entries (affinity, conntrack) still naming it are most likely
-/// gone by the time it means another backend or frontend.
-#[derive(Debug)]
-struct Ids {
-    max: u32,
-    next: u32,
-    used: HashSet<u32>,
-}
-
-impl Ids {
-    fn new(max: u32) -> Self {
-        Self {
-            max,
-            next: 1,
-            used: HashSet::new(),
-        }
-    }
-
-    fn alloc(&mut self) -> Option<u32> {
-        if self.used.len() >= self.max as usize {
-            return None;
-        }
-        loop {
-            let id = self.next;
-            self.next = if self.next >= self.max {
-                1
-            } else {
-                self.next + 1
-            };
-            if self.used.insert(id) {
-                return Some(id);
-            }
-        }
-    }
-
-    fn free(&mut self, id: u32) {
-        self.used.remove(&id);
-    }
-
-    /// Marks an id found in the maps as used; false if it is out of range or taken.
-    fn claim(&mut self, id: u32) -> bool {
-        (1..=self.max).contains(&id) && self.used.insert(id)
-    }
 }
 
 #[derive(Debug)]
@@ -397,8 +352,14 @@ impl<T: ServiceTables> Programmer<T> {
     fn sync_frontend(&mut self, service: &ServiceKey, fe: &Frontend) -> Result<(), ProgramError> {
         // count is a u16: a frontend holds at most 65535 backends.
         let mut want = Vec::with_capacity(fe.backends.len());
-        for addr in fe.backends.iter().take(usize::from(u16::MAX)) {
-            want.push(self.ensure_backend(service, *addr)?);
+        let mut seen = HashSet::with_capacity(fe.backends.len());
+        for addr in &fe.backends {
+            if want.len() == usize::from(u16::MAX) {
+                break;
+            }
+            if seen.insert(*addr) {
+                want.push(self.ensure_backend(service, *addr)?);
+            }
         }
         if !self.frontends.contains_key(&fe.key) {
             let id = self
@@ -604,6 +565,7 @@ fn target_slots(old: &[u32], want: &[u32]) -> Vec<u32> {
 }
 
 mod adopt;
+mod ids;
 
 pub use adopt::Snapshot;
 
