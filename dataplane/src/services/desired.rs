@@ -14,6 +14,9 @@ use crate::abi;
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// A Service with this label is forwarded by the proxy it names, never by kube-proxy (nor us).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
 /// kube-apiserver's default for `sessionAffinityConfig.clientIP.timeoutSeconds`.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 
@@ -34,7 +37,7 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 
 /// The frontends `svc` needs on node `node_name`, sorted by key, given the EndpointSlices of
 /// the service (slices of other services or address types are ignored). Headless and
-/// ExternalName services need none.
+/// ExternalName services, and those labelled for another proxy, need none.
 ///
 /// Per service port: a frontend on each IPv4 ClusterIP (internalTrafficPolicy applies), on each
 /// externalIP and load-balancer ingress IP (externalTrafficPolicy applies, as in kube-proxy),
@@ -49,6 +52,10 @@ pub fn desired_frontends<'a>(
     };
     let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
     if kind == "ExternalName" || spec.cluster_ip.as_deref() == Some("None") {
+        return Vec::new();
+    }
+    let labels = svc.metadata.labels.as_ref();
+    if labels.is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)) {
         return Vec::new();
     }
     let key = service_key(svc);
@@ -70,6 +77,9 @@ pub fn desired_frontends<'a>(
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()
         .flatten()
+        // With ipMode Proxy the load balancer sends traffic to the nodes, not to its IP
+        // (KEP-1860): kube-proxy leaves such IPs alone.
+        .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
         .filter_map(|i| i.ip.as_ref());
     let external_ips = ipv4s(spec.external_ips.iter().flatten().chain(lb_ips));
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
@@ -174,18 +184,21 @@ fn port_endpoints<'a>(
         };
         for ep in &slice.endpoints {
             let (ready, serving, terminating) = conditions(ep);
-            for addr in ep
+            // Like kube-proxy, only the first address: the API says consumers may assume the
+            // others are the same endpoint.
+            let Some(addr) = ep
                 .addresses
-                .iter()
-                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
-            {
-                out.push(Candidate {
-                    backend: BackendAddr::new(addr, target, proto),
-                    node: ep.node_name.as_deref(),
-                    ready,
-                    serving_terminating: serving && terminating,
-                });
-            }
+                .first()
+                .and_then(|a| a.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            out.push(Candidate {
+                backend: BackendAddr::new(addr, target, proto),
+                node: ep.node_name.as_deref(),
+                ready,
+                serving_terminating: serving && terminating,
+            });
         }
     }
     out
@@ -434,9 +447,11 @@ pub(crate) mod tests {
             }),
         );
         let mut svc = svc;
-        svc.status = serde_json::from_value(
-            json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.4"}, {"hostname": "x"}]}}),
-        )
+        svc.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [
+            {"ip": "203.0.113.4"},
+            {"hostname": "x"},
+            {"ip": "203.0.113.5", "ipMode": "Proxy"},
+        ]}}))
         .expect("status");
         let s = slice(
             "lb",
@@ -482,18 +497,33 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn headless_and_external_name_services_need_nothing() {
+    fn headless_external_name_and_other_proxies_services_need_nothing() {
         let headless = service(
             "h",
             json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}),
         );
         let s = slice("h", "h-a", "http", 80, &[ready("10.244.0.1")]);
         assert!(desired_frontends(&headless, [&s], "n1").is_empty());
+        let mut other = service(
+            "o",
+            json!({"clusterIP": "10.96.0.5", "ports": [{"port": 80}]}),
+        );
+        other.metadata.labels =
+            Some([(SERVICE_PROXY_NAME_LABEL.to_string(), "x".to_string())].into());
+        assert!(desired_frontends(&other, [], "n1").is_empty());
         let ext = service(
             "e",
             json!({"type": "ExternalName", "externalName": "example.com"}),
         );
         assert!(desired_frontends(&ext, [], "n1").is_empty());
+    }
+
+    #[test]
+    fn only_an_endpoints_first_address_counts() {
+        let mut s = slice("web", "web-a", "http", 8080, &[ready("10.244.0.1")]);
+        s.endpoints[0].addresses.push("10.244.0.9".into());
+        let fes = desired_frontends(&web(), [&s], "n1");
+        assert_eq!(addrs(&fes[1]), ["10.244.0.1:8080"]);
     }
 
     #[test]
