@@ -9,4 +9,5 @@ pub mod agent;
 pub mod dns;
 pub mod loader;
 pub mod podnet;
+pub mod services;
 mod sys;
