@@ -26,7 +26,11 @@ impl<K: Pod, V: Pod> LbMap<K, V> {
             name,
             source,
         })?;
-        Ok(Self { name, map })
+        Ok(Self::new(name, map))
+    }
+
+    pub(super) fn new(name: &'static str, map: HashMap<MapData, K, V>) -> Self {
+        Self { name, map }
     }
 
     pub fn name(&self) -> &'static str {

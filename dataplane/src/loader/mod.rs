@@ -13,6 +13,7 @@
 mod attach;
 mod bpffs;
 mod maps;
+mod tables;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use aya::{Ebpf, EbpfLoader};
 pub use attach::Attached;
 pub use bpffs::{is_bpffs, Bpffs, BpffsError};
 pub use maps::{LbMap, LbMaps};
+pub use tables::ServiceMaps;
 
 use crate::abi::{
     MAP_AFFINITY, MAP_BACKENDS, MAP_CT, MAP_MAGLEV, MAP_NODE_ADDRS, MAP_SK_REVNAT, MAP_SLOTS,
