@@ -6,3 +6,4 @@
 
 pub mod abi;
 pub mod podnet;
+pub mod routes;

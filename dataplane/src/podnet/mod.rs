@@ -18,9 +18,12 @@
 //! - **Host side.** `<ip>/32 dev <veth> scope link src <gateway>` and a permanent neighbour entry
 //!   pod IP → pod MAC. Host processes therefore reach pods from the gateway address, and pods
 //!   reach every host address (the node's InternalIP included) by local delivery.
-//! - **Sysctls.** None: the global ones are the host's (`ip_forward` stays as it is), and nothing
-//!   above needs a per-interface one. Pod ↔ pod and pod → outside traffic needs forwarding and
-//!   is the data-plane issue's job, as are Services and cross-node routes.
+//! - **Sysctls.** Only `forwarding=1` on the pod's host veth, so the pod's packets to other pods
+//!   and beyond are routed although the host's global `ip_forward` stays as it is (the kernel
+//!   checks the *ingress* device; see `sysctl.rs`). Replies and other nodes' packets enter
+//!   through the uplink, which the agent enables with [`enable_forwarding`]; cross-node routes
+//!   and masquerading live in `routes` and `nat`.
+//! - **MTU.** No encapsulation, so pods may use the uplink's MTU: [`pod_mtu`].
 //! - **IPAM.** Host-local, one file per address under [`PodNetConfig::state_dir`]; see `ipam.rs`.
 //! - **Namespaces.** The pod namespace is entered by a short-lived thread only to open a netlink
 //!   socket there; see `netlink.rs`. Host-side operations use the caller's namespace: call from a
@@ -35,7 +38,9 @@ mod cidr;
 mod cleanup;
 mod ifname;
 mod ipam;
+mod mtu;
 mod netlink;
+mod sysctl;
 
 use std::fs::File;
 use std::io;
@@ -48,6 +53,8 @@ pub use cidr::{CidrError, Ipv4Cidr};
 pub use cleanup::cleanup_state;
 pub use ifname::{host_ifname, HOST_IFNAME_PREFIX, POD_IFNAME};
 pub use ipam::IpamError;
+pub use mtu::pod_mtu;
+pub use sysctl::{enable_forwarding, set_interface_sysctl, SysctlError, IPV4_CONF_ROOT};
 
 use ipam::Ipam;
 use netlink::{Link, Netns};
@@ -80,6 +87,8 @@ pub struct PodAddress {
 pub enum PodNetError {
     #[error(transparent)]
     Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
     #[error("mtu {mtu} is outside 68..=65535")]
     InvalidMtu { mtu: u32 },
     #[error("open network namespace {path}")]
@@ -183,6 +192,7 @@ impl PodNetwork {
             .await?;
 
         host.set_up(&veth, Some(pod_uid)).await?;
+        enable_forwarding(&veth.name)?;
         host.add_address(&veth, gateway, 32).await?;
         if let Some(lo) = pod.link("lo").await? {
             pod.set_up(&lo, None).await?;
@@ -379,6 +389,7 @@ mod tests {
             mac: vec![0; 6],
             alias: alias.map(str::to_string),
             peer_index: Some(2),
+            mtu: Some(1500),
         };
         assert!(check_owner(&link(Some("a")), "a").is_ok());
         assert!(check_owner(&link(None), "a").is_ok());

@@ -30,6 +30,7 @@ pub struct Link {
     pub alias: Option<String>,
     /// For a veth: its peer's ifindex (in the peer's namespace).
     pub peer_index: Option<u32>,
+    pub mtu: Option<u32>,
 }
 
 impl Link {
@@ -40,6 +41,7 @@ impl Link {
             mac: Vec::new(),
             alias: None,
             peer_index: None,
+            mtu: None,
         };
         for attr in msg.attributes {
             match attr {
@@ -47,6 +49,7 @@ impl Link {
                 LinkAttribute::Address(mac) => link.mac = mac,
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
                 LinkAttribute::Link(peer) => link.peer_index = Some(peer),
+                LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
                 _ => {}
             }
         }

@@ -1,0 +1,475 @@
+//! Privileged: the routed pod network across two "nodes" — pod ↔ pod on a node and across
+//! nodes with the nodes' global `ip_forward` off, masquerade to the outside, and hostPort.
+//!
+//! The test re-executes itself under `unshare --net`, so everything happens in throwaway network
+//! namespaces and disappears with the process even if it is killed; the machine's own namespace
+//! is never touched. Inside, the process's namespace is a "LAN": a bridge `berthlan` joining
+//! three namespaces held only by file descriptors — node 1, node 2 and an outside host — each
+//! by a veth whose far end is `berthup`:
+//!
+//! ```text
+//!   pod a1, a2 ── node 1 (198.51.100.1, podCIDR 10.244.1.0/24) ─┐
+//!   pod b      ── node 2 (198.51.100.2, podCIDR 10.244.2.0/24) ─┼─ berthlan
+//!                 outside (198.51.100.3, no route to any pod)  ─┘
+//! ```
+
+use std::env;
+use std::fs::{self, File};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use berth_dataplane::podnet::{Ipv4Cidr, PodAddress, PodNetConfig, PodNetwork};
+use berth_dataplane::routes::{enable_forwarding, uplink_for, NodeRoutes, RoutesError, SyncReport};
+use nix::sched::{setns, unshare, CloneFlags};
+
+const TEST_NAME: &str = "routed_pod_network";
+/// Set for the re-executed test: the file it writes when it got to the end.
+const INNER_ENV: &str = "BERTH_PODNET_ROUTED_INNER_MARKER";
+const NODE1_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const NODE2_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+const UPLINK: &str = "berthup";
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// For connections that must fail: dropped packets would otherwise wait for the full timeout.
+const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn skip(reason: &str) {
+    if env::var("BERTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("BERTH_REQUIRE_PRIVILEGED=1 but cannot run: {reason}");
+    }
+    eprintln!("skipping: {reason}");
+}
+
+fn on_path(program: &str) -> bool {
+    env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn can_run() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("needs root".to_string());
+    }
+    for program in ["unshare", "nsenter", "ip", "nft"] {
+        if !on_path(program) {
+            return Err(format!("{program} is not installed"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn routed_pod_network() {
+    if let Some(marker) = env::var_os(INNER_ENV) {
+        scenario();
+        fs::write(Path::new(&marker), "ok").expect("write marker");
+        return;
+    }
+    if let Err(reason) = can_run() {
+        skip(&reason);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("done");
+    let status = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(env::current_exe().expect("current exe"))
+        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+        .env(INNER_ENV, &marker)
+        .status()
+        .expect("run the test under unshare --net");
+    assert!(
+        status.success(),
+        "the test in its own namespace failed: {status}"
+    );
+    // Guards against the inner run silently matching no test.
+    assert!(
+        marker.exists(),
+        "the test in its own namespace did not run to the end"
+    );
+}
+
+/// A network namespace held only by the returned file, and a path other processes open it by.
+struct Ns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Ns {
+    fn new() -> Self {
+        let file = std::thread::spawn(|| {
+            // Only this thread moves, and it ends right after.
+            unshare(CloneFlags::CLONE_NEWNET).expect("unshare netns");
+            File::open("/proc/thread-self/ns/net").expect("open new netns")
+        })
+        .join()
+        .expect("netns thread");
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_raw_fd()
+        ));
+        let ns = Ns { file, path };
+        ns.ok("ip", &["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread inside this namespace; sockets it creates stay here.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(&self.file, CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("thread in netns")
+        })
+    }
+
+    /// Runs the future `f` makes on a single-threaded runtime whose only thread is in this
+    /// namespace: what "the caller's namespace" means for podnet, routes and nat.
+    fn block_on<F: Future>(&self, f: impl FnOnce() -> F + Send) -> F::Output
+    where
+        F::Output: Send,
+    {
+        self.run(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f())
+        })
+    }
+
+    fn cmd(&self, program: &str, args: &[&str]) -> Output {
+        let net = format!("--net={}", self.path.display());
+        Command::new("nsenter")
+            .arg(net)
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"))
+    }
+
+    fn ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.cmd(program, args);
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn sysctl(&self, key: &str) -> String {
+        self.ok("cat", &[&format!("/proc/sys/net/ipv4/{key}")])
+            .trim()
+            .to_string()
+    }
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A host on the LAN: its `berthup` holds `ip/24`, its other end is a bridge port.
+fn plug(ns: &Ns, port: &str, ip: Ipv4Addr) {
+    let netns = ns.path.display().to_string();
+    run_ok(
+        "ip",
+        &[
+            "link", "add", port, "type", "veth", "peer", "name", UPLINK, "netns", &netns,
+        ],
+    );
+    run_ok("ip", &["link", "set", port, "master", "berthlan", "up"]);
+    ns.ok("ip", &["addr", "add", &format!("{ip}/24"), "dev", UPLINK]);
+    ns.ok("ip", &["link", "set", UPLINK, "up"]);
+}
+
+/// A node: its namespace and its pod network.
+struct Node {
+    ns: Ns,
+    net: PodNetwork,
+    _state: tempfile::TempDir,
+}
+
+impl Node {
+    fn new(port: &str, ip: Ipv4Addr, pod_cidr: &str) -> Self {
+        let ns = Ns::new();
+        plug(&ns, port, ip);
+        let state = tempfile::tempdir().expect("state dir");
+        let net = PodNetwork::new(PodNetConfig {
+            pod_cidr: pod_cidr.parse().expect("cidr"),
+            state_dir: state.path().join("ipam"),
+            mtu: 1500,
+        })
+        .expect("podnet");
+        Node {
+            ns,
+            net,
+            _state: state,
+        }
+    }
+
+    /// Attaches pod `uid`, whose namespace is `pod`, from a thread in the node's namespace.
+    fn attach(&self, uid: &str, pod: &Ns) -> PodAddress {
+        let net = self.net.clone();
+        let path = pod.path.clone();
+        self.ns
+            .block_on(|| async move { net.attach(uid, &path).await })
+            .expect("attach")
+    }
+
+    fn sync(&self, desired: &[(&str, Ipv4Addr)]) -> SyncReport {
+        let desired: Vec<(Ipv4Cidr, Ipv4Addr)> = desired
+            .iter()
+            .map(|(cidr, via)| (cidr.parse().expect("cidr"), *via))
+            .collect();
+        self.ns.block_on(|| async move {
+            let routes = NodeRoutes::new().expect("node routes");
+            routes.sync(&desired).await.expect("sync")
+        })
+    }
+
+    fn berth_routes(&self) -> String {
+        self.ns
+            .ok("ip", &["-4", "route", "show", "proto", "180"])
+            .trim()
+            .to_string()
+    }
+}
+
+/// Listens on `ip:port` (0: any) inside `ns`.
+fn listen(ns: &Ns, ip: Ipv4Addr, port: u16) -> TcpListener {
+    ns.run(|| TcpListener::bind((ip, port)).expect("bind"))
+}
+
+fn connect(ns: &Ns, target: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    ns.run(|| TcpStream::connect_timeout(&target, timeout))
+}
+
+/// Connects from `from` to `target`, which `listener` must accept; returns the source address
+/// the listener saw, after one line went each way.
+fn exchange(from: &Ns, target: SocketAddr, listener: &TcpListener) -> IpAddr {
+    let mut client =
+        connect(from, target, IO_TIMEOUT).unwrap_or_else(|e| panic!("connect to {target}: {e}"));
+    let (mut server, peer) = listener.accept().expect("accept");
+    server.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client.write_all(b"ping\n").expect("write");
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).expect("server read");
+    server.write_all(&buf).expect("echo");
+    let mut echoed = [0u8; 5];
+    client.read_exact(&mut echoed).expect("client read");
+    assert_eq!(&echoed, b"ping\n");
+    peer.ip()
+}
+
+/// The source `to`'s listener sees when `from` connects to `to`'s pod address.
+fn pod_to_pod(from: &Ns, to: &Ns, to_addr: &PodAddress) -> IpAddr {
+    let listener = listen(to, Ipv4Addr::UNSPECIFIED, 0);
+    let port = listener.local_addr().expect("addr").port();
+    exchange(from, SocketAddr::from((to_addr.ip, port)), &listener)
+}
+
+fn scenario() {
+    run_ok("ip", &["link", "set", "lo", "up"]);
+    run_ok("ip", &["link", "add", "berthlan", "type", "bridge"]);
+    run_ok("ip", &["link", "set", "berthlan", "up"]);
+    let node1 = Node::new("berthl1", NODE1_IP, "10.244.1.0/24");
+    let node2 = Node::new("berthl2", NODE2_IP, "10.244.2.0/24");
+    let outside = Ns::new();
+    plug(&outside, "berthlo", OUTSIDE_IP);
+    let (pod_a1, pod_a2, pod_b) = (Ns::new(), Ns::new(), Ns::new());
+
+    // (a)
+    let a1 = node1.attach("uid-a1", &pod_a1);
+    let a2 = node1.attach("uid-a2", &pod_a2);
+    same_node(&node1, (&pod_a1, &a1), (&pod_a2, &a2));
+
+    // (b)
+    let b = node2.attach("uid-b", &pod_b);
+    uplinks_forward(&node1, &node2);
+    node1.sync(&[("10.244.2.0/24", NODE2_IP)]);
+    node2.sync(&[("10.244.1.0/24", NODE1_IP)]);
+    assert_eq!(pod_to_pod(&pod_a1, &pod_b, &b), IpAddr::V4(a1.ip));
+    assert_eq!(pod_to_pod(&pod_b, &pod_a2, &a2), IpAddr::V4(b.ip));
+    routes_are_incremental_and_berth_only(&node1);
+    // Without the route, node 1 cannot reach node 2's pods.
+    assert_eq!(node1.sync(&[]).removed, 1);
+    let listener = listen(&pod_b, Ipv4Addr::UNSPECIFIED, 0);
+    let target = SocketAddr::from((b.ip, listener.local_addr().expect("addr").port()));
+    assert!(connect(&pod_a1, target, FAIL_TIMEOUT).is_err());
+    node1.sync(&[("10.244.2.0/24", NODE2_IP)]);
+    assert_eq!(exchange(&pod_a1, target, &listener), IpAddr::V4(a1.ip));
+}
+
+/// (a) Two pods on one node talk although the node's global forwarding is off: the pods' host
+/// veths forward. Without that, they cannot.
+fn same_node(node: &Node, (pod1, a1): (&Ns, &PodAddress), (pod2, a2): (&Ns, &PodAddress)) {
+    assert_eq!(node.ns.sysctl("ip_forward"), "0");
+    assert_eq!(node.ns.sysctl("conf/all/forwarding"), "0");
+    for a in [a1, a2] {
+        let key = format!("conf/{}/forwarding", a.host_ifname);
+        assert_eq!(node.ns.sysctl(&key), "1", "{key}");
+    }
+    assert_eq!(pod_to_pod(pod1, pod2, a2), IpAddr::V4(a1.ip));
+    assert_eq!(pod_to_pod(pod2, pod1, a1), IpAddr::V4(a2.ip));
+
+    // Forwarding off on a1's veth: a1's packets are no longer routed.
+    let key = format!("/proc/sys/net/ipv4/conf/{}/forwarding", a1.host_ifname);
+    node.ns.ok("sh", &["-c", &format!("echo 0 > {key}")]);
+    let listener = listen(pod2, Ipv4Addr::UNSPECIFIED, 0);
+    let target = SocketAddr::from((a2.ip, listener.local_addr().expect("addr").port()));
+    assert!(connect(pod1, target, FAIL_TIMEOUT).is_err());
+    // attach repairs it.
+    assert_eq!(&node.attach("uid-a1", pod1), a1);
+    assert_eq!(exchange(pod1, target, &listener), IpAddr::V4(a1.ip));
+    // The global switches were never touched.
+    assert_eq!(node.ns.sysctl("ip_forward"), "0");
+    assert_eq!(node.ns.sysctl("conf/all/forwarding"), "0");
+    assert_eq!(node.ns.sysctl("conf/default/forwarding"), "0");
+}
+
+/// The agent's part: find the uplink by the node's address and let it forward.
+fn uplinks_forward(node1: &Node, node2: &Node) {
+    for (node, ip) in [(node1, NODE1_IP), (node2, NODE2_IP)] {
+        let uplink = node
+            .ns
+            .block_on(|| async move { uplink_for(ip).await })
+            .expect("uplink")
+            .expect("an uplink holds the node ip");
+        assert_eq!(uplink.name, UPLINK);
+        assert_eq!(uplink.mtu, Some(1500));
+        node.ns
+            .run(|| enable_forwarding(&uplink.name))
+            .expect("uplink forwarding");
+        assert_eq!(node.ns.sysctl("conf/berthup/forwarding"), "1");
+        assert_eq!(node.ns.sysctl("ip_forward"), "0");
+    }
+    let none = node1
+        .ns
+        .block_on(|| async { uplink_for(Ipv4Addr::new(192, 0, 2, 99)).await })
+        .expect("uplink lookup");
+    assert_eq!(none, None);
+}
+
+/// Sync touches only what changed and only Berth's routes; cleanup removes them all.
+fn routes_are_incremental_and_berth_only(node: &Node) {
+    let route2 = format!("10.244.2.0/24 via {NODE2_IP} dev {UPLINK}");
+    assert!(
+        node.berth_routes().starts_with(&route2),
+        "{}",
+        node.berth_routes()
+    );
+    let report = node.sync(&[("10.244.2.0/24", NODE2_IP)]);
+    assert_eq!(
+        (report.written, report.unchanged, report.removed),
+        (0, 1, 0)
+    );
+
+    // A foreign route to a podCIDR is a conflict, never replaced; nor is an unrelated one.
+    node.ns.ok(
+        "ip",
+        &[
+            "route",
+            "add",
+            "10.244.9.0/24",
+            "via",
+            &OUTSIDE_IP.to_string(),
+            "proto",
+            "static",
+        ],
+    );
+    node.ns.ok(
+        "ip",
+        &[
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            &OUTSIDE_IP.to_string(),
+        ],
+    );
+    let report = node.sync(&[
+        ("10.244.2.0/24", NODE2_IP),
+        ("10.244.9.0/24", NODE2_IP),
+        // Reached through a router: needs onlink.
+        ("10.244.7.0/24", Ipv4Addr::new(203, 0, 113, 7)),
+        // Not reachable at all, and this node's own address: reported, the rest still synced.
+        ("10.244.5.0/24", Ipv4Addr::new(192, 0, 2, 5)),
+        ("10.244.6.0/24", NODE1_IP),
+    ]);
+    assert_eq!(
+        report.conflicts,
+        vec!["10.244.9.0/24".parse::<Ipv4Cidr>().unwrap()]
+    );
+    assert_eq!((report.written, report.unchanged), (1, 1));
+    assert!(
+        matches!(
+            report.failed.as_slice(),
+            [
+                RoutesError::Unreachable { .. },
+                RoutesError::OwnAddress { .. }
+            ]
+        ),
+        "{:?}",
+        report.failed
+    );
+    let foreign = node.ns.ok("ip", &["route", "show", "10.244.9.0/24"]);
+    assert!(foreign.contains("proto static"), "{foreign}");
+    let onlink = node.ns.ok("ip", &["route", "show", "10.244.7.0/24"]);
+    assert!(
+        onlink.contains("via 203.0.113.7 dev berthup proto 180") && onlink.contains("onlink"),
+        "{onlink}"
+    );
+
+    // A node's address changes: only its route is replaced; one disappears: only it is removed.
+    let report = node.sync(&[
+        ("10.244.2.0/24", OUTSIDE_IP),
+        ("10.244.7.0/24", Ipv4Addr::new(203, 0, 113, 7)),
+    ]);
+    assert_eq!((report.written, report.unchanged), (1, 1));
+    assert!(node
+        .berth_routes()
+        .contains(&format!("10.244.2.0/24 via {OUTSIDE_IP}")));
+    let listed = node.ns.block_on(|| async {
+        NodeRoutes::new()
+            .expect("routes")
+            .list()
+            .await
+            .expect("list")
+    });
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let report = node.sync(&[("10.244.2.0/24", NODE2_IP)]);
+    assert_eq!((report.written, report.removed), (1, 1));
+    assert!(node.berth_routes().starts_with(&route2));
+
+    // cleanup removes only Berth's routes.
+    let removed = node
+        .ns
+        .block_on(|| async { NodeRoutes::new().expect("routes").cleanup().await })
+        .expect("cleanup");
+    assert_eq!(removed, 1);
+    assert_eq!(node.berth_routes(), "");
+    assert!(node
+        .ns
+        .ok("ip", &["route", "show", "10.244.9.0/24"])
+        .contains("proto static"));
+    node.ns.ok("ip", &["route", "del", "10.244.9.0/24"]);
+    node.ns.ok("ip", &["route", "del", "203.0.113.0/24"]);
+    node.sync(&[("10.244.2.0/24", NODE2_IP)]);
+}
