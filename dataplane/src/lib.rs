@@ -5,5 +5,6 @@
 //!   node's podCIDR and a default route.
 
 pub mod abi;
+pub mod nat;
 pub mod podnet;
 pub mod routes;

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use berth_dataplane::podnet::{Ipv4Cidr, PodAddress, PodNetConfig, PodNetwork};
+use berth_dataplane::nat::{HostPort, Nat, NatError, Protocol};
+use berth_dataplane::podnet::{Ipv4Cidr, PodAddress, PodNetConfig, PodNetwork, POD_LINK_GROUP};
 use berth_dataplane::routes::{enable_forwarding, uplink_for, NodeRoutes, RoutesError, SyncReport};
 use nix::sched::{setns, unshare, CloneFlags};
 
@@ -34,6 +35,7 @@ const NODE1_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const NODE2_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 const UPLINK: &str = "berthup";
+const CLUSTER_CIDR: &str = "10.244.0.0/16";
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// For connections that must fail: dropped packets would otherwise wait for the full timeout.
 const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -300,6 +302,18 @@ fn scenario() {
     let a2 = node1.attach("uid-a2", &pod_a2);
     same_node(&node1, (&pod_a1, &a1), (&pod_a2, &a2));
 
+    // Masquerading on both nodes from here on: pod ↔ pod traffic must still keep its source.
+    let nat1 = Nat::new(CLUSTER_CIDR.parse().expect("cidr"));
+    let nat2 = Nat::new(CLUSTER_CIDR.parse().expect("cidr"));
+    node1
+        .ns
+        .run(|| nat1.ensure())
+        .expect("ensure nat on node 1");
+    node2
+        .ns
+        .run(|| nat2.ensure())
+        .expect("ensure nat on node 2");
+
     // (b)
     let b = node2.attach("uid-b", &pod_b);
     uplinks_forward(&node1, &node2);
@@ -315,6 +329,102 @@ fn scenario() {
     assert!(connect(&pod_a1, target, FAIL_TIMEOUT).is_err());
     node1.sync(&[("10.244.2.0/24", NODE2_IP)]);
     assert_eq!(exchange(&pod_a1, target, &listener), IpAddr::V4(a1.ip));
+
+    // (c)
+    masquerade(&node1, &nat1, &outside, &pod_a1);
+    // (d)
+    hostport(&node1, &nat1, &outside, (&pod_a1, &a1), &pod_b);
+
+    for (node, nat) in [(&node1, &nat1), (&node2, &nat2)] {
+        node.ns.run(|| nat.cleanup()).expect("nat cleanup");
+        node.ns.run(|| nat.cleanup()).expect("nat cleanup again");
+        assert_eq!(node.ns.ok("nft", &["list", "tables"]).trim(), "");
+    }
+}
+
+/// (c) A pod reaches the outside, which sees node 1's address and has no route to any pod.
+fn masquerade(node: &Node, nat: &Nat, outside: &Ns, pod: &Ns) {
+    // ensure is idempotent: one table, one rule per chain.
+    node.ns.run(|| nat.ensure()).expect("ensure again");
+    assert_eq!(
+        node.ns.ok("nft", &["list", "tables"]).trim(),
+        "table ip berth"
+    );
+    let ruleset = node.ns.ok("nft", &["list", "table", "ip", "berth"]);
+    assert_eq!(ruleset.matches("masquerade").count(), 1, "{ruleset}");
+    assert_eq!(ruleset.matches("dnat").count(), 2, "{ruleset}");
+
+    let listener = listen(outside, OUTSIDE_IP, 0);
+    let target = listener.local_addr().expect("addr");
+    assert_eq!(exchange(pod, target, &listener), IpAddr::V4(NODE1_IP));
+}
+
+/// (d) node1:8080 reaches pod a1 from the outside, from node 1 itself and from a pod on node 2;
+/// mappings change one element at a time.
+fn hostport(node: &Node, nat: &Nat, outside: &Ns, (pod, a1): (&Ns, &PodAddress), pod_b: &Ns) {
+    let listener = listen(pod, Ipv4Addr::UNSPECIFIED, 0);
+    let container_port = listener.local_addr().expect("addr").port();
+    let mapping = HostPort {
+        protocol: Protocol::Tcp,
+        host_port: 8080,
+        pod_ip: a1.ip,
+        container_port,
+    };
+    let other = HostPort {
+        protocol: Protocol::Udp,
+        host_port: 5353,
+        pod_ip: a1.ip,
+        container_port: 53,
+    };
+    node.ns
+        .run(|| -> Result<(), NatError> {
+            assert!(nat.add_hostport(&other)?);
+            assert!(nat.add_hostport(&mapping)?);
+            assert!(!nat.add_hostport(&mapping)?);
+            Ok(())
+        })
+        .expect("add hostports");
+    let target = SocketAddr::from((NODE1_IP, 8080));
+    assert_eq!(exchange(outside, target, &listener), IpAddr::V4(OUTSIDE_IP));
+    assert_eq!(exchange(&node.ns, target, &listener), IpAddr::V4(NODE1_IP));
+    // Node 1's address is outside the cluster CIDR: node 2 masquerades its pod's connection.
+    assert_eq!(exchange(pod_b, target, &listener), IpAddr::V4(NODE2_IP));
+
+    // Re-pointing the mapping replaces only its element; ensure keeps the elements.
+    let moved = HostPort {
+        container_port: container_port.wrapping_add(1),
+        ..mapping.clone()
+    };
+    let listed = node
+        .ns
+        .run(|| -> Result<Vec<HostPort>, NatError> {
+            assert!(nat.add_hostport(&moved)?);
+            nat.ensure()?;
+            nat.hostports()
+        })
+        .expect("replace hostport");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed.contains(&moved) && listed.contains(&other),
+        "{listed:?}"
+    );
+    node.ns
+        .run(|| -> Result<(), NatError> {
+            assert!(nat.add_hostport(&mapping)?);
+            assert!(nat.remove_hostport(Protocol::Udp, 5353)?);
+            assert!(!nat.remove_hostport(Protocol::Udp, 5353)?);
+            Ok(())
+        })
+        .expect("restore hostport");
+    assert_eq!(exchange(outside, target, &listener), IpAddr::V4(OUTSIDE_IP));
+
+    // Unmapped: node 1 has nothing on 8080 and refuses at once.
+    node.ns
+        .run(|| nat.remove_hostport(Protocol::Tcp, 8080))
+        .expect("remove hostport");
+    assert_eq!(node.ns.run(|| nat.hostports()).expect("list"), vec![]);
+    let err = connect(outside, target, IO_TIMEOUT).expect_err("unmapped port");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }
 
 /// (a) Two pods on one node talk although the node's global forwarding is off: the pods' host
@@ -325,6 +435,8 @@ fn same_node(node: &Node, (pod1, a1): (&Ns, &PodAddress), (pod2, a2): (&Ns, &Pod
     for a in [a1, a2] {
         let key = format!("conf/{}/forwarding", a.host_ifname);
         assert_eq!(node.ns.sysctl(&key), "1", "{key}");
+        let link = node.ns.ok("ip", &["-o", "link", "show", &a.host_ifname]);
+        assert!(link.contains(&format!("group {POD_LINK_GROUP} ")), "{link}");
     }
     assert_eq!(pod_to_pod(pod1, pod2, a2), IpAddr::V4(a1.ip));
     assert_eq!(pod_to_pod(pod2, pod1, a1), IpAddr::V4(a2.ip));

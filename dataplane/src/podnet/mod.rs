@@ -7,7 +7,8 @@
 //! program to ([`PodAddress::host_ifname`]).
 //!
 //! - **Links.** One veth pair per pod. The host side is [`host_ifname`]`(uid)` (`berth` + a hash,
-//!   15 bytes) with the pod uid as its alias; the pod side is created directly inside the pod's
+//!   15 bytes) with the pod uid as its alias and [`POD_LINK_GROUP`] as its device group (what
+//!   `nat` matches pod veths by: a name pattern would also match other `berth*` links); the pod side is created directly inside the pod's
 //!   namespace as `eth0`, so it never appears in the host namespace under a clashing name.
 //! - **Pod side.** `lo` up; `eth0` up with `<ip>/32`; `default via <gateway> dev eth0 onlink`; a
 //!   permanent neighbour entry gateway → host veth MAC, so the pod never has to ARP and the host's
@@ -58,6 +59,9 @@ pub use sysctl::{enable_forwarding, set_interface_sysctl, SysctlError, IPV4_CONF
 
 use ipam::Ipam;
 use netlink::{Link, Netns};
+
+/// The device group (`ip link set group`) of every pod's host veth: "bert" in ASCII.
+pub const POD_LINK_GROUP: u32 = 0x6265_7274;
 
 /// How this node's pods are networked.
 #[derive(Debug, Clone)]
@@ -191,13 +195,14 @@ impl PodNetwork {
             .ensure_veth(&host, &pod, &netns_file, netns, pod_uid, &ifname)
             .await?;
 
-        host.set_up(&veth, Some(pod_uid)).await?;
+        host.set_up(&veth, Some(pod_uid), Some(POD_LINK_GROUP))
+            .await?;
         enable_forwarding(&veth.name)?;
         host.add_address(&veth, gateway, 32).await?;
         if let Some(lo) = pod.link("lo").await? {
-            pod.set_up(&lo, None).await?;
+            pod.set_up(&lo, None, None).await?;
         }
-        pod.set_up(&eth0, None).await?;
+        pod.set_up(&eth0, None, None).await?;
         pod.add_address(&eth0, ip, 32).await?;
         pod.add_neighbour(&eth0, gateway, &veth.mac).await?;
         pod.add_default_route(&eth0, gateway).await?;

@@ -185,11 +185,19 @@ impl Netns {
             .map_err(self.err("create veth", host_name))
     }
 
-    /// Sets link `index` up, and its alias when given.
-    pub async fn set_up(&self, link: &Link, alias: Option<&str>) -> Result<(), PodNetError> {
+    /// Sets link `index` up, and its alias and device group when given.
+    pub async fn set_up(
+        &self,
+        link: &Link,
+        alias: Option<&str>,
+        group: Option<u32>,
+    ) -> Result<(), PodNetError> {
         let mut message = LinkUnspec::new_with_index(link.index).up();
         if let Some(alias) = alias {
             message = message.alias(alias);
+        }
+        if let Some(group) = group {
+            message = message.append_extra_attribute(LinkAttribute::Group(group));
         }
         self.handle
             .link()
