@@ -13,20 +13,20 @@
 //!                 outside (198.51.100.3, no route to any pod)  ─┘
 //! ```
 
+#[path = "podnet_routed/harness.rs"]
+mod harness;
+
 use std::env;
-use std::fs::{self, File};
-use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use berth_dataplane::nat::{HostPort, Nat, NatError, Protocol};
-use berth_dataplane::podnet::{Ipv4Cidr, PodAddress, PodNetConfig, PodNetwork, POD_LINK_GROUP};
-use berth_dataplane::routes::{enable_forwarding, uplink_for, NodeRoutes, RoutesError, SyncReport};
-use nix::sched::{setns, unshare, CloneFlags};
+use berth_dataplane::podnet::{Ipv4Cidr, PodAddress, POD_LINK_GROUP};
+use berth_dataplane::routes::{enable_forwarding, uplink_for, NodeRoutes, RoutesError};
+use harness::{connect, exchange, listen, plug, pod_to_pod, run_ok, Node, Ns, IO_TIMEOUT, UPLINK};
 
 const TEST_NAME: &str = "routed_pod_network";
 /// Set for the re-executed test: the file it writes when it got to the end.
@@ -34,9 +34,7 @@ const INNER_ENV: &str = "BERTH_PODNET_ROUTED_INNER_MARKER";
 const NODE1_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const NODE2_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
-const UPLINK: &str = "berthup";
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// For connections that must fail: dropped packets would otherwise wait for the full timeout.
 const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -93,198 +91,6 @@ fn routed_pod_network() {
         marker.exists(),
         "the test in its own namespace did not run to the end"
     );
-}
-
-/// A network namespace held only by the returned file, and a path other processes open it by.
-struct Ns {
-    file: File,
-    path: PathBuf,
-}
-
-impl Ns {
-    fn new() -> Self {
-        let file = std::thread::spawn(|| {
-            // Only this thread moves, and it ends right after.
-            unshare(CloneFlags::CLONE_NEWNET).expect("unshare netns");
-            File::open("/proc/thread-self/ns/net").expect("open new netns")
-        })
-        .join()
-        .expect("netns thread");
-        let path = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            file.as_raw_fd()
-        ));
-        let ns = Ns { file, path };
-        ns.ok("ip", &["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `f` on a thread inside this namespace; sockets it creates stay here.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                setns(&self.file, CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .expect("thread in netns")
-        })
-    }
-
-    /// Runs the future `f` makes on a single-threaded runtime whose only thread is in this
-    /// namespace: what "the caller's namespace" means for podnet, routes and nat.
-    fn block_on<F: Future>(&self, f: impl FnOnce() -> F + Send) -> F::Output
-    where
-        F::Output: Send,
-    {
-        self.run(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(f())
-        })
-    }
-
-    fn cmd(&self, program: &str, args: &[&str]) -> Output {
-        let net = format!("--net={}", self.path.display());
-        Command::new("nsenter")
-            .arg(net)
-            .arg(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"))
-    }
-
-    fn ok(&self, program: &str, args: &[&str]) -> String {
-        let out = self.cmd(program, args);
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn sysctl(&self, key: &str) -> String {
-        self.ok("cat", &[&format!("/proc/sys/net/ipv4/{key}")])
-            .trim()
-            .to_string()
-    }
-}
-
-fn run_ok(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A host on the LAN: its `berthup` holds `ip/24`, its other end is a bridge port.
-fn plug(ns: &Ns, port: &str, ip: Ipv4Addr) {
-    let netns = ns.path.display().to_string();
-    run_ok(
-        "ip",
-        &[
-            "link", "add", port, "type", "veth", "peer", "name", UPLINK, "netns", &netns,
-        ],
-    );
-    run_ok("ip", &["link", "set", port, "master", "berthlan", "up"]);
-    ns.ok("ip", &["addr", "add", &format!("{ip}/24"), "dev", UPLINK]);
-    ns.ok("ip", &["link", "set", UPLINK, "up"]);
-}
-
-/// A node: its namespace and its pod network.
-struct Node {
-    ns: Ns,
-    net: PodNetwork,
-    _state: tempfile::TempDir,
-}
-
-impl Node {
-    fn new(port: &str, ip: Ipv4Addr, pod_cidr: &str) -> Self {
-        let ns = Ns::new();
-        plug(&ns, port, ip);
-        let state = tempfile::tempdir().expect("state dir");
-        let net = PodNetwork::new(PodNetConfig {
-            pod_cidr: pod_cidr.parse().expect("cidr"),
-            state_dir: state.path().join("ipam"),
-            mtu: 1500,
-        })
-        .expect("podnet");
-        Node {
-            ns,
-            net,
-            _state: state,
-        }
-    }
-
-    /// Attaches pod `uid`, whose namespace is `pod`, from a thread in the node's namespace.
-    fn attach(&self, uid: &str, pod: &Ns) -> PodAddress {
-        let net = self.net.clone();
-        let path = pod.path.clone();
-        self.ns
-            .block_on(|| async move { net.attach(uid, &path).await })
-            .expect("attach")
-    }
-
-    fn sync(&self, desired: &[(&str, Ipv4Addr)]) -> SyncReport {
-        let desired: Vec<(Ipv4Cidr, Ipv4Addr)> = desired
-            .iter()
-            .map(|(cidr, via)| (cidr.parse().expect("cidr"), *via))
-            .collect();
-        self.ns.block_on(|| async move {
-            let routes = NodeRoutes::new().expect("node routes");
-            routes.sync(&desired).await.expect("sync")
-        })
-    }
-
-    fn berth_routes(&self) -> String {
-        self.ns
-            .ok("ip", &["-4", "route", "show", "proto", "180"])
-            .trim()
-            .to_string()
-    }
-}
-
-/// Listens on `ip:port` (0: any) inside `ns`.
-fn listen(ns: &Ns, ip: Ipv4Addr, port: u16) -> TcpListener {
-    ns.run(|| TcpListener::bind((ip, port)).expect("bind"))
-}
-
-fn connect(ns: &Ns, target: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    ns.run(|| TcpStream::connect_timeout(&target, timeout))
-}
-
-/// Connects from `from` to `target`, which `listener` must accept; returns the source address
-/// the listener saw, after one line went each way.
-fn exchange(from: &Ns, target: SocketAddr, listener: &TcpListener) -> IpAddr {
-    let mut client =
-        connect(from, target, IO_TIMEOUT).unwrap_or_else(|e| panic!("connect to {target}: {e}"));
-    let (mut server, peer) = listener.accept().expect("accept");
-    server.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    client.write_all(b"ping\n").expect("write");
-    let mut buf = [0u8; 5];
-    server.read_exact(&mut buf).expect("server read");
-    server.write_all(&buf).expect("echo");
-    let mut echoed = [0u8; 5];
-    client.read_exact(&mut echoed).expect("client read");
-    assert_eq!(&echoed, b"ping\n");
-    peer.ip()
-}
-
-/// The source `to`'s listener sees when `from` connects to `to`'s pod address.
-fn pod_to_pod(from: &Ns, to: &Ns, to_addr: &PodAddress) -> IpAddr {
-    let listener = listen(to, Ipv4Addr::UNSPECIFIED, 0);
-    let port = listener.local_addr().expect("addr").port();
-    exchange(from, SocketAddr::from((to_addr.ip, port)), &listener)
 }
 
 fn scenario() {
@@ -351,8 +157,8 @@ fn masquerade(node: &Node, nat: &Nat, outside: &Ns, pod: &Ns) {
         "table ip berth"
     );
     let ruleset = node.ns.ok("nft", &["list", "table", "ip", "berth"]);
-    assert_eq!(ruleset.matches("masquerade").count(), 1, "{ruleset}");
-    assert_eq!(ruleset.matches("dnat").count(), 2, "{ruleset}");
+    assert_eq!(ruleset.matches("masquerade").count(), 2, "{ruleset}");
+    assert_eq!(ruleset.matches("dnat ip to").count(), 2, "{ruleset}");
 
     let listener = listen(outside, OUTSIDE_IP, 0);
     let target = listener.local_addr().expect("addr");
@@ -389,6 +195,12 @@ fn hostport(node: &Node, nat: &Nat, outside: &Ns, (pod, a1): (&Ns, &PodAddress),
     assert_eq!(exchange(&node.ns, target, &listener), IpAddr::V4(NODE1_IP));
     // Node 1's address is outside the cluster CIDR: node 2 masquerades its pod's connection.
     assert_eq!(exchange(pod_b, target, &listener), IpAddr::V4(NODE2_IP));
+    // Hairpin: a1 reaches its own hostPort, from the gateway.
+    assert_eq!(exchange(pod, target, &listener), IpAddr::V4(a1.gateway));
+    // Loopback is not mapped: nothing listens on node 1's 127.0.0.1:8080.
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080));
+    let err = connect(&node.ns, local, IO_TIMEOUT).expect_err("loopback is not mapped");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 
     // Re-pointing the mapping replaces only its element; ensure keeps the elements.
     let moved = HostPort {

@@ -18,9 +18,11 @@
 //! on the calling thread's network namespace (`nft` inherits it). Calls block on `nft`; from
 //! async code use `spawn_blocking`.
 //!
-//! Not done: hostIP (every mapping listens on all node addresses), hairpin (a pod reaching its
-//! own hostPort through the node's address), and 127.0.0.1:hostPort (would need
-//! `route_localnet`).
+//!   Pods' connections to a hostPort on this node (hairpin) leave through a pod veth and are
+//!   masqueraded to the gateway address, so a pod can reach even its own hostPort.
+//!
+//! Not done: hostIP (every mapping listens on all node addresses), and 127.0.0.1:hostPort
+//! (would need `route_localnet`; loopback destinations are left alone).
 
 mod json;
 mod script;

@@ -13,7 +13,9 @@ use crate::podnet::{Ipv4Cidr, POD_LINK_GROUP};
 ///   connections from the node itself).
 /// - `postrouting`: connections from pods to anything outside the cluster leave with the node's
 ///   address; pod ↔ pod traffic (inside the cluster CIDR) keeps its source, as does anything
-///   leaving through a pod veth (device group [`POD_LINK_GROUP`]).
+///   leaving through a pod veth (device group [`POD_LINK_GROUP`]) — except a pod's connection to
+///   a hostPort (hairpin), which comes from the gateway so that the reply returns through the
+///   node.
 pub fn ensure(cluster_cidr: Ipv4Cidr) -> String {
     let t = format!("{FAMILY} {TABLE}");
     let mut s = String::new();
@@ -33,15 +35,23 @@ pub fn ensure(cluster_cidr: Ipv4Cidr) -> String {
         );
         let _ = writeln!(s, "flush chain {t} {chain}");
     }
-    for chain in ["prerouting", "output"] {
+    // Loopback is left out: a packet from 127.0.0.1 cannot be routed to a pod, and the node's
+    // own services on 127.0.0.1:<hostPort> keep working.
+    for (chain, only) in [("prerouting", ""), ("output", "ip daddr != 127.0.0.0/8 ")] {
         let _ = writeln!(
             s,
-            "add rule {t} {chain} fib daddr type local dnat to meta l4proto . th dport map @{HOSTPORT_MAP}"
+            "add rule {t} {chain} {only}fib daddr type local dnat to meta l4proto . th dport map @{HOSTPORT_MAP}"
         );
     }
     let _ = writeln!(
         s,
         "add rule {t} postrouting ip saddr {cluster_cidr} ip daddr != {cluster_cidr} meta oifgroup != {POD_LINK_GROUP} masquerade"
+    );
+    // Hairpin: a pod reaching a hostPort (possibly its own) through the node's address would
+    // otherwise see its own address as the source and drop the packet.
+    let _ = writeln!(
+        s,
+        "add rule {t} postrouting ct status dnat ip saddr {cluster_cidr} meta oifgroup {POD_LINK_GROUP} masquerade"
     );
     s
 }
@@ -83,10 +93,16 @@ mod tests {
             "add chain ip berth prerouting { type nat hook prerouting priority dstnat ; policy accept ; }\nflush chain ip berth prerouting\n"
         ));
         assert!(s.contains(
-            "add rule ip berth output fib daddr type local dnat to meta l4proto . th dport map @hostports\n"
+            "add rule ip berth prerouting fib daddr type local dnat to meta l4proto . th dport map @hostports\n"
+        ));
+        assert!(s.contains(
+            "add rule ip berth output ip daddr != 127.0.0.0/8 fib daddr type local dnat to meta l4proto . th dport map @hostports\n"
+        ));
+        assert!(s.contains(
+            "add rule ip berth postrouting ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 meta oifgroup != 1650815604 masquerade\n"
         ));
         assert!(s.ends_with(
-            "add rule ip berth postrouting ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 meta oifgroup != 1650815604 masquerade\n"
+            "add rule ip berth postrouting ct status dnat ip saddr 10.244.0.0/16 meta oifgroup 1650815604 masquerade\n"
         ));
         // Only table ip berth is ever named.
         for line in s.lines() {
