@@ -110,7 +110,10 @@ fn scenario() {
 
     // Masquerading on both nodes from here on: pod ↔ pod traffic must still keep its source.
     let nat1 = Nat::new(CLUSTER_CIDR.parse().expect("cidr"));
-    let nat2 = Nat::new(CLUSTER_CIDR.parse().expect("cidr"));
+    // Any berth-prefixed table works the same; node 2 uses another.
+    let nat2 = Nat::new(CLUSTER_CIDR.parse().expect("cidr"))
+        .with_table("berth-node2")
+        .expect("table name");
     node1
         .ns
         .run(|| nat1.ensure())
@@ -119,6 +122,8 @@ fn scenario() {
         .ns
         .run(|| nat2.ensure())
         .expect("ensure nat on node 2");
+    let tables = node2.ns.ok("nft", &["list", "tables"]);
+    assert_eq!(tables.trim(), "table ip berth-node2");
 
     // (b)
     let b = node2.attach("uid-b", &pod_b);

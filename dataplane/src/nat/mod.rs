@@ -1,7 +1,8 @@
 //! NAT for pods with nftables: masquerading of pod traffic leaving the cluster, and hostPorts.
 //!
-//! Everything lives in one table, `ip berth`; no other table is ever read or written, so Berth
-//! coexists with the host's firewall (nftables runs every table's base chains). The table holds:
+//! Everything lives in one table, `ip berth` (or another `berth*` name, [`Nat::with_table`]); no
+//! other table is ever read or written, so Berth coexists with the host's firewall (nftables runs
+//! every table's base chains). The table holds:
 //!
 //! - `map hostports`: `protocol . hostPort : podIP . containerPort`, changed one element at a
 //!   time ([`Nat::add_hostport`], [`Nat::remove_hostport`]) — adding a pod's ports never
@@ -37,10 +38,11 @@ use std::sync::Mutex;
 
 use crate::podnet::Ipv4Cidr;
 
-/// The table's family and name: `table ip berth`.
+/// The table's family: `table ip berth`.
 pub const FAMILY: &str = "ip";
-pub const TABLE: &str = "berth";
-/// The hostPort map in [`TABLE`].
+/// The table's name unless [`Nat::with_table`] chose another.
+pub const DEFAULT_TABLE: &str = "berth";
+/// The hostPort map in the table.
 pub const HOSTPORT_MAP: &str = "hostports";
 
 /// A hostPort's transport protocol.
@@ -109,28 +111,47 @@ pub enum NatError {
     UnknownProtocol { protocol: String },
     #[error("host port 0 is not a port")]
     ZeroPort,
+    #[error("table name {table:?} does not start with \"berth\" or is not [A-Za-z0-9_-]{{1,32}}")]
+    InvalidTable { table: String },
 }
 
 /// The `ip berth` table for a cluster whose pods have addresses in `cluster_cidr`.
 pub struct Nat {
     cluster_cidr: Ipv4Cidr,
+    table: String,
     nft: PathBuf,
     // Read-then-write of the map must not interleave between this process's callers.
     lock: Mutex<()>,
 }
 
 impl Nat {
-    /// Uses `nft` from `PATH`.
+    /// Table [`DEFAULT_TABLE`], `nft` from `PATH`.
     pub fn new(cluster_cidr: Ipv4Cidr) -> Self {
-        Self::with_nft(cluster_cidr, PathBuf::from("nft"))
-    }
-
-    pub fn with_nft(cluster_cidr: Ipv4Cidr, nft: PathBuf) -> Self {
         Self {
             cluster_cidr,
-            nft,
+            table: DEFAULT_TABLE.to_string(),
+            nft: PathBuf::from("nft"),
             lock: Mutex::new(()),
         }
+    }
+
+    /// Another table, e.g. for one of several Berth instances sharing a network namespace (each
+    /// [`Nat::ensure`] rewrites its table's rules, and [`Nat::cleanup`] deletes it). The name must
+    /// start with `berth`.
+    pub fn with_table(mut self, table: &str) -> Result<Self, NatError> {
+        check_table(table)?;
+        self.table = table.to_string();
+        Ok(self)
+    }
+
+    /// The `nft` binary to run.
+    pub fn with_nft(mut self, nft: PathBuf) -> Self {
+        self.nft = nft;
+        self
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     fn locked(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -143,8 +164,8 @@ impl Nat {
         let _guard = self.locked();
         run_script(
             &self.nft,
-            "ensure table ip berth",
-            &script::ensure(self.cluster_cidr),
+            "ensure nat table",
+            &script::ensure(&self.table, self.cluster_cidr),
         )
     }
 
@@ -157,7 +178,7 @@ impl Nat {
     fn read_hostports(&self) -> Result<Vec<HostPort>, NatError> {
         const OP: &str = "list hostports";
         let output = Command::new(&self.nft)
-            .args(["-j", "list", "map", FAMILY, TABLE, HOSTPORT_MAP])
+            .args(["-j", "list", "map", FAMILY, &self.table, HOSTPORT_MAP])
             .stdin(Stdio::null())
             .output()
             .map_err(|source| NatError::Spawn {
@@ -195,7 +216,8 @@ impl Nat {
         if old == Some(port) {
             return Ok(false);
         }
-        run_script(&self.nft, "add hostport", &script::add_hostport(port, old))?;
+        let script = script::add_hostport(&self.table, port, old);
+        run_script(&self.nft, "add hostport", &script)?;
         Ok(true)
     }
 
@@ -212,7 +234,7 @@ impl Nat {
         run_script(
             &self.nft,
             "remove hostport",
-            &script::delete_hostport(protocol, host_port),
+            &script::delete_hostport(&self.table, protocol, host_port),
         )?;
         Ok(true)
     }
@@ -220,17 +242,35 @@ impl Nat {
     /// Deletes the table, map and rules included. Idempotent.
     pub fn cleanup(&self) -> Result<(), NatError> {
         let _guard = self.locked();
-        cleanup_with(&self.nft)
+        cleanup_with(&self.nft, &self.table)
     }
 }
 
-/// `berth cleanup`: deletes table `ip berth` with `nft` from `PATH`. Idempotent.
-pub fn cleanup() -> Result<(), NatError> {
-    cleanup_with(Path::new("nft"))
+/// `berth cleanup`: deletes table `ip <table>` (see [`Nat::with_table`]) with `nft` from `PATH`.
+/// Idempotent.
+pub fn cleanup(table: &str) -> Result<(), NatError> {
+    check_table(table)?;
+    cleanup_with(Path::new("nft"), table)
 }
 
-fn cleanup_with(nft: &Path) -> Result<(), NatError> {
-    run_script(nft, "delete table ip berth", &script::cleanup())
+fn cleanup_with(nft: &Path, table: &str) -> Result<(), NatError> {
+    run_script(nft, "delete nat table", &script::cleanup(table))
+}
+
+/// Berth only ever names its own tables, and never anything nft would parse as more than a name.
+fn check_table(table: &str) -> Result<(), NatError> {
+    let valid = table.starts_with(DEFAULT_TABLE)
+        && table.len() <= 32
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(NatError::InvalidTable {
+            table: table.to_string(),
+        })
+    }
 }
 
 /// `nft -f -` with `script` on stdin: one atomic transaction.
@@ -282,11 +322,30 @@ mod tests {
     }
 
     #[test]
+    fn table_names() {
+        let nat = Nat::new("10.244.0.0/16".parse().unwrap());
+        assert_eq!(nat.table(), "berth");
+        let nat = nat.with_table("berth-test_1").unwrap();
+        assert_eq!(nat.table(), "berth-test_1");
+        for bad in [
+            "filter",
+            "berth x",
+            "berth;flush ruleset",
+            &"berth".repeat(7),
+        ] {
+            let nat = Nat::new("10.244.0.0/16".parse().unwrap());
+            assert!(
+                matches!(nat.with_table(bad), Err(NatError::InvalidTable { .. })),
+                "{bad}"
+            );
+            assert!(cleanup(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn missing_nft_is_reported() {
-        let nat = Nat::with_nft(
-            "10.244.0.0/16".parse().unwrap(),
-            PathBuf::from("/nonexistent/berth-nft"),
-        );
+        let nat = Nat::new("10.244.0.0/16".parse().unwrap())
+            .with_nft(PathBuf::from("/nonexistent/berth-nft"));
         let err = nat.ensure().unwrap_err();
         assert!(matches!(err, NatError::Spawn { .. }), "{err}");
         let port = HostPort {

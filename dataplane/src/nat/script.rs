@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{HostPort, Protocol, FAMILY, HOSTPORT_MAP, TABLE};
+use super::{HostPort, Protocol, FAMILY, HOSTPORT_MAP};
 use crate::podnet::{Ipv4Cidr, POD_LINK_GROUP};
 
 /// Creates the table, its map and chains if missing and rewrites the chains' rules, in one
@@ -16,8 +16,8 @@ use crate::podnet::{Ipv4Cidr, POD_LINK_GROUP};
 ///   leaving through a pod veth (device group [`POD_LINK_GROUP`]) — except a pod's connection to
 ///   a hostPort (hairpin), which comes from the gateway so that the reply returns through the
 ///   node.
-pub fn ensure(cluster_cidr: Ipv4Cidr) -> String {
-    let t = format!("{FAMILY} {TABLE}");
+pub fn ensure(table: &str, cluster_cidr: Ipv4Cidr) -> String {
+    let t = format!("{FAMILY} {table}");
     let mut s = String::new();
     let _ = writeln!(s, "add table {t}");
     let _ = writeln!(
@@ -58,26 +58,26 @@ pub fn ensure(cluster_cidr: Ipv4Cidr) -> String {
 
 /// Adds `port`'s element; `replacing` is the element already holding its key, deleted in the
 /// same transaction (nft refuses to add a key with a different value).
-pub fn add_hostport(port: &HostPort, replacing: Option<&HostPort>) -> String {
+pub fn add_hostport(table: &str, port: &HostPort, replacing: Option<&HostPort>) -> String {
     let mut s = String::new();
     if let Some(old) = replacing {
-        s.push_str(&delete_hostport(old.protocol, old.host_port));
+        s.push_str(&delete_hostport(table, old.protocol, old.host_port));
     }
     let _ = writeln!(
         s,
-        "add element {FAMILY} {TABLE} {HOSTPORT_MAP} {{ {} . {} : {} . {} }}",
+        "add element {FAMILY} {table} {HOSTPORT_MAP} {{ {} . {} : {} . {} }}",
         port.protocol, port.host_port, port.pod_ip, port.container_port
     );
     s
 }
 
-pub fn delete_hostport(protocol: Protocol, host_port: u16) -> String {
-    format!("delete element {FAMILY} {TABLE} {HOSTPORT_MAP} {{ {protocol} . {host_port} }}\n")
+pub fn delete_hostport(table: &str, protocol: Protocol, host_port: u16) -> String {
+    format!("delete element {FAMILY} {table} {HOSTPORT_MAP} {{ {protocol} . {host_port} }}\n")
 }
 
 /// Deletes the table with everything in it; adding it first makes a missing table no error.
-pub fn cleanup() -> String {
-    format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+pub fn cleanup(table: &str) -> String {
+    format!("add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n")
 }
 
 #[cfg(test)]
@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn ensure_script() {
-        let s = ensure("10.244.0.0/16".parse().unwrap());
+        let s = ensure("berth", "10.244.0.0/16".parse().unwrap());
         assert!(s.starts_with("add table ip berth\n"));
         assert!(s.contains(
             "add chain ip berth prerouting { type nat hook prerouting priority dstnat ; policy accept ; }\nflush chain ip berth prerouting\n"
@@ -119,7 +119,7 @@ mod tests {
             container_port: 5353,
         };
         assert_eq!(
-            add_hostport(&port, None),
+            add_hostport("berth", &port, None),
             "add element ip berth hostports { udp . 53 : 10.244.1.5 . 5353 }\n"
         );
         let old = HostPort {
@@ -127,9 +127,12 @@ mod tests {
             ..port.clone()
         };
         assert_eq!(
-            add_hostport(&port, Some(&old)),
-            "delete element ip berth hostports { udp . 53 }\nadd element ip berth hostports { udp . 53 : 10.244.1.5 . 5353 }\n"
+            add_hostport("berth-x", &port, Some(&old)),
+            "delete element ip berth-x hostports { udp . 53 }\nadd element ip berth-x hostports { udp . 53 : 10.244.1.5 . 5353 }\n"
         );
-        assert_eq!(cleanup(), "add table ip berth\ndelete table ip berth\n");
+        assert_eq!(
+            cleanup("berth"),
+            "add table ip berth\ndelete table ip berth\n"
+        );
     }
 }
