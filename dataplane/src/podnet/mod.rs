@@ -8,8 +8,9 @@
 //!
 //! - **Links.** One veth pair per pod. The host side is [`host_ifname`]`(uid)` (`berth` + a hash,
 //!   15 bytes) with the pod uid as its alias and [`POD_LINK_GROUP`] as its device group (what
-//!   `nat` matches pod veths by: a name pattern would also match other `berth*` links); the pod side is created directly inside the pod's
-//!   namespace as `eth0`, so it never appears in the host namespace under a clashing name.
+//!   `nat` matches pod veths by: a name pattern would also match other `berth*` links); the pod
+//!   side is created directly inside the pod's namespace as `eth0`, so it never appears in the
+//!   host namespace under a clashing name.
 //! - **Pod side.** `lo` up; `eth0` up with `<ip>/32`; `default via <gateway> dev eth0 onlink`; a
 //!   permanent neighbour entry gateway → host veth MAC, so the pod never has to ARP and the host's
 //!   `arp_ignore` setting does not matter. With a /32, traffic to other pods also goes through the
@@ -49,6 +50,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub use cidr::{CidrError, Ipv4Cidr};
 pub use cleanup::cleanup_state;
@@ -59,6 +61,10 @@ pub use sysctl::{enable_forwarding, set_interface_sysctl, SysctlError, IPV4_CONF
 
 use ipam::Ipam;
 use netlink::{Link, Netns};
+
+/// How long [`PodNetwork::attach`] waits for a new veth to pass traffic, and how often it looks.
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(3);
+const LINK_UP_POLL: Duration = Duration::from_millis(5);
 
 /// The device group (`ip link set group`) of every pod's host veth: "bert" in ASCII.
 pub const POD_LINK_GROUP: u32 = 0x6265_7274;
@@ -179,7 +185,8 @@ impl PodNetwork {
 
     /// Connects the pod's network namespace (`netns`, e.g. `/proc/<shim pid>/ns/net`) to the
     /// host. Idempotent per pod uid: a second call (after a kubelet restart) returns the same
-    /// address and repairs whatever is missing.
+    /// address and repairs whatever is missing. Returns once the veth passes traffic (needs a
+    /// runtime with the time driver).
     pub async fn attach(&self, pod_uid: &str, netns: &Path) -> Result<PodAddress, PodNetError> {
         let ip = self.ipam().allocate(pod_uid)?;
         let gateway = self.inner.gateway;
@@ -208,6 +215,7 @@ impl PodNetwork {
         pod.add_default_route(&eth0, gateway).await?;
         host.add_neighbour(&veth, ip, &eth0.mac).await?;
         host.add_host_route(&veth, ip, gateway).await?;
+        wait_until_running(&host, &pod, &ifname, netns).await?;
         Ok(PodAddress {
             ip,
             prefix: 32,
@@ -306,6 +314,37 @@ impl PodNetwork {
     }
 }
 
+/// Waits, at most [`LINK_UP_TIMEOUT`], until both ends of the veth pass traffic: right after
+/// they are set up, the kernel's link watcher has yet to activate their queues and drops what is
+/// sent — a pod's first DNS query, say. Polls, since it is a matter of milliseconds; a link that
+/// stays down past the timeout is logged, not an error (the kernel may only be slow).
+async fn wait_until_running(
+    host: &Netns,
+    pod: &Netns,
+    ifname: &str,
+    netns: &Path,
+) -> Result<(), PodNetError> {
+    let deadline = Instant::now() + LINK_UP_TIMEOUT;
+    loop {
+        let host_up = host.link(ifname).await?.is_some_and(|l| l.oper_up);
+        let pod_up = pod.link(POD_IFNAME).await?.is_some_and(|l| l.oper_up);
+        if host_up && pod_up {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                ifname,
+                netns = %netns.display(),
+                host_up,
+                pod_up,
+                "pod veth is not running yet"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(LINK_UP_POLL).await;
+    }
+}
+
 /// Fails if the veth's alias names another pod (an interface-name hash collision).
 fn check_owner(veth: &Link, pod_uid: &str) -> Result<(), PodNetError> {
     match &veth.alias {
@@ -394,7 +433,7 @@ mod tests {
             mac: vec![0; 6],
             alias: alias.map(str::to_string),
             peer_index: Some(2),
-            mtu: Some(1500),
+            oper_up: true,
         };
         assert!(check_owner(&link(Some("a")), "a").is_ok());
         assert!(check_owner(&link(None), "a").is_ok());

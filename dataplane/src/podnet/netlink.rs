@@ -14,7 +14,9 @@ use std::path::Path;
 use futures::TryStreamExt;
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage, State,
+};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -30,7 +32,9 @@ pub struct Link {
     pub alias: Option<String>,
     /// For a veth: its peer's ifindex (in the peer's namespace).
     pub peer_index: Option<u32>,
-    pub mtu: Option<u32>,
+    /// The operational state is up: the kernel passes traffic (for a veth: both ends are up and
+    /// the link watcher has activated its queue; until then packets are dropped).
+    pub oper_up: bool,
 }
 
 impl Link {
@@ -41,7 +45,7 @@ impl Link {
             mac: Vec::new(),
             alias: None,
             peer_index: None,
-            mtu: None,
+            oper_up: false,
         };
         for attr in msg.attributes {
             match attr {
@@ -49,7 +53,7 @@ impl Link {
                 LinkAttribute::Address(mac) => link.mac = mac,
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
                 LinkAttribute::Link(peer) => link.peer_index = Some(peer),
-                LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
+                LinkAttribute::OperState(state) => link.oper_up = state == State::Up,
                 _ => {}
             }
         }
