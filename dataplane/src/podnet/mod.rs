@@ -7,8 +7,10 @@
 //! program to ([`PodAddress::host_ifname`]).
 //!
 //! - **Links.** One veth pair per pod. The host side is [`host_ifname`]`(uid)` (`berth` + a hash,
-//!   15 bytes) with the pod uid as its alias; the pod side is created directly inside the pod's
-//!   namespace as `eth0`, so it never appears in the host namespace under a clashing name.
+//!   15 bytes) with the pod uid as its alias and [`POD_LINK_GROUP`] as its device group (what
+//!   `nat` matches pod veths by: a name pattern would also match other `berth*` links); the pod
+//!   side is created directly inside the pod's namespace as `eth0`, so it never appears in the
+//!   host namespace under a clashing name.
 //! - **Pod side.** `lo` up; `eth0` up with `<ip>/32`; `default via <gateway> dev eth0 onlink`; a
 //!   permanent neighbour entry gateway → host veth MAC, so the pod never has to ARP and the host's
 //!   `arp_ignore` setting does not matter. With a /32, traffic to other pods also goes through the
@@ -18,9 +20,12 @@
 //! - **Host side.** `<ip>/32 dev <veth> scope link src <gateway>` and a permanent neighbour entry
 //!   pod IP → pod MAC. Host processes therefore reach pods from the gateway address, and pods
 //!   reach every host address (the node's InternalIP included) by local delivery.
-//! - **Sysctls.** None: the global ones are the host's (`ip_forward` stays as it is), and nothing
-//!   above needs a per-interface one. Pod ↔ pod and pod → outside traffic needs forwarding and
-//!   is the data-plane issue's job, as are Services and cross-node routes.
+//! - **Sysctls.** Only `forwarding=1` on the pod's host veth, so the pod's packets to other pods
+//!   and beyond are routed although the host's global `ip_forward` stays as it is (the kernel
+//!   checks the *ingress* device; see `sysctl.rs`). Replies and other nodes' packets enter
+//!   through the uplink, which the agent enables with [`enable_forwarding`]; cross-node routes
+//!   and masquerading live in `routes` and `nat`.
+//! - **MTU.** No encapsulation, so pods may use the uplink's MTU: [`pod_mtu`].
 //! - **IPAM.** Host-local, one file per address under [`PodNetConfig::state_dir`]; see `ipam.rs`.
 //! - **Namespaces.** The pod namespace is entered by a short-lived thread only to open a netlink
 //!   socket there; see `netlink.rs`. Host-side operations use the caller's namespace: call from a
@@ -35,7 +40,9 @@ mod cidr;
 mod cleanup;
 mod ifname;
 mod ipam;
+mod mtu;
 mod netlink;
+mod sysctl;
 
 use std::fs::File;
 use std::io;
@@ -43,14 +50,24 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub use cidr::{CidrError, Ipv4Cidr};
 pub use cleanup::cleanup_state;
 pub use ifname::{host_ifname, HOST_IFNAME_PREFIX, POD_IFNAME};
 pub use ipam::IpamError;
+pub use mtu::pod_mtu;
+pub use sysctl::{enable_forwarding, set_interface_sysctl, SysctlError, IPV4_CONF_ROOT};
 
 use ipam::Ipam;
 use netlink::{Link, Netns};
+
+/// How long [`PodNetwork::attach`] waits for a new veth to pass traffic, and how often it looks.
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(3);
+const LINK_UP_POLL: Duration = Duration::from_millis(5);
+
+/// The device group (`ip link set group`) of every pod's host veth: "bert" in ASCII.
+pub const POD_LINK_GROUP: u32 = 0x6265_7274;
 
 /// How this node's pods are networked.
 #[derive(Debug, Clone)]
@@ -80,6 +97,8 @@ pub struct PodAddress {
 pub enum PodNetError {
     #[error(transparent)]
     Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
     #[error("mtu {mtu} is outside 68..=65535")]
     InvalidMtu { mtu: u32 },
     #[error("open network namespace {path}")]
@@ -166,7 +185,8 @@ impl PodNetwork {
 
     /// Connects the pod's network namespace (`netns`, e.g. `/proc/<shim pid>/ns/net`) to the
     /// host. Idempotent per pod uid: a second call (after a kubelet restart) returns the same
-    /// address and repairs whatever is missing.
+    /// address and repairs whatever is missing. Returns once the veth passes traffic (needs a
+    /// runtime with the time driver).
     pub async fn attach(&self, pod_uid: &str, netns: &Path) -> Result<PodAddress, PodNetError> {
         let ip = self.ipam().allocate(pod_uid)?;
         let gateway = self.inner.gateway;
@@ -182,17 +202,20 @@ impl PodNetwork {
             .ensure_veth(&host, &pod, &netns_file, netns, pod_uid, &ifname)
             .await?;
 
-        host.set_up(&veth, Some(pod_uid)).await?;
+        host.set_up(&veth, Some(pod_uid), Some(POD_LINK_GROUP))
+            .await?;
+        enable_forwarding(&veth.name)?;
         host.add_address(&veth, gateway, 32).await?;
         if let Some(lo) = pod.link("lo").await? {
-            pod.set_up(&lo, None).await?;
+            pod.set_up(&lo, None, None).await?;
         }
-        pod.set_up(&eth0, None).await?;
+        pod.set_up(&eth0, None, None).await?;
         pod.add_address(&eth0, ip, 32).await?;
         pod.add_neighbour(&eth0, gateway, &veth.mac).await?;
         pod.add_default_route(&eth0, gateway).await?;
         host.add_neighbour(&veth, ip, &eth0.mac).await?;
         host.add_host_route(&veth, ip, gateway).await?;
+        wait_until_running(&host, &pod, &ifname, netns).await?;
         Ok(PodAddress {
             ip,
             prefix: 32,
@@ -291,6 +314,37 @@ impl PodNetwork {
     }
 }
 
+/// Waits, at most [`LINK_UP_TIMEOUT`], until both ends of the veth pass traffic: right after
+/// they are set up, the kernel's link watcher has yet to activate their queues and drops what is
+/// sent — a pod's first DNS query, say. Polls, since it is a matter of milliseconds; a link that
+/// stays down past the timeout is logged, not an error (the kernel may only be slow).
+async fn wait_until_running(
+    host: &Netns,
+    pod: &Netns,
+    ifname: &str,
+    netns: &Path,
+) -> Result<(), PodNetError> {
+    let deadline = Instant::now() + LINK_UP_TIMEOUT;
+    loop {
+        let host_up = host.link(ifname).await?.is_some_and(|l| l.oper_up);
+        let pod_up = pod.link(POD_IFNAME).await?.is_some_and(|l| l.oper_up);
+        if host_up && pod_up {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                ifname,
+                netns = %netns.display(),
+                host_up,
+                pod_up,
+                "pod veth is not running yet"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(LINK_UP_POLL).await;
+    }
+}
+
 /// Fails if the veth's alias names another pod (an interface-name hash collision).
 fn check_owner(veth: &Link, pod_uid: &str) -> Result<(), PodNetError> {
     match &veth.alias {
@@ -379,6 +433,7 @@ mod tests {
             mac: vec![0; 6],
             alias: alias.map(str::to_string),
             peer_index: Some(2),
+            oper_up: true,
         };
         assert!(check_owner(&link(Some("a")), "a").is_ok());
         assert!(check_owner(&link(None), "a").is_ok());

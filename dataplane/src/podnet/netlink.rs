@@ -14,7 +14,9 @@ use std::path::Path;
 use futures::TryStreamExt;
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage, State,
+};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -30,6 +32,9 @@ pub struct Link {
     pub alias: Option<String>,
     /// For a veth: its peer's ifindex (in the peer's namespace).
     pub peer_index: Option<u32>,
+    /// The operational state is up: the kernel passes traffic (for a veth: both ends are up and
+    /// the link watcher has activated its queue; until then packets are dropped).
+    pub oper_up: bool,
 }
 
 impl Link {
@@ -40,6 +45,7 @@ impl Link {
             mac: Vec::new(),
             alias: None,
             peer_index: None,
+            oper_up: false,
         };
         for attr in msg.attributes {
             match attr {
@@ -47,6 +53,7 @@ impl Link {
                 LinkAttribute::Address(mac) => link.mac = mac,
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
                 LinkAttribute::Link(peer) => link.peer_index = Some(peer),
+                LinkAttribute::OperState(state) => link.oper_up = state == State::Up,
                 _ => {}
             }
         }
@@ -182,11 +189,19 @@ impl Netns {
             .map_err(self.err("create veth", host_name))
     }
 
-    /// Sets link `index` up, and its alias when given.
-    pub async fn set_up(&self, link: &Link, alias: Option<&str>) -> Result<(), PodNetError> {
+    /// Sets link `index` up, and its alias and device group when given.
+    pub async fn set_up(
+        &self,
+        link: &Link,
+        alias: Option<&str>,
+        group: Option<u32>,
+    ) -> Result<(), PodNetError> {
         let mut message = LinkUnspec::new_with_index(link.index).up();
         if let Some(alias) = alias {
             message = message.alias(alias);
+        }
+        if let Some(group) = group {
+            message = message.append_extra_attribute(LinkAttribute::Group(group));
         }
         self.handle
             .link()
