@@ -265,6 +265,14 @@ struct DataplaneFlags {
     /// pods (default: the cgroup2 root, i.e. every host process; `none`: only pods).
     #[arg(long, value_name = "DIR")]
     host_socket_lb_cgroup: Option<String>,
+    /// The nft table (`ip` family) holding masquerade and hostPorts; a name starting `berth`.
+    #[arg(long, default_value = "berth")]
+    nft_table: String,
+    /// Turn on forwarding for the link holding the node IP, so other nodes reach this node's
+    /// pods (pod veths always forward).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    uplink_forwarding: bool,
 }
 
 #[derive(Args)]
@@ -637,6 +645,8 @@ fn dataplane_config(
         pods_cgroup: unified.map(|u| u.join(&kubelet.cgroup_base)),
         host_cgroup,
         resolv_conf: PathBuf::from(berth_dataplane::dns::HOST_RESOLV_CONF),
+        nft_table: Some(flags.nft_table.clone()),
+        uplink_forwarding: flags.uplink_forwarding,
     })
 }
 
@@ -882,6 +892,12 @@ fn cleanup(data_dir: &std::path::Path, cgroup_base: &str) -> anyhow::Result<()> 
         .block_on(berth_kubelet::cleanup(data_dir, cgroup_base))
         .context("berth cleanup: the kubelet's objects")?;
     for done in kubelet {
+        println!("{done}");
+    }
+    let dataplane = rt
+        .block_on(berth_dataplane::agent::cleanup(data_dir))
+        .context("berth cleanup: the data plane's objects")?;
+    for done in dataplane {
         println!("{done}");
     }
     for path in berth_apiserver::cleanup(data_dir).context("berth cleanup")? {

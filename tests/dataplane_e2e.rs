@@ -81,13 +81,20 @@ fn in_client(server: &common::Server, script: &str) -> Result<String, String> {
     }
 }
 
-/// A host process in the cgroup the cluster's host socket LB covers, running `busybox args…`.
-fn host_client(cgroup: &std::path::Path, args: &str) -> Command {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(format!(
-        "echo $$ > {}/cgroup.procs && exec /bin/busybox {args}",
-        cgroup.display()
-    ));
+/// A shell function printing the last line of `GET /` from `$1` port 80: the `web` pod's name.
+/// (busybox's own wget crashes in Debian's static build; its nc does not.)
+const GET: &str = "get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 \"$1\" 80 | busybox tail -n 1; }; ";
+
+/// A host shell in the cgroup the cluster's host socket LB covers, running `script` with
+/// busybox's applets.
+fn host_client(cgroup: &std::path::Path, script: &str) -> Command {
+    let mut cmd = Command::new("/bin/busybox");
+    cmd.env("PATH", "/bin:/usr/bin")
+        .args(["sh", "-c"])
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && {GET}{script}",
+            cgroup.display()
+        ));
     cmd
 }
 
@@ -120,7 +127,7 @@ async fn pods_and_host_reach_services_by_cluster_ip_and_by_name() {
     // pod → ClusterIP over TCP: spread over both ready backends.
     let many = in_client(
         server,
-        &format!("for i in $(seq 24); do wget -qO- -T 3 http://{web_ip}/; done"),
+        &format!("{GET}for i in $(seq 24); do get {web_ip}; done"),
     )
     .expect("wget through the ClusterIP");
     let seen: BTreeSet<String> = many.lines().map(str::to_owned).collect();
@@ -129,8 +136,8 @@ async fn pods_and_host_reach_services_by_cluster_ip_and_by_name() {
     // pod → service by name: the full name and the short one (resolv.conf search path), over
     // the kube-dns ClusterIP (UDP, translated by sendmsg4/recvmsg4).
     for name in ["web.default.svc.cluster.local", "web"] {
-        let body = in_client(server, &format!("wget -qO- -T 3 http://{name}/"))
-            .unwrap_or_else(|e| panic!("wget http://{name}/: {e}"));
+        let body = in_client(server, &format!("{GET}get {name}"))
+            .unwrap_or_else(|e| panic!("GET http://{name}/: {e}"));
         assert!(all.contains(body.trim()), "{name}: {body}");
     }
     let lookup = in_client(server, "nslookup web.default.svc.cluster.local").expect("nslookup");
@@ -139,18 +146,15 @@ async fn pods_and_host_reach_services_by_cluster_ip_and_by_name() {
     // A service without endpoints refuses at once instead of black-holing.
     let empty_ip = cluster_ip(server, "empty").await;
     let started = Instant::now();
-    let refused = in_client(server, &format!("wget -qO- -T 10 http://{empty_ip}/"));
+    let refused = in_client(server, &format!("nc -w 10 {empty_ip} 80 </dev/null"));
     let took = started.elapsed();
     assert!(refused.is_err(), "{refused:?}");
     assert!(took < Duration::from_secs(3), "refusing took {took:?}");
 
     // host → ClusterIP, TCP and (DNS) UDP.
-    let out = host_client(
-        &cluster.host_cgroup(),
-        &format!("wget -qO- -T 3 http://{web_ip}/"),
-    )
-    .output()
-    .unwrap();
+    let out = host_client(&cluster.host_cgroup(), &format!("get {web_ip}"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
         all.contains(String::from_utf8_lossy(&out.stdout).trim()),
@@ -159,7 +163,7 @@ async fn pods_and_host_reach_services_by_cluster_ip_and_by_name() {
     let dns_ip = cluster_ip_in(server, "kube-system", "kube-dns").await;
     let out = host_client(
         &cluster.host_cgroup(),
-        &format!("nslookup web.default.svc.cluster.local {dns_ip}"),
+        &format!("busybox nslookup web.default.svc.cluster.local {dns_ip}"),
     )
     .output()
     .unwrap();
@@ -185,7 +189,7 @@ struct Echo {
 
 impl Echo {
     fn connect(cgroup: &std::path::Path, ip: &str) -> Echo {
-        let mut child = host_client(cgroup, &format!("nc {ip} 9000"))
+        let mut child = host_client(cgroup, &format!("exec busybox nc {ip} 9000"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -257,7 +261,7 @@ async fn established_connections_survive_scaling_readiness_flips_and_a_restart()
     loop {
         let batch = in_client(
             &cluster.server,
-            &format!("for i in $(seq 10); do wget -qO- -T 3 http://{web_ip}/; done"),
+            &format!("{GET}for i in $(seq 10); do get {web_ip}; done"),
         )
         .expect("wget after the readiness flips");
         let answered: BTreeSet<&str> = batch.lines().collect();

@@ -194,6 +194,14 @@ pub struct NodeAddrKey {
     pub addr: u32,
 }
 
+impl NodeAddrKey {
+    pub fn new(addr: Ipv4Addr) -> Self {
+        Self {
+            addr: be_addr(addr),
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeAddrValue {

@@ -90,6 +90,10 @@ impl Cluster {
         }
         all.push("--bpffs".into());
         all.push(data_dir.join("bpffs").display().to_string());
+        // Its own nft table; and the node IP is loopback, not a link of Berth's to change.
+        all.push("--nft-table".into());
+        all.push(cgroup_base.clone());
+        all.push("--uplink-forwarding=false".into());
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let server = Server::spawn("up", &data_dir, &refs);

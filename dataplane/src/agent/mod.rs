@@ -10,13 +10,25 @@
 
 mod dns_endpoint;
 mod node;
+mod pods;
+mod state;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::abi::{NodeAddrKey, NodeAddrValue};
 use crate::dns::{self, DnsConfig, DnsIndex, DnsServer};
-use crate::podnet::Ipv4Cidr;
+use crate::loader::{is_bpffs, Bpffs, Datapath, ServiceMaps};
+use crate::nat::Nat;
+use crate::podnet::{enable_forwarding, Ipv4Cidr};
+use crate::routes::{run_node_routes, uplink_for, NodeRoutes};
+use crate::services::{run_service_sync, Programmer, Snapshot, SyncProgress};
+use state::State;
+
+/// Under the bpffs: where maps and links are pinned.
+pub const PIN_SUBDIR: &str = "berth";
 
 pub use dns_endpoint::{desired_slice, slice_name, DnsEndpointError, KUBE_DNS_NAMESPACE};
 pub use node::{wait_pod_cidr, NodeError};
@@ -43,6 +55,11 @@ pub struct DataplaneConfig {
     pub host_cgroup: Option<PathBuf>,
     /// The file the host's resolvers come from, for names outside the cluster domain.
     pub resolv_conf: PathBuf,
+    /// The nft table for masquerade and hostPorts (a `berth…` name); none: no NAT.
+    pub nft_table: Option<String>,
+    /// Turn forwarding on for the uplink (the link holding the node IP), so traffic from other
+    /// nodes reaches this node's pods. Off where the uplink is not Berth's to change.
+    pub uplink_forwarding: bool,
 }
 
 /// Why the data plane stopped.
@@ -60,6 +77,30 @@ pub enum DataplaneError {
     Dns(#[from] dns::DnsError),
     #[error(transparent)]
     DnsEndpoint(#[from] DnsEndpointError),
+    #[error(transparent)]
+    Bpffs(#[from] crate::loader::BpffsError),
+    #[error(transparent)]
+    Datapath(#[from] crate::loader::DatapathError),
+    #[error(transparent)]
+    Routes(#[from] crate::routes::RoutesError),
+    #[error(transparent)]
+    Nat(#[from] crate::nat::NatError),
+    #[error(transparent)]
+    Sysctl(#[from] crate::podnet::SysctlError),
+    #[error("data plane state {path}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unmount {path}")]
+    Unmount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("the {what} task failed: {message}")]
+    Task { what: &'static str, message: String },
 }
 
 /// The pod gateway of `cidr`: its first address, which every pod's host veth carries.
@@ -67,7 +108,8 @@ pub fn gateway(cidr: &Ipv4Cidr) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(cidr.network()) + 1)
 }
 
-/// Runs the node's data plane until `stop` resolves.
+/// Runs the node's data plane until `stop` resolves. Maps, links and routes stay when it
+/// returns (or dies): a restarted agent adopts them; `berth cleanup` removes them.
 pub async fn run(
     client: kube::Client,
     config: DataplaneConfig,
@@ -82,6 +124,100 @@ pub async fn run(
         })?;
     let gateway = gateway(&pod_cidr);
 
+    // BPF: programs loaded, maps adopted, socket LB on the pods' (and host's) cgroup.
+    let mut state = State::load(&config.data_dir)
+        .map_err(|source| DataplaneError::State {
+            path: config.data_dir.join(state::STATE_FILE),
+            source,
+        })?
+        .unwrap_or_default();
+    let bpffs = Bpffs::ensure(&config.bpffs)?;
+    if bpffs.mounted() {
+        state.mounted_bpffs = Some(config.bpffs.clone());
+    }
+    let pin_root = bpffs.keep();
+    let pin_dir = pin_root.join(PIN_SUBDIR);
+    std::fs::create_dir_all(&pin_dir).map_err(|source| DataplaneError::State {
+        path: pin_dir.clone(),
+        source,
+    })?;
+    state.pin_dir = Some(pin_dir.clone());
+    state.nft_table = config.nft_table.clone();
+    state.cluster_cidr = config.cluster_cidr.map(|c| c.to_string());
+    let save = |state: &State| {
+        state
+            .store(&config.data_dir)
+            .map_err(|source| DataplaneError::State {
+                path: config.data_dir.join(state::STATE_FILE),
+                source,
+            })
+    };
+    save(&state)?;
+    let mut datapath = Datapath::open(&pin_dir)?;
+    for cgroup in config.pods_cgroup.iter().chain(&config.host_cgroup) {
+        std::fs::create_dir_all(cgroup).map_err(|source| DataplaneError::State {
+            path: cgroup.clone(),
+            source,
+        })?;
+        let attached = datapath.attach_socket_lb(cgroup)?;
+        tracing::info!(cgroup = %cgroup.display(), ?attached, "socket LB attached");
+    }
+    let uplink = uplink_for(config.node_ip).await?;
+    let ifindex = uplink.as_ref().map_or(0, |u| u.index);
+    datapath.maps_mut().node_addrs.insert(
+        &NodeAddrKey::new(config.node_ip),
+        &NodeAddrValue { ifindex },
+    )?;
+    if let (true, Some(uplink)) = (config.uplink_forwarding, &uplink) {
+        enable_forwarding(&uplink.name)?;
+    }
+    let maps = ServiceMaps::open(&pin_dir)?;
+    let programmer = Programmer::adopt(maps, maps_snapshot(&pin_dir)?);
+    let (progress, _) = tokio::sync::watch::channel(SyncProgress::default());
+    let (stop_services, services_stopped) = tokio::sync::oneshot::channel::<()>();
+    let services = {
+        let client = client.clone();
+        let node = config.node_name.clone();
+        tokio::spawn(async move {
+            run_service_sync(client, &node, programmer, progress, async {
+                let _ = services_stopped.await;
+            })
+            .await;
+        })
+    };
+
+    // Routes to other nodes' pods, masquerade and hostPorts, the per-pod tc programs.
+    let routes = match config.cluster_cidr {
+        Some(cidr) => Some(tokio::spawn(run_node_routes(
+            client.clone(),
+            config.node_name.clone(),
+            NodeRoutes::new()?.with_cluster_cidr(cidr),
+        ))),
+        None => None,
+    };
+    let nat = match (config.cluster_cidr, &config.nft_table) {
+        (Some(cidr), Some(table)) => {
+            let nat = Arc::new(Nat::new(cidr).with_table(table)?);
+            let ensure = nat.clone();
+            tokio::task::spawn_blocking(move || ensure.ensure())
+                .await
+                .map_err(|e| DataplaneError::Task {
+                    what: "nat",
+                    message: e.to_string(),
+                })??;
+            Some(nat)
+        }
+        _ => None,
+    };
+    let datapath = Arc::new(Mutex::new(datapath));
+    let pods = tokio::spawn(pods::run(
+        client.clone(),
+        config.node_name.clone(),
+        datapath,
+        nat,
+    ));
+
+    // Cluster DNS on the pod gateway, published as this node's kube-dns endpoint.
     let index = DnsIndex::new();
     let dns_sync = tokio::spawn(dns::run_dns_sync(client.clone(), index.clone()));
     let dns_config = DnsConfig::from_resolv_conf(&config.cluster_domain, &config.resolv_conf)?;
@@ -91,12 +227,69 @@ pub async fn run(
     tracing::info!(node = %config.node_name, %pod_cidr, dns = %dns_server.local_addr(), "data plane running");
 
     stop.await;
-    dns_sync.abort();
+    let _ = stop_services.send(());
+    let _ = services.await;
+    for task in [dns_sync, pods] {
+        task.abort();
+    }
+    if let Some(routes) = routes {
+        routes.abort();
+    }
     dns_server.shutdown().await;
     Ok(())
 }
 
-/// Removes what the data plane of `data_dir` made on this host.
-pub fn cleanup(_data_dir: &Path) -> Vec<String> {
-    Vec::new()
+fn maps_snapshot(pin_dir: &Path) -> Result<Snapshot, DataplaneError> {
+    Ok(ServiceMaps::open(pin_dir)?.snapshot()?)
+}
+
+/// Removes what the data plane of `data_dir` made on this host, per its state file: the nft
+/// table, the routes into its cluster network, the pinned links and maps and the bpffs it
+/// mounted. Call from a tokio runtime. Returns what it removed.
+pub async fn cleanup(data_dir: &Path) -> Result<Vec<String>, DataplaneError> {
+    let state_path = data_dir.join(state::STATE_FILE);
+    let Some(state) = State::load(data_dir).map_err(|source| DataplaneError::State {
+        path: state_path,
+        source,
+    })?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut done = Vec::new();
+    if let Some(table) = &state.nft_table {
+        crate::nat::cleanup(table)?;
+        done.push(format!("removed nft table ip {table}"));
+    }
+    if let Some(cidr) = state
+        .cluster_cidr
+        .as_deref()
+        .and_then(|c| c.parse::<Ipv4Cidr>().ok())
+    {
+        let removed = NodeRoutes::new()?.with_cluster_cidr(cidr).cleanup().await?;
+        done.push(format!("removed {removed} routes into {cidr}"));
+    }
+    if let Some(pin_dir) = &state.pin_dir {
+        if pin_dir.exists() {
+            let removed = crate::loader::cleanup(pin_dir)?;
+            done.push(format!("removed {removed} pins in {}", pin_dir.display()));
+        }
+    }
+    if let Some(mount) = &state.mounted_bpffs {
+        if is_bpffs(mount).unwrap_or(false) {
+            nix::mount::umount2(mount.as_path(), nix::mount::MntFlags::MNT_DETACH).map_err(
+                |source| DataplaneError::Unmount {
+                    path: mount.clone(),
+                    source,
+                },
+            )?;
+            done.push(format!("unmounted {}", mount.display()));
+        }
+        // The empty mount point was made for the mount.
+        let _ = std::fs::remove_dir(mount);
+    }
+    State::remove(data_dir).map_err(|source| DataplaneError::State {
+        path: data_dir.join(state::STATE_FILE),
+        source,
+    })?;
+    Ok(done)
 }

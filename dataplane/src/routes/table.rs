@@ -42,6 +42,9 @@ pub struct SyncReport {
 #[derive(Clone)]
 pub struct NodeRoutes {
     handle: Handle,
+    /// Only routes into this network are this instance's (several clusters' agents may share a
+    /// namespace, as parallel tests do); `None`: every Berth route.
+    cluster: Option<Ipv4Cidr>,
 }
 
 /// The next hop a route to a node takes.
@@ -58,7 +61,28 @@ impl NodeRoutes {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|source| RoutesError::Connect { source })?;
         tokio::spawn(conn);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            cluster: None,
+        })
+    }
+
+    /// Limits this instance to routes into `cluster_cidr`: others, Berth's or not, are never
+    /// listed, replaced or removed.
+    pub fn with_cluster_cidr(mut self, cluster_cidr: Ipv4Cidr) -> Self {
+        self.cluster = Some(cluster_cidr);
+        self
+    }
+
+    fn owns(&self, msg: &RouteMessage) -> bool {
+        is_ours(msg)
+            && match (self.cluster, destination(msg)) {
+                (None, _) => true,
+                (Some(cluster), Some(dst)) => {
+                    dst.prefix() >= cluster.prefix() && cluster.contains(dst.network())
+                }
+                (Some(_), None) => false,
+            }
     }
 
     /// Berth's routes, and nothing else.
@@ -67,7 +91,7 @@ impl NodeRoutes {
             .dump()
             .await?
             .iter()
-            .filter(|m| is_ours(m))
+            .filter(|m| self.owns(m))
             .filter_map(node_route)
             .collect())
     }
@@ -83,8 +107,10 @@ impl NodeRoutes {
             let Some(dst) = destination(msg) else {
                 continue;
             };
-            if is_ours(msg) {
+            if self.owns(msg) {
                 ours.entry(dst).or_default().push(msg);
+            } else if is_ours(msg) {
+                continue;
             } else if table(msg) == u32::from(RouteHeader::RT_TABLE_MAIN) && priority(msg) == 0 {
                 foreign.insert(dst);
             }
@@ -142,7 +168,7 @@ impl NodeRoutes {
     /// Deletes every Berth route (whatever its table); returns how many.
     pub async fn cleanup(&self) -> Result<usize, RoutesError> {
         let mut removed = 0;
-        for msg in self.dump().await?.iter().filter(|m| is_ours(m)) {
+        for msg in self.dump().await?.iter().filter(|m| self.owns(m)) {
             if self.delete(msg).await? {
                 removed += 1;
             }
