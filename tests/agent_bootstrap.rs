@@ -344,6 +344,9 @@ fn spawn_agent(
         .args(["--node-name", node, "--node-ip", "127.0.0.1"])
         .args(["--cgroup-base", cgroup_base, "--kubelet-port", "0"])
         .args(["--bootstrap-timeout", "30s"])
+        // This is about joining; the data plane (which would own the host's bpffs, cgroup2 root
+        // and nft table "berth" at its defaults) has tests of its own.
+        .arg("--dataplane=false")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
