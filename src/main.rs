@@ -470,14 +470,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         Some(kubeconfig) => kubeconfig.clone(),
         None => {
             let running = start_apiserver(args.server.clone())?;
-            // Made before the startup line, so whoever waits for that line finds the token.
-            let (token, hash) = join_info(&running, &args.server.data_dir)?;
-            announce(&running);
-            println!(
-                "berth: join token: {token} (in {}); join a node with: berth agent --server {} --token-file FILE --ca-cert-hash {hash}",
-                berth_controllers::csr::token::join_token_path(&args.server.data_dir).display(),
-                running.url,
-            );
+            announce_with_join_token(&running, &args.server.data_dir)?;
             controllers.csr_signing = Some(csr_signing(&args.server.data_dir));
             running.kubeconfig
         }
@@ -526,7 +519,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    announce(&running);
+    announce_with_join_token(&running, &data_dir)?;
     loop {
         std::thread::park();
     }
@@ -700,6 +693,22 @@ fn csr_signing(data_dir: &std::path::Path) -> berth_controllers::csr::CsrSigning
 
 /// `berth server`: makes (or reuses) the join token and publishes kube-public/cluster-info;
 /// returns the token and the CA's hash.
+/// The startup line, then how to join a node. The token is made before the startup line, so
+/// whoever waits for that line finds it in `<data-dir>/join-token`.
+fn announce_with_join_token(
+    running: &berth_apiserver::Running,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (token, hash) = join_info(running, data_dir)?;
+    announce(running);
+    println!(
+        "berth: join token: {token} (in {}); join a node with: berth agent --server {} --token-file FILE --ca-cert-hash {hash}",
+        berth_controllers::csr::token::join_token_path(data_dir).display(),
+        running.url,
+    );
+    Ok(())
+}
+
 fn join_info(
     running: &berth_apiserver::Running,
     data_dir: &std::path::Path,

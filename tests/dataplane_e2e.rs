@@ -5,6 +5,8 @@
 mod common;
 #[path = "support/kubelet.rs"]
 mod kubelet_support;
+#[path = "support/netclient.rs"]
+mod netclient;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -15,6 +17,7 @@ use common::{apply, kubectl, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 use kubelet_support::setup;
+use netclient::{in_pod, GET};
 
 /// `web`: busybox httpd answering its pod's name on 8080, and an echo server on 9000 that says
 /// its pod's name first. Ready while /tmp/ready exists.
@@ -69,21 +72,10 @@ async fn web_pods(server: &common::Server) -> Vec<String> {
         .collect()
 }
 
-/// Runs `sh -c script` in the client pod; its stdout, or its stderr on failure.
+/// Runs `script` in the client pod.
 fn in_client(server: &common::Server, script: &str) -> Result<String, String> {
-    let out = server
-        .kubectl()
-        .run(&["exec", "client", "--", "sh", "-c", script]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    in_pod(server, "client", script)
 }
-
-/// A shell function printing the last line of `GET /` from `$1` port 80: the `web` pod's name.
-/// (busybox's own wget crashes in Debian's static build; its nc does not.)
-const GET: &str = "get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 \"$1\" 80 | busybox tail -n 1; }; ";
 
 /// A host shell in the cgroup the cluster's host socket LB covers, running `script` with
 /// busybox's applets.
@@ -127,7 +119,7 @@ async fn pods_and_host_reach_services_by_cluster_ip_and_by_name() {
     // pod → ClusterIP over TCP: spread over both ready backends.
     let many = in_client(
         server,
-        &format!("{GET}for i in $(seq 24); do get {web_ip}; done"),
+        &format!("for i in $(seq 24); do get {web_ip}; done"),
     )
     .expect("wget through the ClusterIP");
     let seen: BTreeSet<String> = many.lines().map(str::to_owned).collect();
@@ -136,7 +128,7 @@ async fn pods_and_host_reach_services_by_cluster_ip_and_by_name() {
     // pod → service by name: the full name and the short one (resolv.conf search path), over
     // the kube-dns ClusterIP (UDP, translated by sendmsg4/recvmsg4).
     for name in ["web.default.svc.cluster.local", "web"] {
-        let body = in_client(server, &format!("{GET}get {name}"))
+        let body = in_client(server, &format!("get {name}"))
             .unwrap_or_else(|e| panic!("GET http://{name}/: {e}"));
         assert!(all.contains(body.trim()), "{name}: {body}");
     }
@@ -261,7 +253,7 @@ async fn established_connections_survive_scaling_readiness_flips_and_a_restart()
     loop {
         let batch = in_client(
             &cluster.server,
-            &format!("{GET}for i in $(seq 10); do get {web_ip}; done"),
+            &format!("for i in $(seq 10); do get {web_ip}; done"),
         )
         .expect("wget after the readiness flips");
         let answered: BTreeSet<&str> = batch.lines().collect();

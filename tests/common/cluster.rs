@@ -15,6 +15,8 @@ pub struct Cluster {
     pub data_dir: PathBuf,
     pub node: String,
     pub cgroup_base: String,
+    /// Its `--cluster-cidr`.
+    pub cluster_cidr: String,
     /// A cgroup2 directory whose processes the cluster's host socket LB covers.
     host_cgroup: Option<PathBuf>,
     args: Vec<String>,
@@ -66,19 +68,28 @@ impl Cluster {
         let mut all: Vec<String> = vec![
             "--node-name".into(),
             node.clone(),
-            "--node-ip".into(),
-            "127.0.0.1".into(),
             "--cgroup-base".into(),
             cgroup_base.clone(),
             "--cluster-cidr".into(),
-            cidr,
+            cidr.clone(),
             "--kubelet-port".into(),
             "0".into(),
         ];
-        if !args.contains(&"--eviction-hard") {
-            // The tests' own pods are tiny; a developer's nearly full disk must not taint the node.
-            all.push("--eviction-hard".into());
-            all.push("memory.available<100Mi,nodefs.available<1%,nodefs.inodesFree<1%".into());
+        // Defaults the caller may replace: loopback as the node IP (not a link of Berth's, so
+        // its forwarding stays off), and small eviction thresholds (the tests' own pods are tiny;
+        // a developer's nearly full disk must not taint the node).
+        let defaults = [
+            ("--node-ip", "127.0.0.1"),
+            ("--uplink-forwarding", "false"),
+            (
+                "--eviction-hard",
+                "memory.available<100Mi,nodefs.available<1%,nodefs.inodesFree<1%",
+            ),
+        ];
+        for (flag, value) in defaults {
+            if !args.iter().any(|a| a.starts_with(flag)) {
+                all.push(format!("{flag}={value}"));
+            }
         }
         // The data plane: its own bpffs (pins) in the data directory, and host processes are
         // covered by the socket LB only inside a cgroup of this cluster's (never the host's root).
@@ -90,10 +101,9 @@ impl Cluster {
         }
         all.push("--bpffs".into());
         all.push(data_dir.join("bpffs").display().to_string());
-        // Its own nft table; and the node IP is loopback, not a link of Berth's to change.
+        // Its own nft table.
         all.push("--nft-table".into());
         all.push(cgroup_base.clone());
-        all.push("--uplink-forwarding=false".into());
         all.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let server = Server::spawn("up", &data_dir, &refs);
@@ -102,6 +112,7 @@ impl Cluster {
             data_dir,
             node,
             cgroup_base,
+            cluster_cidr: cidr,
             host_cgroup,
             args: all,
             _root: root,

@@ -11,6 +11,7 @@ pub const IMAGE_REPO: &str = "berth-test/busybox:1";
 
 /// A registry with the busybox test image, and a cluster (`berth up` + `extra` flags) pulling
 /// from it, its node Ready; plus the image's full name. None when the test can't run here.
+#[allow(dead_code)] // Multi-node tests include this file for the registry and set up their own.
 pub async fn setup(extra: &[&str]) -> Option<(Registry, Cluster, String)> {
     if let Err(why) = can_run_kubelet() {
         registry::skip(&why);

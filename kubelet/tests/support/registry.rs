@@ -49,6 +49,7 @@ pub fn skip(reason: &str) {
 /// A running `docker-registry serve`, killed on drop.
 pub struct Registry {
     child: Option<Child>,
+    ip: std::net::Ipv4Addr,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -57,22 +58,29 @@ impl Registry {
     /// Starts an anonymous registry; `None` (after [`skip`]) when docker-registry or busybox
     /// are not installed.
     pub fn start_or_skip() -> Option<Registry> {
-        Self::check_tools().then(|| Self::start_inner(false))
+        Self::check_tools().then(|| Self::start_inner(false, std::net::Ipv4Addr::LOCALHOST))
+    }
+
+    /// Like [`Registry::start_or_skip`], listening on `ip` (an address of a link the test made,
+    /// for nodes in other network namespaces).
+    #[allow(dead_code)] // Not every test binary including this file has nodes elsewhere.
+    pub fn start_on_or_skip(ip: std::net::Ipv4Addr) -> Option<Registry> {
+        Self::check_tools().then(|| Self::start_inner(false, ip))
     }
 
     /// Like [`Registry::start_or_skip`], with htpasswd basic auth for
     /// [`AUTH_USER`]/[`AUTH_PASSWORD`].
     pub fn start_with_basic_auth_or_skip() -> Option<Registry> {
-        Self::check_tools().then(|| Self::start_inner(true))
+        Self::check_tools().then(|| Self::start_inner(true, std::net::Ipv4Addr::LOCALHOST))
     }
 
     /// Starts an anonymous registry; panics when docker-registry is missing.
     pub fn start() -> Registry {
-        Self::start_inner(false)
+        Self::start_inner(false, std::net::Ipv4Addr::LOCALHOST)
     }
 
     pub fn start_with_basic_auth() -> Registry {
-        Self::start_inner(true)
+        Self::start_inner(true, std::net::Ipv4Addr::LOCALHOST)
     }
 
     fn check_tools() -> bool {
@@ -85,13 +93,13 @@ impl Registry {
         true
     }
 
-    fn start_inner(basic_auth: bool) -> Registry {
+    fn start_inner(basic_auth: bool, ip: std::net::Ipv4Addr) -> Registry {
         let dir = tempfile::tempdir().expect("registry tempdir");
         let port = free_port();
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).expect("registry storage dir");
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             storage.display()
         );
         if basic_auth {
@@ -116,6 +124,7 @@ impl Registry {
             .expect("spawn docker-registry");
         let mut registry = Registry {
             child: Some(child),
+            ip,
             port,
             dir,
         };
@@ -134,7 +143,7 @@ impl Registry {
             {
                 panic!("docker-registry exited with {status}: {}", self.log());
             }
-            if let Some(code) = http_status(self.port, "/v2/") {
+            if let Some(code) = http_status(self.ip, self.port, "/v2/") {
                 if code == 200 || code == 401 {
                     return;
                 }
@@ -148,9 +157,9 @@ impl Registry {
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `IP:PORT` (127.0.0.1 unless started elsewhere).
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn log(&self) -> String {
@@ -179,12 +188,10 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-            .ok()?;
+fn http_status(ip: std::net::Ipv4Addr, port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n").ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
     let line = std::str::from_utf8(&buf[..n]).ok()?;
