@@ -9,8 +9,8 @@
 //! into a cache (see `kernel.rs`), and the VM has no disk and no network.
 //!
 //! Skips ("skipping: …", a failure under `BERTH_REQUIRE_PRIVILEGED=1`) when qemu, busybox or
-//! the kernel package is unavailable. `BERTH_VM_KERNEL=<vmlinuz>` and `BERTH_VM_ACCEL=tcg|kvm`
-//! override the defaults.
+//! the kernel package is unavailable. `BERTH_VM_KERNEL=<vmlinuz>`, `BERTH_VM_ACCEL=tcg|kvm` and
+//! `BERTH_VM_OBJECTS=<dir of *.bpf.o>` (instead of bpf/) override the defaults.
 
 #[path = "bpf_verifier_vm/guest.rs"]
 mod guest;
@@ -46,10 +46,15 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// Loads the objects of another directory instead of bpf/ (to try a change, or to see a failure).
+const OBJECTS_ENV: &str = "BERTH_VM_OBJECTS";
+
 fn committed_objects() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpf");
+    let dir = env::var_os(OBJECTS_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpf"));
     let mut objects: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("read bpf/")
+        .unwrap_or_else(|error| panic!("read {}: {error}", dir.display()))
         .map(|entry| entry.expect("dir entry").path())
         .filter(|path| path.to_string_lossy().ends_with(".bpf.o"))
         .collect();

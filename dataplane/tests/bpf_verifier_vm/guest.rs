@@ -19,6 +19,8 @@ const BPFFS: &str = "/sys/fs/bpf";
 /// The cgroup2 directory the guest's init makes for the socket programs.
 const CGROUP: &str = "/sys/fs/cgroup/berth-vm";
 /// XDP attaches in generic (skb) mode to loopback, the one device the guest is sure to have.
+/// Every attach is detached at once: a device takes one XDP program and a cgroup one program
+/// per hook (`CgroupAttachMode::Single`, as the agent attaches), and the next program needs it.
 const XDP_DEVICE: &str = "lo";
 
 pub fn run(objects_dir: &Path) {
@@ -53,34 +55,13 @@ fn load_object(path: &Path, pin_dir: &Path) {
         }
     };
     let cgroup = File::open(CGROUP).expect("open the guest's cgroup");
-    for (name, program) in ebpf.programs_mut() {
+    // Object order, not hash order, so runs compare line by line.
+    let mut names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_string()).collect();
+    names.sort();
+    for name in &names {
+        let program = ebpf.program_mut(name).expect("listed program");
         let kind = format!("{:?}", program.prog_type());
-        let result = match program {
-            Program::CgroupSockAddr(program) => {
-                program.load().map_err(stage("load")).and_then(|()| {
-                    program
-                        .attach(&cgroup, CgroupAttachMode::Single)
-                        .map(|_| format!("attached:cgroup2:{CGROUP}"))
-                        .map_err(stage("attach"))
-                })
-            }
-            Program::Xdp(program) => program.load().map_err(stage("load")).and_then(|()| {
-                program
-                    .attach(XDP_DEVICE, XdpMode::Skb)
-                    .map(|_| format!("attached:xdp-generic:{XDP_DEVICE}"))
-                    .map_err(stage("attach"))
-            }),
-            // tcx arrived in 6.6; the agent attaches tc programs only as tcx (see loader/attach.rs).
-            Program::SchedClassifier(program) => program
-                .load()
-                .map(|()| "load-only:tcx-needs-6.6".to_string())
-                .map_err(stage("load")),
-            _ => Err((
-                "load",
-                format!("the VM test does not know {kind} programs yet: teach guest.rs"),
-                None,
-            )),
-        };
+        let result = check(program, &cgroup);
         match result {
             Ok(attach) => println!("BERTH-VM PASS {object} {name} {kind} {attach}"),
             Err((stage, message, log)) => {
@@ -94,6 +75,42 @@ fn load_object(path: &Path, pin_dir: &Path) {
 }
 
 type Failure = (&'static str, String, Option<String>);
+
+/// Loads one program and attaches it where this kernel allows; what was done, or the stage
+/// that failed with its error and verifier log.
+fn check(program: &mut Program, cgroup: &File) -> Result<String, Failure> {
+    match program {
+        Program::CgroupSockAddr(program) => {
+            program.load().map_err(stage("load"))?;
+            let link = program
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(stage("attach"))?;
+            program.detach(link).map_err(stage("detach"))?;
+            Ok(format!("attached+detached:cgroup2:{CGROUP}"))
+        }
+        Program::Xdp(program) => {
+            program.load().map_err(stage("load"))?;
+            let link = program
+                .attach(XDP_DEVICE, XdpMode::Skb)
+                .map_err(stage("attach"))?;
+            program.detach(link).map_err(stage("detach"))?;
+            Ok(format!("attached+detached:xdp-generic:{XDP_DEVICE}"))
+        }
+        // tcx arrived in 6.6; the agent attaches tc programs only as tcx (see loader/attach.rs).
+        Program::SchedClassifier(program) => {
+            program.load().map_err(stage("load"))?;
+            Ok("load-only:tcx-needs-6.6".to_string())
+        }
+        other => Err((
+            "load",
+            format!(
+                "the VM test does not know {:?} programs yet: teach guest.rs",
+                other.prog_type()
+            ),
+            None,
+        )),
+    }
+}
 
 fn stage(stage: &'static str) -> impl Fn(ProgramError) -> Failure {
     move |error| match &error {
