@@ -76,8 +76,21 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir /sys/fs/cgroup/berth-vm
 ip link set lo up
 echo "BERTH-VM-KERNEL $(uname -r) $(uname -v)"
+echo "BERTH-VM-UPTIME init $(cut -d' ' -f1 /proc/uptime)"
 LD_LIBRARY_PATH={library_path} {GUEST_ENV}=/objects /loader --exact {GUEST_TEST} --nocapture --test-threads=1
 echo "BERTH-VM-EXIT $?"
+[ -x /bin/bpftool ] && for object in /objects/*.bpf.o; do
+    name=${{object##*/}}
+    # bpffs refuses names with a dot.
+    pins=/sys/fs/bpf/libbpf-${{name%%.*}}
+    if out=$(LD_LIBRARY_PATH={library_path} bpftool prog loadall "$object" "$pins" 2>&1); then
+        echo "BERTH-VM PASS $name libbpf:bpftool-loadall - $(ls "$pins" | tr '\n' ' ')"
+    else
+        echo "BERTH-VM FAIL $name libbpf:bpftool-loadall - load: $(echo "$out" | grep '^Error' | head -n 1)"
+        echo "$out" | sed "s/^/BERTH-VM-LOG $name libbpf | /"
+    fi
+done
+echo "BERTH-VM-UPTIME done $(cut -d' ' -f1 /proc/uptime)"
 echo BERTH-VM-DONE
 poweroff -f
 "#
@@ -103,6 +116,14 @@ fn loader_binary(scratch: &Path) -> PathBuf {
     }
 }
 
+fn find_bpftool() -> Option<PathBuf> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("bpftool"))
+        .find(|path| path.is_file())
+}
+
 fn build_initramfs(scratch: &Path, objects: &[PathBuf]) -> PathBuf {
     let mut archive = Initramfs::default();
     for dir in ["proc", "sys", "dev", "tmp", "objects"] {
@@ -113,6 +134,12 @@ fn build_initramfs(scratch: &Path, objects: &[PathBuf]) -> PathBuf {
     archive
         .binary_with_libraries(Path::new(BUSYBOX), "bin/busybox")
         .expect("ldd busybox");
+    // libbpf's view too (bpftool is what one inspects a node with), when the host has it.
+    if let Some(bpftool) = find_bpftool() {
+        archive
+            .binary_with_libraries(&bpftool, "bin/bpftool")
+            .expect("ldd bpftool");
+    }
     let loader = loader_binary(scratch);
     archive
         .binary_with_libraries(&loader, "loader")
@@ -167,6 +194,7 @@ fn every_bpf_object_passes_the_verifier_of_linux_6_1() {
         boot.elapsed.as_secs_f64(),
         started.elapsed().as_secs_f64(),
     );
+    eprintln!("vm: guest uptime (s): {}", report.uptimes.join(", "));
     if let Some(reason) = &boot.kvm_fallback {
         eprintln!("vm: KVM gave up for TCG: {reason}");
     }
@@ -235,6 +263,8 @@ struct Report {
     logs: Vec<String>,
     exit: Option<i32>,
     done: bool,
+    /// The guest clock when init started and when it was done: boot and load time apart.
+    uptimes: Vec<String>,
 }
 
 impl Report {
@@ -250,6 +280,8 @@ impl Report {
                 report.kernel = rest.split_whitespace().next().map(str::to_string);
             } else if let Some(rest) = line.strip_prefix("BERTH-VM-EXIT ") {
                 report.exit = rest.trim().parse().ok();
+            } else if let Some(rest) = line.strip_prefix("BERTH-VM-UPTIME ") {
+                report.uptimes.push(rest.trim().to_string());
             } else if line.starts_with("BERTH-VM-DONE") {
                 report.done = true;
             } else if let Some(rest) = line.strip_prefix("BERTH-VM-LOG ") {

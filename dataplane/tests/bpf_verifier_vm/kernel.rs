@@ -99,7 +99,9 @@ fn download(cache: &Path) -> Result<PathBuf, String> {
         .status()
         .map_err(|error| format!("run apt-get: {error}"))?;
     if !status.success() {
-        return Err(format!("apt-get download {package} failed: {status}"));
+        return Err(format!(
+            "apt-get download {package} failed ({status}); stale apt lists? run apt-get update"
+        ));
     }
     let deb = fs::read_dir(cache)
         .map_err(|error| format!("read {}: {error}", cache.display()))?
