@@ -125,6 +125,15 @@ struct berth_sk_revnat_value {
  * programs write it; the agent reads it for diagnostics. */
 #define BERTH_CT_FORWARD 0 /* key is client -> frontend; value: the chosen backend */
 #define BERTH_CT_REVERSE 1 /* key is backend -> client (as seen after NAT); value: the frontend */
+/* NodePort flows whose backend sits behind the uplink are SNATed to the node address and a
+ * port of their own, so replies come back here (nodeport.bpf.c). Two more entries per flow: */
+#define BERTH_CT_SNAT_OUT 2 /* key is client -> frontend; value: node address and SNAT port */
+#define BERTH_CT_SNAT_IN 3  /* key is backend -> node:SNAT port; value: the client */
+
+/* SNAT ports: above Linux's default ip_local_port_range (32768-60999), so they never collide
+ * with the node's own connections, and above the NodePort range. */
+#define BERTH_SNAT_PORT_MIN 61000
+#define BERTH_SNAT_PORT_MAX 65535
 
 struct berth_ct_key {
 	__be32 saddr;

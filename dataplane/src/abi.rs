@@ -30,6 +30,10 @@ pub const PROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
 
 pub const CT_FORWARD: u8 = 0;
 pub const CT_REVERSE: u8 = 1;
+pub const CT_SNAT_OUT: u8 = 2;
+pub const CT_SNAT_IN: u8 = 3;
+pub const SNAT_PORT_MIN: u16 = 61000;
+pub const SNAT_PORT_MAX: u16 = 65535;
 
 fn be_addr(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
