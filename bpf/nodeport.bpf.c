@@ -147,7 +147,10 @@ int berth_xdp_nodeport(struct xdp_md *ctx)
 	if (berth_np_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &t))
 		return XDP_PASS;
 	verdict = berth_np_decide(ctx, ctx->ingress_ifindex, &t, &nat, &fib);
-	if (verdict == BERTH_NP_CONTINUE)
+	/* Without a neighbour entry, the packet goes on untranslated: the tc twin on this device
+	 * (when attached) translates it again from the entries written here and resolves the
+	 * neighbour; otherwise the kernel answers it as a closed port. */
+	if (verdict == BERTH_NP_CONTINUE || verdict == BERTH_NP_NO_NEIGH)
 		return XDP_PASS;
 	if (verdict == BERTH_NP_DROP || berth_xdp_rewrite(ctx, &t, &nat))
 		return XDP_DROP;
@@ -192,7 +195,8 @@ static __always_inline int berth_tc_rewrite_one(struct __sk_buff *skb, __u8 prot
 	return 0;
 }
 
-static __always_inline int berth_tc_out(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
+static __always_inline int berth_tc_out(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+					int resolve)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -210,8 +214,11 @@ static __always_inline int berth_tc_out(struct __sk_buff *skb, struct bpf_fib_lo
 	new = bpf_htons((__u16)(ttl - 1) << 8);
 	ttl--;
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new)) ||
-	    bpf_skb_store_bytes(skb, IP_TTL_OFF, &ttl, sizeof(ttl), 0) ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib->dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, IP_TTL_OFF, &ttl, sizeof(ttl), 0))
+		return TC_ACT_SHOT;
+	if (resolve)
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib->dmac, ETH_ALEN, 0) ||
 	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib->smac, ETH_ALEN, 0))
 		return TC_ACT_SHOT;
 	return bpf_redirect(fib->ifindex, 0);
@@ -239,7 +246,7 @@ int berth_tc_nodeport(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	if (verdict == BERTH_NP_LOCAL)
 		return TC_ACT_OK;
-	return berth_tc_out(skb, &fib);
+	return berth_tc_out(skb, &fib, verdict == BERTH_NP_NO_NEIGH);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

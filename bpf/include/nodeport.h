@@ -50,7 +50,20 @@ enum berth_np_verdict {
 	BERTH_NP_DROP,     /* a helper or map write failed mid-way */
 	BERTH_NP_LOCAL,    /* rewrite, then let the kernel route it */
 	BERTH_NP_FORWARD,  /* rewrite, then forward it with the FIB's result */
+	BERTH_NP_NO_NEIGH, /* to forward, but the next hop's MAC is not known yet */
 };
+
+/* The verdict for a FIB lookup towards the rewritten destination. Without a neighbour entry
+ * XDP cannot forward, and the kernel would drop the rewritten packet (its source is a local
+ * address); the tc twin resolves it with bpf_redirect_neigh. */
+static __always_inline enum berth_np_verdict berth_np_out_verdict(long fib_ret)
+{
+	if (fib_ret == BPF_FIB_LKUP_RET_SUCCESS)
+		return BERTH_NP_FORWARD;
+	if (fib_ret == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return BERTH_NP_NO_NEIGH;
+	return BERTH_NP_LOCAL;
+}
 
 /* The rewrite: the packet's new source and destination. */
 struct berth_np_nat {
@@ -216,7 +229,7 @@ berth_np_forward(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 forward:
 	ret = berth_np_fib(ctx, fib, ifindex, t->proto, nat->saddr, nat->daddr, nat->sport,
 			   nat->dport);
-	return ret == BPF_FIB_LKUP_RET_SUCCESS ? BERTH_NP_FORWARD : BERTH_NP_LOCAL;
+	return berth_np_out_verdict(ret);
 }
 
 /* Backend -> nodeIP:SNAT port on the uplink: back to nodeIP:nodePort -> client. */
@@ -243,10 +256,8 @@ berth_np_reverse(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 	nat->sport = rev->nat_port;
 	nat->daddr = in->nat_addr;
 	nat->dport = in->nat_port;
-	if (berth_np_fib(ctx, fib, ifindex, t->proto, nat->saddr, nat->daddr, nat->sport,
-			 nat->dport) == BPF_FIB_LKUP_RET_SUCCESS)
-		return BERTH_NP_FORWARD;
-	return BERTH_NP_LOCAL;
+	return berth_np_out_verdict(berth_np_fib(ctx, fib, ifindex, t->proto, nat->saddr,
+						 nat->daddr, nat->sport, nat->dport));
 }
 
 /* What to do with an IPv4 TCP/UDP packet that arrived on the uplink `ifindex`. */
