@@ -363,8 +363,14 @@ mod tests {
             "link_type:\txdp\nlink_id:\t13\nprog_id:\t40\nifindex:\t0\n",
         )
         .expect("write");
-        assert_eq!(xdp_link_ifindex(proc_root.path(), 12).expect("scan"), Some(5));
-        assert_eq!(xdp_link_ifindex(proc_root.path(), 13).expect("scan"), Some(0));
+        assert_eq!(
+            xdp_link_ifindex(proc_root.path(), 12).expect("scan"),
+            Some(5)
+        );
+        assert_eq!(
+            xdp_link_ifindex(proc_root.path(), 13).expect("scan"),
+            Some(0)
+        );
         assert_eq!(xdp_link_ifindex(proc_root.path(), 1).expect("scan"), None);
     }
 }
