@@ -61,6 +61,13 @@ static __always_inline int berth_np_parse(void *data, void *data_end, struct ber
 	t->sport = ports[0];
 	t->dport = ports[1];
 	t->proto = ip->protocol;
+	if (t->proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = data + L4_OFF;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		t->closing = tcp->fin || tcp->rst;
+	}
 	return 0;
 }
 

@@ -135,6 +135,9 @@ struct berth_sk_revnat_value {
 #define BERTH_SNAT_PORT_MIN 61000
 #define BERTH_SNAT_PORT_MAX 65535
 
+/* berth_ct_value.flags */
+#define BERTH_CT_F_CLOSING (1 << 0) /* a TCP FIN or RST was seen: the SNAT port frees soon */
+
 struct berth_ct_key {
 	__be32 saddr;
 	__be32 daddr;
@@ -148,7 +151,7 @@ struct berth_ct_key {
 struct berth_ct_value {
 	__be32 nat_addr; /* forward: backend; reverse: frontend */
 	__be16 nat_port;
-	__u16 flags;     /* reserved: 0 */
+	__u16 flags;     /* BERTH_CT_F_* */
 	__u32 backend_id;
 	__u32 svc_id;
 	__u64 last_seen_ns;

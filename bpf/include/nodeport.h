@@ -33,9 +33,14 @@
 #define AF_INET 2
 #endif
 
-/* Tries per new SNAT flow before giving up on a port (then the packet is left alone). */
+/* Tries per new SNAT flow before giving up on a port (then the packet is dropped and the
+ * client retries). */
 #define BERTH_SNAT_TRIES 8
 #define BERTH_SNAT_RANGE (BERTH_SNAT_PORT_MAX - BERTH_SNAT_PORT_MIN + 1)
+/* A SNAT port is taken back from a flow idle this long, or this soon after its FIN or RST
+ * (the backend's TIME_WAIT then guards the reuse: a new SYN is accepted over TIME_WAIT). */
+#define BERTH_SNAT_IDLE_NS (300 * BERTH_NS_PER_SEC)
+#define BERTH_SNAT_CLOSED_NS (10 * BERTH_NS_PER_SEC)
 
 struct berth_np_tuple {
 	__be32 saddr;
@@ -43,6 +48,7 @@ struct berth_np_tuple {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
+	__u8 closing; /* TCP FIN or RST */
 };
 
 enum berth_np_verdict {
@@ -118,6 +124,14 @@ static __always_inline long berth_np_fib(void *ctx, struct bpf_fib_lookup *fib, 
 	return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 }
 
+static __always_inline int berth_np_reclaimable(const struct berth_ct_value *in, __u64 now)
+{
+	__u64 idle = now - in->last_seen_ns;
+
+	return idle > BERTH_SNAT_IDLE_NS ||
+	       ((in->flags & BERTH_CT_F_CLOSING) && idle > BERTH_SNAT_CLOSED_NS);
+}
+
 /* Claims a free SNAT port towards backend:bport by inserting its SNAT_IN entry (the claim and
  * the record are one write). Returns the port (network order) or 0. */
 static __always_inline __be16 berth_np_snat_port(const struct berth_np_tuple *t, __be32 backend,
@@ -133,8 +147,13 @@ static __always_inline __be16 berth_np_snat_port(const struct berth_np_tuple *t,
 		struct berth_ct_key key = berth_np_ct_key(backend, t->daddr, bport,
 							  bpf_htons(port), t->proto,
 							  BERTH_CT_SNAT_IN);
+		struct berth_ct_value *old;
 
 		if (!bpf_map_update_elem(&BERTH_MAP_CT, &key, &in, BPF_NOEXIST))
+			return bpf_htons(port);
+		old = bpf_map_lookup_elem(&BERTH_MAP_CT, &key);
+		if (old && berth_np_reclaimable(old, now) &&
+		    !bpf_map_update_elem(&BERTH_MAP_CT, &key, &in, BPF_EXIST))
 			return bpf_htons(port);
 	}
 	return 0;
@@ -173,6 +192,15 @@ berth_np_forward(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 		out->last_seen_ns = now;
 		nat->saddr = out->nat_addr;
 		nat->sport = out->nat_port;
+		if (t->closing) {
+			struct berth_ct_key ikey = berth_np_ct_key(nat->daddr, nat->saddr,
+								   nat->dport, nat->sport,
+								   t->proto, BERTH_CT_SNAT_IN);
+			struct berth_ct_value *in = bpf_map_lookup_elem(&BERTH_MAP_CT, &ikey);
+
+			if (in)
+				in->flags |= BERTH_CT_F_CLOSING;
+		}
 		goto forward;
 	}
 
@@ -252,6 +280,8 @@ berth_np_reverse(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 	now = bpf_ktime_get_ns();
 	in->last_seen_ns = now;
 	rev->last_seen_ns = now;
+	if (t->closing)
+		in->flags |= BERTH_CT_F_CLOSING;
 	nat->saddr = rev->nat_addr;
 	nat->sport = rev->nat_port;
 	nat->daddr = in->nat_addr;

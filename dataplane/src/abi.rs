@@ -34,6 +34,7 @@ pub const CT_SNAT_OUT: u8 = 2;
 pub const CT_SNAT_IN: u8 = 3;
 pub const SNAT_PORT_MIN: u16 = 61000;
 pub const SNAT_PORT_MAX: u16 = 65535;
+pub const CT_F_CLOSING: u16 = 1 << 0;
 
 fn be_addr(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())

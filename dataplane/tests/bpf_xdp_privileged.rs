@@ -17,8 +17,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_dataplane::abi::{
-    CtKey, MaglevValue, NodeAddrKey, NodeAddrValue, SvcKey, CT_FORWARD, CT_REVERSE, CT_SNAT_IN,
-    CT_SNAT_OUT, MAGLEV_SIZE, PROTO_TCP, PROTO_UDP, SNAT_PORT_MIN, SVC_MAGLEV, SVC_NODEPORT,
+    CtKey, MaglevValue, NodeAddrKey, NodeAddrValue, SvcKey, CT_FORWARD, CT_F_CLOSING, CT_REVERSE,
+    CT_SNAT_IN, CT_SNAT_OUT, MAGLEV_SIZE, PROTO_TCP, PROTO_UDP, SNAT_PORT_MIN, SVC_MAGLEV,
+    SVC_NODEPORT,
 };
 use berth_dataplane::loader::{Attached, Datapath, LbMaps, XdpAttached, XdpMode};
 use bpf_support::{
@@ -200,6 +201,12 @@ fn tcp_ask(to: SocketAddr, message: &str) -> (String, SocketAddr) {
     stream.write_all(message.as_bytes()).expect("write");
     let mut buf = [0u8; 256];
     let n = stream.read(&mut buf).expect("read echo");
+    if message == "who" {
+        // The server closes after answering: wait for its FIN.
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).expect("read to the end");
+        assert!(rest.is_empty(), "one answer only");
+    }
     (
         String::from_utf8_lossy(&buf[..n]).into_owned(),
         stream.local_addr().expect("local"),
@@ -449,14 +456,16 @@ fn exercise(datapath: &mut Datapath, outside: &Netns, mode: XdpMode) {
         .join()
         .expect("far client");
     assert!(answer.starts_with(&format!("far|{NODE}:")), "{answer}");
+    // "who": the backend answers and closes, so its FIN has passed XDP when the client reads
+    // the end of the stream.
     let (answer, local) = outside
-        .spawn(|| tcp_ask(nodeport(NP_FAR), "far away"))
+        .spawn(|| tcp_ask(nodeport(NP_FAR), "who"))
         .join()
         .expect("far client");
     let (name, rest) = answer.split_once('|').expect("name");
     assert_eq!(name, "far");
     let (peer, data) = rest.split_once('|').expect("peer");
-    assert_eq!(data, "far away");
+    assert_eq!(data, "who");
     let peer: SocketAddrV4 = peer.parse().expect("peer address");
     assert_eq!(*peer.ip(), NODE, "the far backend sees the node");
     assert!(peer.port() >= SNAT_PORT_MIN, "{peer}");
@@ -467,10 +476,14 @@ fn exercise(datapath: &mut Datapath, outside: &Netns, mode: XdpMode) {
     assert!(entries.iter().any(|(key, value)| key.dir == CT_SNAT_OUT
         && key.sport == local.port().to_be()
         && value.nat_port == peer.port().to_be()));
-    assert!(entries.iter().any(|(key, value)| key.dir == CT_SNAT_IN
-        && key.dport == peer.port().to_be()
-        && value.nat_addr == be(CLIENT)
-        && value.nat_port == local.port().to_be()));
+    assert!(
+        entries.iter().any(|(key, value)| key.dir == CT_SNAT_IN
+            && key.dport == peer.port().to_be()
+            && value.nat_addr == be(CLIENT)
+            && value.nat_port == local.port().to_be()
+            && value.flags & CT_F_CLOSING != 0),
+        "the closed flow's SNAT port is marked for reuse"
+    );
 
     if mode == XdpMode::Driver {
         attach_nodeport_tc(datapath);

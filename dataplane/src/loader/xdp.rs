@@ -52,8 +52,18 @@ impl Datapath {
     /// Idempotent: a pinned link still attached to a device is kept; a stale one (its device
     /// went away) is replaced.
     ///
-    /// Native XDP on a veth that transmits back into the veth (backends behind the uplink)
-    /// needs NAPI on the peer: GRO on, or [`Datapath::attach_xdp_pass`] there.
+    /// Pair it with [`Datapath::attach_nodeport_tc`] on the same device: packets XDP cannot
+    /// forward yet (no neighbour entry for the next hop) go on untranslated to the tc twin,
+    /// which resolves the neighbour; without it such packets meet a closed port (RST).
+    ///
+    /// Pod backends keep the client's address; their replies are reverse-translated by the
+    /// tcx program on the pod's veth and then carry the node's address as source, which the
+    /// kernel accepts only with `accept_local=1` on that veth.
+    ///
+    /// Native XDP on a veth uplink: transmitting back into the veth (backends behind the
+    /// uplink) needs NAPI on the peer (GRO on, or [`Datapath::attach_xdp_pass`] there), and
+    /// the peer's sender must not leave checksums to offload (`ethtool -K <peer> tx off`):
+    /// XDP cannot tell a partial checksum from a full one, and a NIC's wire has only full ones.
     pub fn attach_xdp(
         &mut self,
         ifname: &str,
