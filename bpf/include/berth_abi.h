@@ -125,6 +125,18 @@ struct berth_sk_revnat_value {
  * programs write it; the agent reads it for diagnostics. */
 #define BERTH_CT_FORWARD 0 /* key is client -> frontend; value: the chosen backend */
 #define BERTH_CT_REVERSE 1 /* key is backend -> client (as seen after NAT); value: the frontend */
+/* NodePort flows whose backend sits behind the uplink are SNATed to the node address and a
+ * port of their own, so replies come back here (nodeport.bpf.c). Two more entries per flow: */
+#define BERTH_CT_SNAT_OUT 2 /* key is client -> frontend; value: node address and SNAT port */
+#define BERTH_CT_SNAT_IN 3  /* key is backend -> node:SNAT port; value: the client */
+
+/* SNAT ports: above Linux's default ip_local_port_range (32768-60999), so they never collide
+ * with the node's own connections, and above the NodePort range. */
+#define BERTH_SNAT_PORT_MIN 61000
+#define BERTH_SNAT_PORT_MAX 65535
+
+/* berth_ct_value.flags */
+#define BERTH_CT_F_CLOSING (1 << 0) /* a TCP FIN or RST was seen: the SNAT port frees soon */
 
 struct berth_ct_key {
 	__be32 saddr;
@@ -139,7 +151,7 @@ struct berth_ct_key {
 struct berth_ct_value {
 	__be32 nat_addr; /* forward: backend; reverse: frontend */
 	__be16 nat_port;
-	__u16 flags;     /* reserved: 0 */
+	__u16 flags;     /* BERTH_CT_F_* */
 	__u32 backend_id;
 	__u32 svc_id;
 	__u64 last_seen_ns;

@@ -30,6 +30,11 @@ pub const PROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
 
 pub const CT_FORWARD: u8 = 0;
 pub const CT_REVERSE: u8 = 1;
+pub const CT_SNAT_OUT: u8 = 2;
+pub const CT_SNAT_IN: u8 = 3;
+pub const SNAT_PORT_MIN: u16 = 61000;
+pub const SNAT_PORT_MAX: u16 = 65535;
+pub const CT_F_CLOSING: u16 = 1 << 0;
 
 fn be_addr(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
@@ -212,6 +217,33 @@ pub struct NodeAddrValue {
 mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn nodeport_constants_match_the_header() {
+        let header = include_str!("../../bpf/include/berth_abi.h");
+        let define = |name: &str| -> u32 {
+            let line = header
+                .lines()
+                .find(|line| line.split_whitespace().nth(1) == Some(name))
+                .unwrap_or_else(|| panic!("no #define {name}"));
+            let value = line
+                .split_once(name)
+                .and_then(|(_, rest)| rest.split("/*").next())
+                .expect("value")
+                .trim();
+            match value.strip_prefix("(1 << ") {
+                Some(shift) => 1 << shift.trim_end_matches(')').parse::<u32>().expect("shift"),
+                None => value.parse().expect("number"),
+            }
+        };
+        assert_eq!(define("BERTH_CT_FORWARD"), u32::from(CT_FORWARD));
+        assert_eq!(define("BERTH_CT_REVERSE"), u32::from(CT_REVERSE));
+        assert_eq!(define("BERTH_CT_SNAT_OUT"), u32::from(CT_SNAT_OUT));
+        assert_eq!(define("BERTH_CT_SNAT_IN"), u32::from(CT_SNAT_IN));
+        assert_eq!(define("BERTH_SNAT_PORT_MIN"), u32::from(SNAT_PORT_MIN));
+        assert_eq!(define("BERTH_SNAT_PORT_MAX"), u32::from(SNAT_PORT_MAX));
+        assert_eq!(define("BERTH_CT_F_CLOSING"), u32::from(CT_F_CLOSING));
+    }
 
     #[test]
     fn layouts_match_the_header() {

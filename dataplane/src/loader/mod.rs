@@ -5,7 +5,8 @@
 //! Pin layout under `pin_dir` (a bpffs, see [`Bpffs`]):
 //! - `berth_*`: the maps, pinned by name (`LIBBPF_PIN_BY_NAME`), reused by every later open;
 //! - `links/cgroup-<inode>/{connect4,sendmsg4,recvmsg4,getpeername4}`: socket LB per cgroup;
-//! - `links/tc-<ifname>`: the tcx ingress link per interface.
+//! - `links/tc-<ifname>`: the tcx ingress link per interface;
+//! - `links/xdp-<ifname>`, `links/nodeport-tc-<ifname>`: NodePort on the uplink (xdp.rs).
 //!
 //! The classifier attaches only as tcx (Linux 6.6+); aya's netlink fallback for older kernels
 //! yields links that cannot be pinned, so [`Datapath::attach_tc`] fails there instead.
@@ -14,6 +15,7 @@ mod attach;
 mod bpffs;
 mod maps;
 mod tables;
+mod xdp;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ pub use attach::Attached;
 pub use bpffs::{is_bpffs, Bpffs, BpffsError};
 pub use maps::{LbMap, LbMaps};
 pub use tables::ServiceMaps;
+pub use xdp::{XdpAttached, XdpMode};
 
 use crate::abi::{
     MAP_AFFINITY, MAP_BACKENDS, MAP_CT, MAP_MAGLEV, MAP_NODE_ADDRS, MAP_SK_REVNAT, MAP_SLOTS,
@@ -62,8 +65,9 @@ pub enum DatapathError {
     NotBpffs { pin_dir: PathBuf },
     #[error(transparent)]
     Bpffs(#[from] BpffsError),
-    #[error("load bpf object lb.bpf.o pinning maps in {pin_dir}")]
+    #[error("load bpf object {object} pinning maps in {pin_dir}")]
     Load {
+        object: &'static str,
         pin_dir: PathBuf,
         #[source]
         source: Box<aya::EbpfError>,
@@ -107,6 +111,8 @@ pub struct Datapath {
     pin_dir: PathBuf,
     ebpf: Ebpf,
     maps: LbMaps,
+    /// nodeport.bpf.o, loaded by the first NodePort attach.
+    nodeport: Option<Ebpf>,
 }
 
 impl Datapath {
@@ -122,6 +128,7 @@ impl Datapath {
             .default_map_pin_directory(pin_dir)
             .load(LB_OBJECT)
             .map_err(|source| DatapathError::Load {
+                object: "lb.bpf.o",
                 pin_dir: pin_dir.to_path_buf(),
                 source: Box::new(source),
             })?;
@@ -143,6 +150,7 @@ impl Datapath {
             pin_dir: pin_dir.to_path_buf(),
             ebpf,
             maps,
+            nodeport: None,
         })
     }
 
