@@ -268,11 +268,14 @@ struct DataplaneFlags {
     /// The nft table (`ip` family) holding masquerade and hostPorts; a name starting `berth`.
     #[arg(long, default_value = "berth")]
     nft_table: String,
-    /// Turn on forwarding for the link holding the node IP, so other nodes reach this node's
-    /// pods (pod veths always forward).
+    /// Turn on forwarding for the link holding the node IP and the NodePort links, so other
+    /// nodes and NodePort clients reach this node's pods (pod veths always forward).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true")]
     uplink_forwarding: bool,
+    /// Links that serve NodePorts through XDP (comma-separated; default: the uplink; `none`).
+    #[arg(long, value_delimiter = ',')]
+    nodeport_devices: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -640,6 +643,12 @@ fn dataplane_config(
         resolv_conf: PathBuf::from(berth_dataplane::dns::HOST_RESOLV_CONF),
         nft_table: Some(flags.nft_table.clone()),
         uplink_forwarding: flags.uplink_forwarding,
+        nodeport_devices: flags.nodeport_devices.clone().map(|devices| {
+            devices
+                .into_iter()
+                .filter(|d| !d.is_empty() && d != "none")
+                .collect()
+        }),
     })
 }
 

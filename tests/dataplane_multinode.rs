@@ -34,8 +34,14 @@ fn pod(name: &str, node: &str, image: &str, web: bool) -> String {
     )
 }
 
-const SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-  "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#;
+const SERVICES: &str = r#"{"apiVersion": "v1", "kind": "List", "items": [
+  {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+   "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}},
+  {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-np"},
+   "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}},
+  {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "empty-np"},
+   "spec": {"type": "NodePort", "selector": {"app": "none"}, "ports": [{"port": 80}]}}
+]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_pods_and_services_across_nodes() {
@@ -52,7 +58,7 @@ async fn pods_reach_pods_and_services_across_nodes() {
     ] {
         apply(server, &pod(name, node, &nodes.image, web)).await;
     }
-    apply(server, SERVICE).await;
+    apply(server, SERVICES).await;
     let pods: Api<Pod> = Api::default_namespaced(server.client().await);
     let mut ips = std::collections::BTreeMap::new();
     for name in ["web-1", "web-2", "client-1", "client-2"] {
@@ -98,6 +104,63 @@ async fn pods_reach_pods_and_services_across_nodes() {
     let by_name = in_pod(server, "client-2", "get web.default.svc.cluster.local")
         .expect("GET by name from node 2");
     assert!(["web-1", "web-2"].contains(&by_name.trim()), "{by_name}");
+
+    // NodePort through XDP on node 2's link to the outside: a client there reaches both
+    // backends, the local one (DNAT) and the one on node 1 (DNAT and SNAT to node 2).
+    let node_port = |name: &'static str| {
+        let services = services.clone();
+        async move {
+            let svc = services.get(name).await.unwrap();
+            svc.spec.unwrap().ports.unwrap()[0]
+                .node_port
+                .expect("a nodePort")
+        }
+    };
+    let web_np = node_port("web-np").await;
+    if std::env::var_os("BERTH_DEBUG_PAUSE").is_some() {
+        eprintln!("PAUSE node2 ip {} port {web_np}", nodes.node2_ip);
+        std::thread::sleep(std::time::Duration::from_secs(240));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = nodes
+            .outside
+            .command("/bin/busybox")
+            .args(["sh", "-c"])
+            .arg(format!(
+                "{}for i in $(seq 16); do get {} {web_np}; done",
+                netclient::GET,
+                nodes.node2_ip
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let seen: BTreeSet<&str> = text.lines().collect();
+        if seen == BTreeSet::from(["web-1", "web-2"]) {
+            break;
+        }
+        // The Service's maps are written shortly after it is created; no watch shows them.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outside → NodePort {web_np}: {seen:?} {out:?}"
+        );
+    }
+    // A NodePort without endpoints refuses at once.
+    let empty_np = node_port("empty-np").await;
+    let started = std::time::Instant::now();
+    let refused = nodes
+        .outside
+        .command("/bin/busybox")
+        .args(["nc", "-w", "10", &nodes.node2_ip, &empty_np.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The route node 1 took to node 2's pods is Berth's, through the link to node 2.
     let routes = std::process::Command::new("ip")

@@ -5,11 +5,11 @@
  * then rewrites and forwards it with the means of its own context.
  *
  * Two paths, chosen per flow by a FIB lookup towards the chosen backend:
- * - LOCAL: the backend is routed through another interface of this node (a pod's veth). Only
+ * - LOCAL: the backend is directly on another interface of this node (a pod's veth). Only
  *   the destination is rewritten (the pod sees the client's address) and the kernel routes the
  *   packet on. The pod's reply (backend -> client) meets lb.bpf.c's tcx program on the pod's
  *   host veth, which finds the REVERSE entry written here and shows nodeIP:nodePort as source.
- * - SNAT: the backend is behind the uplink itself (another node). Source becomes this node's
+ * - SNAT: the backend is behind a gateway (another node's pod). Source becomes this node's
  *   address and a port allocated per flow, destination the backend, and the packet leaves the
  *   way it came (XDP_TX) or through the FIB's interface (redirect). The backend's reply comes
  *   back to nodeIP:port on the uplink and is reverse-translated here, in both addresses.
@@ -225,8 +225,11 @@ berth_np_forward(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 	ret = berth_np_fib(ctx, fib, ifindex, t->proto, t->saddr, nat->daddr, t->sport,
 			   nat->dport);
 	if ((ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH) ||
-	    fib->ifindex != ifindex) {
-		/* LOCAL: the reply comes from backend to client through the pod's veth. */
+	    (fib->ifindex != ifindex && fib->ipv4_dst == nat->daddr)) {
+		/* LOCAL: the backend is on a link of this node's without a gateway (a pod's veth);
+		 * the reply comes from backend to client through that veth. A backend behind a
+		 * gateway (another node's pod, whichever link leads there) takes SNAT below, so its
+		 * reply returns here rather than straight to a client its node cannot route to. */
 		rkey = berth_np_ct_key(nat->daddr, t->saddr, nat->dport, t->sport, t->proto,
 				       BERTH_CT_REVERSE);
 		if (bpf_map_update_elem(&BERTH_MAP_CT, &rkey, &rval, BPF_ANY) ||

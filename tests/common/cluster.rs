@@ -76,11 +76,12 @@ impl Cluster {
             "0".into(),
         ];
         // Defaults the caller may replace: loopback as the node IP (not a link of Berth's, so
-        // its forwarding stays off), and small eviction thresholds (the tests' own pods are tiny;
+        // its forwarding stays off and no XDP program goes on it), and small eviction thresholds (the tests' own pods are tiny;
         // a developer's nearly full disk must not taint the node).
         let defaults = [
             ("--node-ip", "127.0.0.1"),
             ("--uplink-forwarding", "false"),
+            ("--nodeport-devices", "none"),
             (
                 "--eviction-hard",
                 "memory.available<100Mi,nodefs.available<1%,nodefs.inodesFree<1%",

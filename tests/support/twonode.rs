@@ -2,7 +2,10 @@
 //! network namespace of its own, joined by a veth pair whose addresses (198.18.0.0/15, the
 //! benchmarking range) are the nodes' InternalIPs. The registry listens on node 1's end, so
 //! both nodes pull from it. Cross-node traffic crosses the pair for real: routes to each other's
-//! podCIDR, forwarding on each uplink, the other node's pod veths.
+//! podCIDR, forwarding on each uplink, the other node's pod veths. A third namespace, "outside",
+//! hangs off node 2 (198.19.0.0/16) as a client of its NodePorts; both nodes serve NodePorts
+//! through XDP in driver mode on their veths (checksum offload off on every end, since XDP
+//! cannot finish a partial checksum; GRO on where XDP redirects frames in).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,6 +46,16 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// `ethtool args…` in `ns` (the host's namespace for None).
+fn ethtool(ns: Option<&Netns>, args: &[&str]) {
+    let mut cmd = match ns {
+        Some(ns) => ns.command("ethtool"),
+        None => Command::new("ethtool"),
+    };
+    let out = cmd.args(args).output().expect("running ethtool");
+    assert!(out.status.success(), "ethtool {args:?}: {out:?}");
 }
 
 fn ip(args: &[&str]) {
@@ -87,7 +100,9 @@ pub struct TwoNodes {
     _node2_agent: Agent,
     pub cluster: Cluster,
     _registry: Registry,
-    pub node2_netns: Netns,
+    _node2_netns: Netns,
+    /// A client namespace behind node 2, reaching it at `node2_ip` through `outside_gw`.
+    pub outside: Netns,
     /// Node 1's side of the pair (in the host namespace).
     pub uplink1: String,
     pub node2_ip: String,
@@ -104,7 +119,7 @@ impl TwoNodes {
             registry::skip(&why);
             return None;
         }
-        for tool in ["ip", "nsenter"] {
+        for tool in ["ip", "nsenter", "ethtool"] {
             if Command::new(tool).arg("-V").output().is_err() {
                 registry::skip(&format!("{tool} is not installed"));
                 return None;
@@ -140,6 +155,58 @@ impl TwoNodes {
             ip(&all);
         }
 
+        let outside = Netns::add(&format!("berth-mo-{tag}"));
+        let (x2, xo) = (format!("berthx{tag}"), format!("bertho{tag}"));
+        ip(&[
+            "link",
+            "add",
+            &x2,
+            "netns",
+            &netns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &xo,
+            "netns",
+            &outside.name,
+        ]);
+        let (outside_gw, outside_ip) = (format!("198.19.{k}.1"), format!("198.19.{k}.2"));
+        let in_ns = |ns: &Netns, args: &[&str]| {
+            let mut all = vec!["-n", ns.name.as_str()];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        in_ns(
+            &netns,
+            &["addr", "add", &format!("{outside_gw}/30"), "dev", &x2],
+        );
+        in_ns(&netns, &["link", "set", &x2, "up"]);
+        in_ns(
+            &outside,
+            &["addr", "add", &format!("{outside_ip}/30"), "dev", &xo],
+        );
+        in_ns(&outside, &["link", "set", &xo, "up"]);
+        in_ns(&outside, &["link", "set", "lo", "up"]);
+        in_ns(
+            &outside,
+            &[
+                "route",
+                "add",
+                &format!("198.18.{k}.0/30"),
+                "via",
+                &outside_gw,
+            ],
+        );
+        for (ns, link) in [
+            (None, &up1),
+            (Some(&netns), &up2),
+            (Some(&netns), &x2),
+            (Some(&outside), &xo),
+        ] {
+            ethtool(ns, &["-K", link, "tx", "off", "gro", "on"]);
+        }
+
         let registry = Registry::start_on_or_skip(node1_ip.parse().unwrap())?;
         let host = registry.host();
         registry::push_busybox(&host, IMAGE_REPO).await;
@@ -149,6 +216,7 @@ impl TwoNodes {
             &format!("--listen={node1_ip}:0"),
             &format!("--node-ip={node1_ip}"),
             "--uplink-forwarding=true",
+            &format!("--nodeport-devices={up1}"),
         ]);
         cluster.wait_node_ready().await;
 
@@ -182,6 +250,7 @@ impl TwoNodes {
                 "--nft-table",
                 &cgroup_base,
             ])
+            .arg(format!("--nodeport-devices={up2},{x2}"))
             .args([
                 "--eviction-hard",
                 "memory.available<100Mi,nodefs.available<1%,nodefs.inodesFree<1%",
@@ -214,7 +283,8 @@ impl TwoNodes {
             _node2_agent: agent,
             cluster,
             _registry: registry,
-            node2_netns: netns,
+            _node2_netns: netns,
+            outside,
             uplink1: up1,
             node2_ip,
             node2,

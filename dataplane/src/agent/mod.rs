@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::abi::{NodeAddrKey, NodeAddrValue};
 use crate::dns::{self, DnsConfig, DnsIndex, DnsServer};
-use crate::loader::{is_bpffs, Bpffs, Datapath, ServiceMaps};
+use crate::loader::{is_bpffs, Bpffs, Datapath, ServiceMaps, XdpMode};
 use crate::nat::Nat;
 use crate::podnet::{enable_forwarding, Ipv4Cidr};
 use crate::routes::{run_node_routes, uplink_for, NodeRoutes};
@@ -57,9 +57,13 @@ pub struct DataplaneConfig {
     pub resolv_conf: PathBuf,
     /// The nft table for masquerade and hostPorts (a `berth…` name); none: no NAT.
     pub nft_table: Option<String>,
-    /// Turn forwarding on for the uplink (the link holding the node IP), so traffic from other
-    /// nodes reaches this node's pods. Off where the uplink is not Berth's to change.
+    /// Turn forwarding on for the uplink (the link holding the node IP) and the NodePort links,
+    /// so traffic from other nodes and NodePort clients reaches this node's pods. Off where they
+    /// are not Berth's to change.
     pub uplink_forwarding: bool,
+    /// Where NodePorts are served (XDP, with the same program on tcx for what XDP passes up):
+    /// `None` for the uplink, else exactly these links (possibly none).
+    pub nodeport_devices: Option<Vec<String>>,
 }
 
 /// Why the data plane stopped.
@@ -168,8 +172,24 @@ pub async fn run(
         &NodeAddrKey::new(config.node_ip),
         &NodeAddrValue { ifindex },
     )?;
-    if let (true, Some(uplink)) = (config.uplink_forwarding, &uplink) {
-        enable_forwarding(&uplink.name)?;
+    let nodeport_devices = match &config.nodeport_devices {
+        Some(devices) => devices.clone(),
+        None => uplink.iter().map(|u| u.name.clone()).collect(),
+    };
+    if config.uplink_forwarding {
+        for link in uplink.iter().map(|u| &u.name).chain(&nodeport_devices) {
+            enable_forwarding(link)?;
+        }
+    }
+    for device in &nodeport_devices {
+        match datapath.attach_xdp(device, XdpMode::Auto) {
+            Ok(attached) => tracing::info!(%device, ?attached, "NodePort XDP attached"),
+            Err(e) => tracing::warn!(%device, error = %e, "NodePort XDP not attached"),
+        }
+        match datapath.attach_nodeport_tc(device) {
+            Ok(attached) => tracing::info!(%device, ?attached, "NodePort tc attached"),
+            Err(e) => tracing::warn!(%device, error = %e, "NodePort tc not attached"),
+        }
     }
     let maps = ServiceMaps::open(&pin_dir)?;
     let programmer = Programmer::adopt(maps, maps_snapshot(&pin_dir)?);

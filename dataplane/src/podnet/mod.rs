@@ -205,6 +205,9 @@ impl PodNetwork {
         host.set_up(&veth, Some(pod_uid), Some(POD_LINK_GROUP))
             .await?;
         enable_forwarding(&veth.name)?;
+        // NodePort replies leave the pod's tc program with the node's own address as their
+        // source (reverse NAT); without this the kernel drops them as martians.
+        set_interface_sysctl(Path::new(IPV4_CONF_ROOT), &veth.name, "accept_local", "1")?;
         host.add_address(&veth, gateway, 32).await?;
         if let Some(lo) = pod.link("lo").await? {
             pod.set_up(&lo, None, None).await?;
