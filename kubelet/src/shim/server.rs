@@ -18,12 +18,15 @@ use time::OffsetDateTime;
 
 use super::logs::{LogWriter, Stream};
 use super::protocol::{ContainerState, Event, Exit, Request, Response};
-use super::ShimError;
+use super::{residency, ShimError};
 use crate::runtime::{self, ContainerIo, Stdio};
 
 /// Log rotation, as the kubelet's defaults (containerLogMaxSize 10Mi, containerLogMaxFiles 5).
 const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
 const LOG_MAX_FILES: usize = 5;
+/// What one read takes from a container's output or a client: on the stack, and every stack
+/// page the shim ever touched stays resident, so small.
+const READ_CHUNK: usize = 16 * 1024;
 
 struct Container {
     state: ContainerState,
@@ -51,6 +54,9 @@ pub(super) struct Server {
     outputs: Vec<Output>,
     logs: BTreeMap<String, LogWriter>,
     shutting_down: bool,
+    /// Something beyond log output happened since the last [`residency::trim`]: drop the file
+    /// pages that touched before blocking again.
+    trim_pending: bool,
 }
 
 impl Server {
@@ -62,6 +68,7 @@ impl Server {
             outputs: Vec::new(),
             logs: BTreeMap::new(),
             shutting_down: false,
+            trim_pending: true,
         }
     }
 
@@ -90,6 +97,7 @@ impl Server {
             .filter(|(_, c)| c.pidfd.is_some())
             .map(|(id, _)| id.clone())
             .collect();
+        let trim = std::mem::take(&mut self.trim_pending);
         let (ready_listener, ready_clients, ready_pids, ready_outputs) = {
             let mut fds: Vec<PollFd> = Vec::new();
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
@@ -102,6 +110,10 @@ impl Server {
             }
             for o in &self.outputs {
                 fds.push(PollFd::new(o.fd.as_fd(), PollFlags::POLLIN));
+            }
+            if trim {
+                // Last before blocking, so the pages this loop touched until now are dropped.
+                let _ = residency::trim(Path::new("/proc/self/smaps"));
             }
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
@@ -135,12 +147,16 @@ impl Server {
         }
         for (id, ready) in pidfd_ids.iter().zip(ready_pids) {
             if ready {
+                self.trim_pending = true;
                 self.reap(id);
             }
         }
         for i in (0..ready_clients.len()).rev() {
-            if ready_clients[i] && !self.serve_client(i) {
-                self.clients.remove(i);
+            if ready_clients[i] {
+                self.trim_pending = true;
+                if !self.serve_client(i) {
+                    self.clients.remove(i);
+                }
             }
         }
         if ready_listener {
@@ -163,8 +179,9 @@ impl Server {
         Ok(())
     }
 
+    #[inline(never)]
     fn read_output(&mut self, i: usize) {
-        let mut buf = [0u8; 32 * 1024];
+        let mut buf = [0u8; READ_CHUNK];
         let n = nix::unistd::read(self.outputs[i].fd.as_fd(), &mut buf);
         let output = &self.outputs[i];
         let log = self.logs.get_mut(&output.id);
@@ -238,8 +255,9 @@ impl Server {
     }
 
     /// Reads what a client sent and answers each complete request. False: drop the client.
+    #[inline(never)]
     fn serve_client(&mut self, i: usize) -> bool {
-        let mut chunk = [0u8; 64 * 1024];
+        let mut chunk = [0u8; READ_CHUNK];
         match self.clients[i].stream.read(&mut chunk) {
             Ok(0) => return false,
             Ok(n) => self.clients[i].buf.extend_from_slice(&chunk[..n]),
