@@ -7,6 +7,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -27,6 +28,9 @@ const LOG_MAX_FILES: usize = 5;
 /// What one read takes from a container's output or a client: on the stack, and every stack
 /// page the shim ever touched stays resident, so small.
 const READ_CHUNK: usize = 16 * 1024;
+/// A container's output is logged by code no request touches: its pages are dropped at most this
+/// often while output keeps coming, and this long after the last of it.
+const OUTPUT_TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Container {
     state: ContainerState,
@@ -57,6 +61,9 @@ pub(super) struct Server {
     /// Something beyond log output happened since the last [`residency::trim`]: drop the file
     /// pages that touched before blocking again.
     trim_pending: bool,
+    /// Container output was logged since the last trim.
+    output_since_trim: bool,
+    last_trim: Instant,
 }
 
 impl Server {
@@ -69,6 +76,8 @@ impl Server {
             logs: BTreeMap::new(),
             shutting_down: false,
             trim_pending: true,
+            output_since_trim: false,
+            last_trim: Instant::now(),
         }
     }
 
@@ -80,6 +89,27 @@ impl Server {
             }
             self.poll_once()?;
         }
+    }
+
+    /// Whether to trim before this `poll`, and how long it may block: until the next trim is due
+    /// when output came since the last one.
+    fn trim_schedule(&mut self, now: Instant) -> (bool, PollTimeout) {
+        let due = self.last_trim + OUTPUT_TRIM_INTERVAL;
+        if self.trim_pending || (self.output_since_trim && now >= due) {
+            self.trim_pending = false;
+            self.output_since_trim = false;
+            self.last_trim = now;
+            return (true, PollTimeout::NONE);
+        }
+        if !self.output_since_trim {
+            return (false, PollTimeout::NONE);
+        }
+        // Rounded up, so the next poll wakes with the trim due rather than spinning before it.
+        let wait = due.saturating_duration_since(now) + Duration::from_millis(1);
+        (
+            false,
+            PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+        )
     }
 
     fn running(&self) -> usize {
@@ -97,7 +127,7 @@ impl Server {
             .filter(|(_, c)| c.pidfd.is_some())
             .map(|(id, _)| id.clone())
             .collect();
-        let trim = std::mem::take(&mut self.trim_pending);
+        let (trim, timeout) = self.trim_schedule(Instant::now());
         let (ready_listener, ready_clients, ready_pids, ready_outputs) = {
             let mut fds: Vec<PollFd> = Vec::new();
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
@@ -115,7 +145,7 @@ impl Server {
                 // Last before blocking, so the pages this loop touched until now are dropped.
                 let _ = residency::trim(Path::new("/proc/self/smaps"));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return Ok(()),
                 Err(e) => {
@@ -142,6 +172,7 @@ impl Server {
         // Output before exits, so a container's last lines are logged before its exit is told.
         for i in (0..ready_outputs.len()).rev() {
             if ready_outputs[i] {
+                self.output_since_trim = true;
                 self.read_output(i);
             }
         }
@@ -461,6 +492,33 @@ pub(super) fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trims_after_requests_at_once_and_after_output_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("s.sock")).unwrap();
+        let mut server = Server::new(listener);
+        let start = server.last_trim;
+        let millis = |t: PollTimeout| i32::from(t);
+        // The first poll trims what starting up touched; then nothing is due.
+        assert_eq!(server.trim_schedule(start), (true, PollTimeout::NONE));
+        assert_eq!(server.trim_schedule(start), (false, PollTimeout::NONE));
+        // Output: the trim waits for the interval, and poll wakes up for it.
+        server.output_since_trim = true;
+        let (trim, timeout) = server.trim_schedule(start + Duration::from_millis(100));
+        assert!(!trim);
+        assert!((900..=902).contains(&millis(timeout)), "{timeout:?}");
+        assert_eq!(
+            server.trim_schedule(start + OUTPUT_TRIM_INTERVAL),
+            (true, PollTimeout::NONE)
+        );
+        // A request is followed by a trim at once, output or not.
+        server.output_since_trim = true;
+        server.trim_pending = true;
+        let later = start + OUTPUT_TRIM_INTERVAL + Duration::from_millis(1);
+        assert_eq!(server.trim_schedule(later), (true, PollTimeout::NONE));
+        assert!(!server.output_since_trim);
+    }
 
     #[test]
     fn oom_counters_from_v1_and_v2_files() {
