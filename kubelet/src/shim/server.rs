@@ -31,6 +31,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A container's output is logged by code no request touches: its pages are dropped at most this
 /// often while output keeps coming, and this long after the last of it.
 const OUTPUT_TRIM_INTERVAL: Duration = Duration::from_secs(1);
+const SMAPS: &str = "/proc/self/smaps";
 
 struct Container {
     state: ContainerState,
@@ -143,7 +144,7 @@ impl Server {
             }
             if trim {
                 // Last before blocking, so the pages this loop touched until now are dropped.
-                let _ = residency::trim(Path::new("/proc/self/smaps"));
+                let _ = residency::trim(Path::new(SMAPS));
             }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
@@ -446,6 +447,10 @@ impl Server {
                 oom_before,
             },
         );
+        // The spawn path is most of what a shim ever touches: dropped before answering too, as
+        // the kubelet may report the pod started (and someone read this shim's VmRSS) before the
+        // trim ahead of the next poll gets a CPU.
+        let _ = residency::trim(Path::new(SMAPS));
         Ok((pid, started_at))
     }
 }
