@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A private, read-only, file-backed mapping that holds no anonymous (copied-on-write) page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Vma {
 
     fn clean(&self) -> Option<CleanMapping> {
         let rss_kib = self.rss_kib?;
-        (self.eligible && self.anonymous_kib == Some(0) && rss_kib > 0).then_some(CleanMapping {
+        (self.eligible && self.anonymous_kib == Some(0)).then_some(CleanMapping {
             start: self.start,
             len: self.end - self.start,
             rss_kib,
@@ -90,19 +90,45 @@ pub fn clean_mappings(smaps: impl BufRead) -> io::Result<Vec<CleanMapping>> {
     Ok(out)
 }
 
-/// Drops this process's resident clean file pages, as `smaps` (normally `/proc/self/smaps`)
-/// lists its mappings; returns how many KiB were resident in them.
-pub fn trim(smaps: &Path) -> io::Result<u64> {
-    let file = File::open(smaps)?;
-    // Collected first: dropping pages while reading would only fault them back in.
-    let mappings = clean_mappings(BufReader::with_capacity(4096, file))?;
-    let mut dropped = 0;
-    for m in &mappings {
-        if crate::sys::residency::drop_clean_file_pages(m.start, m.len).is_ok() {
-            dropped += m.rss_kib;
+/// Drops this process's resident clean file pages. The mappings are read from `smaps` once and
+/// reused while `map_files` still lists each of them with the same bounds: reading `smaps`
+/// walks every page table and touches more of the program than the trim then drops, and the
+/// shim maps no file after it started. (`map_files` needs CAP_SYS_ADMIN; without it, `smaps` is
+/// read every time.)
+pub struct Trimmer {
+    proc_self: PathBuf,
+    mappings: Vec<CleanMapping>,
+}
+
+impl Trimmer {
+    /// `proc_self` is normally `/proc/self`.
+    pub fn new(proc_self: &Path) -> Trimmer {
+        Trimmer {
+            proc_self: proc_self.to_owned(),
+            mappings: Vec::new(),
         }
     }
-    Ok(dropped)
+
+    /// Returns how many mappings it dropped the pages of.
+    pub fn trim(&mut self) -> io::Result<usize> {
+        if self.mappings.is_empty() || !self.mappings.iter().all(|m| self.still_mapped(m)) {
+            let file = File::open(self.proc_self.join("smaps"))?;
+            // Collected first: dropping pages while reading would only fault them back in.
+            self.mappings = clean_mappings(BufReader::with_capacity(4096, file))?;
+        }
+        let dropped = self
+            .mappings
+            .iter()
+            .filter(|m| crate::sys::residency::drop_clean_file_pages(m.start, m.len).is_ok());
+        Ok(dropped.count())
+    }
+
+    /// A file is mapped at exactly `m`'s bounds (an unmapped or resized range, or one that is
+    /// anonymous memory now, has no entry), so it is still the mapping `smaps` described.
+    fn still_mapped(&self, m: &CleanMapping) -> bool {
+        let name = format!("{:x}-{:x}", m.start, m.start + m.len);
+        std::fs::symlink_metadata(self.proc_self.join("map_files").join(name)).is_ok()
+    }
 }
 
 #[cfg(test)]
@@ -150,9 +176,9 @@ Rss:                  64 kB
     #[test]
     fn only_clean_private_read_only_file_mappings() {
         let got = clean_mappings(SMAPS.as_bytes()).unwrap();
-        // The relocated read-only data (Anonymous 52 kB), writable data, the heap, a mapping
-        // with nothing resident, a shared mapping, the vDSO and a mapping whose Anonymous the
-        // kernel did not report are all kept.
+        // The relocated read-only data (Anonymous 52 kB), writable data, the heap, a shared
+        // mapping, the vDSO and a mapping whose Anonymous the kernel did not report are kept;
+        // one with nothing resident yet is kept, as it may be touched later.
         assert_eq!(
             got,
             vec![
@@ -166,32 +192,58 @@ Rss:                  64 kB
                     len: 0xd5000,
                     rss_kib: 448
                 },
+                CleanMapping {
+                    start: 0x7f1000000000,
+                    len: 0x10000,
+                    rss_kib: 0
+                },
             ]
         );
     }
 
     #[test]
     fn trimming_this_process_keeps_it_working() {
-        let smaps = Path::new("/proc/self/smaps");
-        if !smaps.exists() {
+        let proc_self = Path::new("/proc/self");
+        if !proc_self.join("smaps").exists() {
             eprintln!("skipping: no /proc/self/smaps");
             return;
         }
+        let resident = || {
+            let smaps = File::open(proc_self.join("smaps")).unwrap();
+            let mappings = clean_mappings(BufReader::new(smaps)).unwrap();
+            mappings.iter().map(|m| m.rss_kib).sum::<u64>()
+        };
+        let mut trimmer = Trimmer::new(proc_self);
         // Other test threads run meanwhile: their code and data must survive the trim.
         let before: Vec<u64> = (0..1000)
             .map(|i: u64| i.wrapping_mul(0x9e37_79b9))
             .collect();
-        let dropped = trim(smaps).unwrap();
-        assert!(dropped > 0, "a test binary has resident text");
+        let first = resident();
+        let count = trimmer.trim().unwrap();
+        assert!(first > 0 && count > 0, "a test binary maps its text");
         let after: Vec<u64> = (0..1000)
             .map(|i: u64| i.wrapping_mul(0x9e37_79b9))
             .collect();
         assert_eq!(before, after);
-        let again = clean_mappings(BufReader::new(File::open(smaps).unwrap())).unwrap();
-        let resident: u64 = again.iter().map(|m| m.rss_kib).sum();
-        assert!(
-            resident < dropped,
-            "{resident} KiB still resident of {dropped}"
-        );
+        assert_eq!(trimmer.trim().unwrap(), count, "the same mappings again");
+        let left = resident();
+        assert!(left < first, "{left} KiB still resident of {first}");
+    }
+
+    #[test]
+    fn remembered_mappings_are_checked_before_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let smaps = "\
+7f1000000000-7f1000010000 r--p 00000000 fe:01 99   /usr/lib/libc.so.6
+Rss:                  64 kB
+Anonymous:             0 kB
+";
+        std::fs::create_dir(dir.path().join("map_files")).unwrap();
+        let mut trimmer = Trimmer::new(dir.path());
+        trimmer.mappings = clean_mappings(smaps.as_bytes()).unwrap();
+        assert!(!trimmer.still_mapped(&trimmer.mappings[0]));
+        let entry = dir.path().join("map_files/7f1000000000-7f1000010000");
+        std::fs::write(entry, "").unwrap();
+        assert!(trimmer.still_mapped(&trimmer.mappings[0]));
     }
 }

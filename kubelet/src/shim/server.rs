@@ -31,7 +31,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A container's output is logged by code no request touches: its pages are dropped at most this
 /// often while output keeps coming, and this long after the last of it.
 const OUTPUT_TRIM_INTERVAL: Duration = Duration::from_secs(1);
-const SMAPS: &str = "/proc/self/smaps";
 
 struct Container {
     state: ContainerState,
@@ -59,12 +58,13 @@ pub(super) struct Server {
     outputs: Vec<Output>,
     logs: BTreeMap<String, LogWriter>,
     shutting_down: bool,
-    /// Something beyond log output happened since the last [`residency::trim`]: drop the file
+    /// Something beyond log output happened since the last trim: drop the file
     /// pages that touched before blocking again.
     trim_pending: bool,
     /// Container output was logged since the last trim.
     output_since_trim: bool,
     last_trim: Instant,
+    trimmer: residency::Trimmer,
 }
 
 impl Server {
@@ -79,6 +79,7 @@ impl Server {
             trim_pending: true,
             output_since_trim: false,
             last_trim: Instant::now(),
+            trimmer: residency::Trimmer::new(Path::new("/proc/self")),
         }
     }
 
@@ -144,7 +145,7 @@ impl Server {
             }
             if trim {
                 // Last before blocking, so the pages this loop touched until now are dropped.
-                let _ = residency::trim(Path::new(SMAPS));
+                let _ = self.trimmer.trim();
             }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
@@ -450,7 +451,7 @@ impl Server {
         // The spawn path is most of what a shim ever touches: dropped before answering too, as
         // the kubelet may report the pod started (and someone read this shim's VmRSS) before the
         // trim ahead of the next poll gets a CPU.
-        let _ = residency::trim(Path::new(SMAPS));
+        let _ = self.trimmer.trim();
         Ok((pid, started_at))
     }
 }
