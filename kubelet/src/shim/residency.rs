@@ -90,11 +90,11 @@ pub fn clean_mappings(smaps: impl BufRead) -> io::Result<Vec<CleanMapping>> {
     Ok(out)
 }
 
-/// Drops this process's resident clean file pages. The mappings are read from `smaps` once and
-/// reused while `map_files` still lists each of them with the same bounds: reading `smaps`
-/// walks every page table and touches more of the program than the trim then drops, and the
-/// shim maps no file after it started. (`map_files` needs CAP_SYS_ADMIN; without it, `smaps` is
-/// read every time.)
+/// Drops this process's resident clean file pages and gives the allocator's free memory back.
+/// The mappings are read from `smaps` once and reused while `map_files` still lists each of them
+/// with the same bounds: reading `smaps` walks every page table and touches more of the program
+/// than the trim then drops, and the shim maps no file after it started. (`map_files` needs
+/// CAP_SYS_ADMIN; without it, `smaps` is read every time.)
 pub struct Trimmer {
     proc_self: PathBuf,
     mappings: Vec<CleanMapping>,
@@ -116,6 +116,7 @@ impl Trimmer {
             // Collected first: dropping pages while reading would only fault them back in.
             self.mappings = clean_mappings(BufReader::with_capacity(4096, file))?;
         }
+        crate::sys::residency::release_free_heap();
         let dropped = self
             .mappings
             .iter()

@@ -15,3 +15,14 @@ pub(crate) fn drop_clean_file_pages(start: usize, len: usize) -> nix::Result<()>
     let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
     nix::errno::Errno::result(rc).map(drop)
 }
+
+/// Gives the allocator's free memory back to the kernel (glibc's `malloc_trim(0)`): a shim's
+/// heap is small, and what a request needed for a moment would otherwise stay resident.
+pub(crate) fn release_free_heap() {
+    // SAFETY: malloc_trim takes no pointer and has no precondition; glibc's allocator locks
+    // each arena while it trims it, so it is safe beside allocations on other threads.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
