@@ -12,6 +12,7 @@
 //! - [`node`]: the Node's registration, Lease and status.
 //! - `pods`: one worker per pod, from sandbox to status.
 
+pub mod apilimit;
 pub mod cgroup;
 mod cleanup;
 mod config;

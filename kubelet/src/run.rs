@@ -31,6 +31,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), KubeletError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = crate::apilimit::limit_in_flight(client, crate::apilimit::MAX_IN_FLIGHT);
     let shutdown = shutdown.shared();
     std::fs::create_dir_all(config.pods_dir()).map_err(|source| KubeletError::Io {
         op: "create",

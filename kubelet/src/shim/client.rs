@@ -12,6 +12,9 @@ use super::{ShimConfig, ShimError};
 
 /// How long a new shim may take to listen on its socket.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection's read buffer: lines are short, and a kubelet holds one subscription per pod
+/// (tokio's default of 8 KiB came to 800 KiB at 100 pods).
+const READ_BUFFER: usize = 1024;
 
 /// Starts a pod's shim (`program shim …`: `berth-shim` or `berth`) and waits for its ready line.
 /// The shim puts itself in a new session; the kubelet drops the child handle (tokio reaps it),
@@ -109,7 +112,7 @@ impl ShimClient {
                 source,
             })?;
         Ok(Connection {
-            stream: BufReader::new(stream),
+            stream: BufReader::with_capacity(READ_BUFFER, stream),
             pod_dir: self.pod_dir.clone(),
         })
     }

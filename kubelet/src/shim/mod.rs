@@ -10,6 +10,7 @@
 pub mod client;
 pub mod logs;
 pub mod protocol;
+pub mod residency;
 mod server;
 
 use std::io::Write;

@@ -7,6 +7,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -18,12 +19,18 @@ use time::OffsetDateTime;
 
 use super::logs::{LogWriter, Stream};
 use super::protocol::{ContainerState, Event, Exit, Request, Response};
-use super::ShimError;
+use super::{residency, ShimError};
 use crate::runtime::{self, ContainerIo, Stdio};
 
 /// Log rotation, as the kubelet's defaults (containerLogMaxSize 10Mi, containerLogMaxFiles 5).
 const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
 const LOG_MAX_FILES: usize = 5;
+/// What one read takes from a container's output or a client: on the stack, and every stack
+/// page the shim ever touched stays resident, so small.
+const READ_CHUNK: usize = 16 * 1024;
+/// A container's output is logged by code no request touches: its pages are dropped at most this
+/// often while output keeps coming, and this long after the last of it.
+const OUTPUT_TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Container {
     state: ContainerState,
@@ -51,6 +58,13 @@ pub(super) struct Server {
     outputs: Vec<Output>,
     logs: BTreeMap<String, LogWriter>,
     shutting_down: bool,
+    /// Something beyond log output happened since the last trim: drop the file
+    /// pages that touched before blocking again.
+    trim_pending: bool,
+    /// Container output was logged since the last trim.
+    output_since_trim: bool,
+    last_trim: Instant,
+    trimmer: residency::Trimmer,
 }
 
 impl Server {
@@ -62,6 +76,10 @@ impl Server {
             outputs: Vec::new(),
             logs: BTreeMap::new(),
             shutting_down: false,
+            trim_pending: true,
+            output_since_trim: false,
+            last_trim: Instant::now(),
+            trimmer: residency::Trimmer::new(Path::new("/proc/self")),
         }
     }
 
@@ -73,6 +91,27 @@ impl Server {
             }
             self.poll_once()?;
         }
+    }
+
+    /// Whether to trim before this `poll`, and how long it may block: until the next trim is due
+    /// when output came since the last one.
+    fn trim_schedule(&mut self, now: Instant) -> (bool, PollTimeout) {
+        let due = self.last_trim + OUTPUT_TRIM_INTERVAL;
+        if self.trim_pending || (self.output_since_trim && now >= due) {
+            self.trim_pending = false;
+            self.output_since_trim = false;
+            self.last_trim = now;
+            return (true, PollTimeout::NONE);
+        }
+        if !self.output_since_trim {
+            return (false, PollTimeout::NONE);
+        }
+        // Rounded up, so the next poll wakes with the trim due rather than spinning before it.
+        let wait = due.saturating_duration_since(now) + Duration::from_millis(1);
+        (
+            false,
+            PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+        )
     }
 
     fn running(&self) -> usize {
@@ -90,6 +129,7 @@ impl Server {
             .filter(|(_, c)| c.pidfd.is_some())
             .map(|(id, _)| id.clone())
             .collect();
+        let (trim, timeout) = self.trim_schedule(Instant::now());
         let (ready_listener, ready_clients, ready_pids, ready_outputs) = {
             let mut fds: Vec<PollFd> = Vec::new();
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
@@ -103,7 +143,11 @@ impl Server {
             for o in &self.outputs {
                 fds.push(PollFd::new(o.fd.as_fd(), PollFlags::POLLIN));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            if trim {
+                // Last before blocking, so the pages this loop touched until now are dropped.
+                let _ = self.trimmer.trim();
+            }
+            match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return Ok(()),
                 Err(e) => {
@@ -130,17 +174,22 @@ impl Server {
         // Output before exits, so a container's last lines are logged before its exit is told.
         for i in (0..ready_outputs.len()).rev() {
             if ready_outputs[i] {
+                self.output_since_trim = true;
                 self.read_output(i);
             }
         }
         for (id, ready) in pidfd_ids.iter().zip(ready_pids) {
             if ready {
+                self.trim_pending = true;
                 self.reap(id);
             }
         }
         for i in (0..ready_clients.len()).rev() {
-            if ready_clients[i] && !self.serve_client(i) {
-                self.clients.remove(i);
+            if ready_clients[i] {
+                self.trim_pending = true;
+                if !self.serve_client(i) {
+                    self.clients.remove(i);
+                }
             }
         }
         if ready_listener {
@@ -163,8 +212,9 @@ impl Server {
         Ok(())
     }
 
+    #[inline(never)]
     fn read_output(&mut self, i: usize) {
-        let mut buf = [0u8; 32 * 1024];
+        let mut buf = [0u8; READ_CHUNK];
         let n = nix::unistd::read(self.outputs[i].fd.as_fd(), &mut buf);
         let output = &self.outputs[i];
         let log = self.logs.get_mut(&output.id);
@@ -238,8 +288,9 @@ impl Server {
     }
 
     /// Reads what a client sent and answers each complete request. False: drop the client.
+    #[inline(never)]
     fn serve_client(&mut self, i: usize) -> bool {
-        let mut chunk = [0u8; 64 * 1024];
+        let mut chunk = [0u8; READ_CHUNK];
         match self.clients[i].stream.read(&mut chunk) {
             Ok(0) => return false,
             Ok(n) => self.clients[i].buf.extend_from_slice(&chunk[..n]),
@@ -397,6 +448,10 @@ impl Server {
                 oom_before,
             },
         );
+        // The spawn path is most of what a shim ever touches: dropped before answering too, as
+        // the kubelet may report the pod started (and someone read this shim's VmRSS) before the
+        // trim ahead of the next poll gets a CPU.
+        let _ = self.trimmer.trim();
         Ok((pid, started_at))
     }
 }
@@ -443,6 +498,33 @@ pub(super) fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trims_after_requests_at_once_and_after_output_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("s.sock")).unwrap();
+        let mut server = Server::new(listener);
+        let start = server.last_trim;
+        let millis = |t: PollTimeout| i32::from(t);
+        // The first poll trims what starting up touched; then nothing is due.
+        assert_eq!(server.trim_schedule(start), (true, PollTimeout::NONE));
+        assert_eq!(server.trim_schedule(start), (false, PollTimeout::NONE));
+        // Output: the trim waits for the interval, and poll wakes up for it.
+        server.output_since_trim = true;
+        let (trim, timeout) = server.trim_schedule(start + Duration::from_millis(100));
+        assert!(!trim);
+        assert!((900..=902).contains(&millis(timeout)), "{timeout:?}");
+        assert_eq!(
+            server.trim_schedule(start + OUTPUT_TRIM_INTERVAL),
+            (true, PollTimeout::NONE)
+        );
+        // A request is followed by a trim at once, output or not.
+        server.output_since_trim = true;
+        server.trim_pending = true;
+        let later = start + OUTPUT_TRIM_INTERVAL + Duration::from_millis(1);
+        assert_eq!(server.trim_schedule(later), (true, PollTimeout::NONE));
+        assert!(!server.output_since_trim);
+    }
 
     #[test]
     fn oom_counters_from_v1_and_v2_files() {

@@ -3,4 +3,5 @@
 pub(crate) mod child;
 pub(crate) mod pty;
 pub(crate) mod raw;
+pub(crate) mod residency;
 pub(crate) mod xattr;
