@@ -37,8 +37,11 @@ enum Command {
     /// containers.
     Kubelet(KubeletArgs),
     /// Join a control plane as a node: exchange a bootstrap token (`berth server` prints one)
-    /// for the node's certificates (TLS bootstrap), then run the kubelet.
+    /// for the node's certificates (TLS bootstrap), then run the kubelet and the data plane.
     Agent(AgentArgs),
+    /// Run the node's data plane alone (beside a `berth kubelet`): Services in BPF, cluster DNS,
+    /// routes to other nodes' pods, masquerade and hostPorts.
+    Dataplane(DataplaneArgs),
     /// The per-pod shim the kubelet starts (internal).
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -299,6 +302,23 @@ struct KubeletArgs {
 }
 
 #[derive(Args)]
+struct DataplaneArgs {
+    /// Kubeconfig naming the API server and the node's credentials.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The node's data directory (the kubelet's --data-dir).
+    #[arg(long, default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
+    /// The cluster's pod network (the controllers' --cluster-cidr).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    #[command(flatten)]
+    node: KubeletFlags,
+    #[command(flatten)]
+    dataplane: DataplaneFlags,
+}
+
+#[derive(Args)]
 struct AgentArgs {
     /// The API server's URL, e.g. https://10.0.0.1:6443.
     #[arg(long)]
@@ -398,6 +418,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args),
         Command::Kubelet(args) => kubelet(&args),
+        Command::Dataplane(args) => dataplane(&args),
         Command::Agent(args) => agent(args),
         Command::Shim(args) => shim(&args),
         Command::Server(args) => server(args),
@@ -692,6 +713,21 @@ fn kubelet(args: &KubeletArgs) -> anyhow::Result<()> {
     )
     .context("berth kubelet")?;
     ran.transpose().context("berth kubelet")?;
+    Ok(())
+}
+
+/// `berth dataplane`: runs until interrupted; maps, links and routes stay for the next start.
+fn dataplane(args: &DataplaneArgs) -> anyhow::Result<()> {
+    let kubelet = kubelet_config(&args.data_dir, &args.node)?;
+    let config = dataplane_config(&kubelet, &args.dataplane, &args.cluster_cidr)?;
+    let ran = berth_controllers::leader::run_until_interrupted(
+        &args.kubeconfig,
+        "berth-dataplane",
+        None,
+        |client, stop| berth_dataplane::agent::run(client, config, stop),
+    )
+    .context("berth dataplane")?;
+    ran.transpose().context("berth dataplane")?;
     Ok(())
 }
 
