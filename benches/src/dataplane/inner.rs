@@ -85,11 +85,14 @@ pub fn measure(ctx: &InnerContext) -> Result<Report, DataplaneError> {
             nodeport: "not measured: XDP NodePort not built yet (the loader has no attach_xdp)"
                 .into(),
             kernel,
+            cgroup: ctx.cgroup.display().to_string(),
+            scratch: ctx.scratch.display().to_string(),
             sizes: sizes.clone(),
             connections: opts.connections,
             backends: opts.backends,
             duration_ms: opts.duration_ms,
             rate: opts.rate,
+            rounds: opts.rounds,
             ..Report::default()
         },
     };
@@ -118,9 +121,11 @@ impl Bench<'_> {
                     self.maps.sync(&service, &slice)?;
                 }
             }
-            for path in PathKind::ALL {
-                progress(&format!("{size} services: {}", path.name()));
-                self.path(path, size, &all, size == largest)?;
+            for round in 0..self.ctx.opts.rounds {
+                for path in PathKind::ALL {
+                    progress(&format!("{size} services, round {}: {}", round + 1, path.name()));
+                    self.path(path, size, &all, size == largest && round == 0)?;
+                }
             }
         }
         progress(&format!("{largest} services: berth's control plane"));

@@ -46,11 +46,14 @@ pub struct Options {
     #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
     pub sizes: Vec<usize>,
     /// Length of each measurement window, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     pub duration_ms: u64,
     /// Requests before each window that are not counted (connections, caches, conntrack warm).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 200)]
     pub warmup_ms: u64,
+    /// Rounds over all paths at each size (paths interleaved); the median round is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Concurrent connections of the closed-loop client.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
@@ -152,8 +155,14 @@ fn validate(opts: &Options) -> Result<(), DataplaneError> {
     if opts.sizes.iter().any(|s| *s > plan::MAX_SERVICES) {
         return bad("--sizes above 60000 do not fit the address plan");
     }
-    if opts.connections == 0 || opts.backends == 0 || opts.backends > 200 || opts.repeats == 0 {
-        return bad("--connections, --repeats and --backends (≤ 200) must be at least 1");
+    if opts.connections == 0
+        || opts.backends == 0
+        || opts.backends > 200
+        || opts.rounds == 0
+        || opts.repeats == 0
+        || opts.repeats > 1000
+    {
+        return bad("--connections, --rounds, --repeats (≤ 1000) and --backends (≤ 200) must be at least 1");
     }
     if opts.duration_ms == 0 || opts.rate == 0 {
         return bad("--duration-ms and --rate must be at least 1");
@@ -329,6 +338,7 @@ mod tests {
             sizes: vec![1, 10],
             duration_ms: 100,
             warmup_ms: 10,
+            rounds: 1,
             connections: 2,
             rate: 100,
             backends: 2,
