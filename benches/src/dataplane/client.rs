@@ -157,7 +157,8 @@ fn worker(config: &ClientConfig, index: usize, warm_end: Instant, end: Instant) 
         Mode::FixedRate => {
             let step = Duration::from_nanos(1_000_000_000 / config.rate.max(1));
             let interval = step * config.connections as u32;
-            let mut scheduled = warm_end - Duration::from_millis(config.warmup_ms) + step * index as u32;
+            let mut scheduled =
+                warm_end - Duration::from_millis(config.warmup_ms) + step * index as u32;
             while scheduled < end {
                 let now = Instant::now();
                 if scheduled > now {

@@ -123,7 +123,11 @@ impl Bench<'_> {
             }
             for round in 0..self.ctx.opts.rounds {
                 for path in PathKind::ALL {
-                    progress(&format!("{size} services, round {}: {}", round + 1, path.name()));
+                    progress(&format!(
+                        "{size} services, round {}: {}",
+                        round + 1,
+                        path.name()
+                    ));
                     self.path(path, size, &all, size == largest && round == 0)?;
                 }
             }
@@ -171,7 +175,12 @@ impl Bench<'_> {
                 }
             }
             PathKind::Nftables => {
-                let took = rules::apply("nft", &["-f", "/dev/stdin"], &rules_file, &rules::nft_full(all))?;
+                let took = rules::apply(
+                    "nft",
+                    &["-f", "/dev/stdin"],
+                    &rules_file,
+                    &rules::nft_full(all),
+                )?;
                 if largest {
                     self.report.control.nft_load_all_ms = ms(took);
                 }
@@ -265,7 +274,10 @@ impl Bench<'_> {
             let new = plan::service(first + opts.repeats + k, opts.backends);
             let text = rules::iptables_add_one_minimal(&new);
             let took = rules::apply("iptables-restore", &["--noflush"], file, &text)?;
-            self.report.control.iptables_add_one_minimal_ms.push(ms(took));
+            self.report
+                .control
+                .iptables_add_one_minimal_ms
+                .push(ms(took));
             added.push(new);
         }
         Ok(added)
@@ -276,7 +288,12 @@ impl Bench<'_> {
         let first = plan::MAX_SERVICES - 2 * opts.repeats;
         for k in 0..opts.repeats {
             let new = plan::service(first + k, opts.backends);
-            let took = rules::apply("nft", &["-f", "/dev/stdin"], file, &rules::nft_add_one(&new))?;
+            let took = rules::apply(
+                "nft",
+                &["-f", "/dev/stdin"],
+                file,
+                &rules::nft_add_one(&new),
+            )?;
             self.report.control.nft_add_one_ms.push(ms(took));
         }
         Ok(Vec::new())
@@ -319,8 +336,10 @@ impl Bench<'_> {
             if largest == 1 {
                 svc = plan::service(0, backends);
             }
-            svc.endpoints
-                .push(SocketAddrV4::new(Ipv4Addr::new(10, 222, 0, 1 + k as u8), BACKEND_PORT));
+            svc.endpoints.push(SocketAddrV4::new(
+                Ipv4Addr::new(10, 222, 0, 1 + k as u8),
+                BACKEND_PORT,
+            ));
             let took = self.maps.sync_all(&[berth::objects(&svc)])?;
             self.report.control.berth_endpoints_change_ms.push(ms(took));
         }

@@ -126,6 +126,9 @@ pub fn run(opts: &Options) -> Result<(), DataplaneError> {
         return client::run_client(&config);
     }
     if let Ok(context) = std::env::var(INNER_ENV) {
+        // The outer process blocked interrupts for itself and children inherit the mask: the
+        // inner process (and its clients) must die of them.
+        interrupts(nix::sys::signal::SigmaskHow::SIG_UNBLOCK)?;
         let context: InnerContext =
             serde_json::from_str(&context).map_err(|e| DataplaneError::Bad {
                 what: "the inner process's context",
@@ -162,7 +165,9 @@ fn validate(opts: &Options) -> Result<(), DataplaneError> {
         || opts.repeats == 0
         || opts.repeats > 1000
     {
-        return bad("--connections, --rounds, --repeats (≤ 1000) and --backends (≤ 200) must be at least 1");
+        return bad(
+            "--connections, --rounds, --repeats (≤ 1000) and --backends (≤ 200) must be at least 1",
+        );
     }
     if opts.duration_ms == 0 || opts.rate == 0 {
         return bad("--duration-ms and --rate must be at least 1");
@@ -205,9 +210,7 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 
 fn netns_inode() -> Result<u64, DataplaneError> {
     let path = Path::new("/proc/self/ns/net");
-    Ok(std::fs::metadata(path)
-        .map_err(io_err("stat", path))?
-        .ino())
+    Ok(std::fs::metadata(path).map_err(io_err("stat", path))?.ino())
 }
 
 /// The benchmark's cgroup2 directory; removed on drop after killing anything left in it.
@@ -237,7 +240,10 @@ impl Drop for BenchCgroup {
             }
         }
         if let Err(error) = std::fs::remove_dir(&self.0) {
-            eprintln!("berth bench dataplane: removing {}: {error}", self.0.display());
+            eprintln!(
+                "berth bench dataplane: removing {}: {error}",
+                self.0.display()
+            );
         }
     }
 }
@@ -270,20 +276,9 @@ fn outer(opts: &Options) -> Result<(), DataplaneError> {
         what: "the inner process's context",
         message: e.to_string(),
     })?;
-    // Interrupts end the inner process (it gets them from the terminal too; std resets the
-    // signal mask of children) while this one stays to clean up after it.
-    let mut blocked = nix::sys::signal::SigSet::empty();
-    blocked.add(nix::sys::signal::Signal::SIGINT);
-    blocked.add(nix::sys::signal::Signal::SIGTERM);
-    nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_BLOCK,
-        Some(&blocked),
-        None,
-    )
-    .map_err(|source| DataplaneError::Sys {
-        op: "block SIGINT and SIGTERM",
-        source,
-    })?;
+    // Interrupts end the inner process (it gets them from the terminal too, and unblocks them)
+    // while this one stays to clean up after it.
+    interrupts(nix::sys::signal::SigmaskHow::SIG_BLOCK)?;
     let status = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(&exe)
@@ -304,10 +299,30 @@ fn outer(opts: &Options) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// Blocks or unblocks SIGINT and SIGTERM for the calling thread (and so for children spawned
+/// after it: the mask is inherited across exec).
+fn interrupts(how: nix::sys::signal::SigmaskHow) -> Result<(), DataplaneError> {
+    use nix::sys::signal::{sigprocmask, SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    sigprocmask(how, Some(&set), None).map_err(|source| DataplaneError::Sys {
+        op: "change the mask of SIGINT and SIGTERM",
+        source,
+    })
+}
+
 /// Runs `program args`, feeding `stdin`; its wall time, or its stderr as the error.
-fn run_command(program: &str, args: &[&str], stdin: Option<&Path>) -> Result<Duration, DataplaneError> {
+fn run_command(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&Path>,
+) -> Result<Duration, DataplaneError> {
     let mut command = Command::new(program);
-    command.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     if let Some(path) = stdin {
         let file = std::fs::File::open(path).map_err(io_err("open", path))?;
         command.stdin(file);
@@ -351,11 +366,26 @@ mod tests {
     fn options_are_checked() {
         assert!(validate(&opts()).is_ok());
         for broken in [
-            Options { sizes: vec![], ..opts() },
-            Options { sizes: vec![0], ..opts() },
-            Options { sizes: vec![70_000], ..opts() },
-            Options { connections: 0, ..opts() },
-            Options { backends: 0, ..opts() },
+            Options {
+                sizes: vec![],
+                ..opts()
+            },
+            Options {
+                sizes: vec![0],
+                ..opts()
+            },
+            Options {
+                sizes: vec![70_000],
+                ..opts()
+            },
+            Options {
+                connections: 0,
+                ..opts()
+            },
+            Options {
+                backends: 0,
+                ..opts()
+            },
             Options { rate: 0, ..opts() },
         ] {
             assert!(validate(&broken).is_err(), "{broken:?}");

@@ -74,32 +74,39 @@ impl Netns {
     pub fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<std::thread::JoinHandle<T>, DataplaneError> {
+    ) -> Result<std::thread::JoinHandle<Result<T, DataplaneError>>, DataplaneError> {
         let file = self
             .file
             .try_clone()
             .map_err(io_err("duplicate", &self.path))?;
-        let join = std::thread::Builder::new()
+        std::thread::Builder::new()
             .spawn(move || {
-                // The thread exists only to do `f` here; a failed setns leaves it in the
-                // router, where `f`'s sockets would not reach anything.
-                setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into a benchmark namespace");
-                f()
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| DataplaneError::Sys {
+                    op: "setns into a benchmark namespace",
+                    source,
+                })?;
+                Ok(f())
             })
-            .map_err(io_err("spawn a thread for", &self.path))?;
-        Ok(join)
+            .map_err(io_err("spawn a thread for", &self.path))
+    }
+
+    /// Runs `f` inside this namespace and waits for it.
+    pub fn run<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DataplaneError> {
+        self.spawn(f)?.join().map_err(|_| DataplaneError::Bad {
+            what,
+            message: "the thread panicked".into(),
+        })?
     }
 
     /// Writes a sysctl of this namespace (`/proc/sys/net` is the opener's namespace's).
     pub fn sysctl(&self, key: &'static str, value: &'static str) -> Result<(), DataplaneError> {
-        self.spawn(move || {
+        self.run("writing a sysctl", move || {
             let path = Path::new("/proc/sys").join(key.replace('.', "/"));
             std::fs::write(&path, value).map_err(io_err("write", &path))
-        })?
-        .join()
-        .map_err(|_| DataplaneError::Bad {
-            what: "writing a sysctl",
-            message: "the thread panicked".into(),
         })?
     }
 }

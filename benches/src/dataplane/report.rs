@@ -195,13 +195,19 @@ impl Report {
     /// Berth ClusterIP (socket LB) requests/s over iptables', new connection per request.
     pub fn ratio_vs_iptables(&self) -> Option<f64> {
         let n = self.headline_size();
-        ratio(self.rps(PathKind::SocketLb, n), self.rps(PathKind::Iptables, n))
+        ratio(
+            self.rps(PathKind::SocketLb, n),
+            self.rps(PathKind::Iptables, n),
+        )
     }
 
     /// Berth ClusterIP (socket LB) requests/s over the direct path's, same size.
     pub fn ratio_vs_direct(&self) -> Option<f64> {
         let n = self.headline_size();
-        ratio(self.rps(PathKind::SocketLb, n), self.rps(PathKind::Direct, n))
+        ratio(
+            self.rps(PathKind::SocketLb, n),
+            self.rps(PathKind::Direct, n),
+        )
     }
 
     pub fn add_one_ms(&self) -> f64 {
@@ -294,11 +300,7 @@ impl Report {
              windows, median of {} rounds, kernel {}",
             self.backends, self.connections, self.duration_ms, self.rounds, self.kernel
         );
-        let _ = writeln!(
-            t,
-            "  {}; {}; IPVS: {}",
-            self.iptables, self.nft, self.ipvs
-        );
+        let _ = writeln!(t, "  {}; {}; IPVS: {}", self.iptables, self.nft, self.ipvs);
         let _ = writeln!(
             t,
             "  {:>8}  {:<16}{:>30} {:>27} {:>22}",
@@ -454,7 +456,10 @@ mod tests {
         assert!(j["nodeport_xdp_vs_iptables_pps_ratio"].is_null());
         assert_eq!(j["met"]["ratio_vs_direct"], true);
         assert_eq!(j["results"].as_array().map(Vec::len), Some(4));
-        assert_eq!(j["measurements_all_rounds"].as_array().map(Vec::len), Some(4));
+        assert_eq!(
+            j["measurements_all_rounds"].as_array().map(Vec::len),
+            Some(4)
+        );
         let table = r.to_table();
         assert!(table.contains("Berth ClusterIP ÷ iptables 1.60"), "{table}");
     }
@@ -470,7 +475,9 @@ mod tests {
             ],
             ..Report::default()
         };
-        let found = r.find(PathKind::Direct, 1, Mode::NewConnection).expect("found");
+        let found = r
+            .find(PathKind::Direct, 1, Mode::NewConnection)
+            .expect("found");
         assert_eq!(found.requests_per_s, 200.0);
     }
 

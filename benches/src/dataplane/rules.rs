@@ -32,7 +32,11 @@ fn svc_chain(svc: &Svc) -> String {
 fn sep_chain(svc: &Svc, endpoint: usize) -> String {
     format!(
         "BERTH-SEP-{}",
-        hash16(&format!("{}tcp{}", svc.port_name(), svc.endpoints[endpoint]))
+        hash16(&format!(
+            "{}tcp{}",
+            svc.port_name(),
+            svc.endpoints[endpoint]
+        ))
     )
 }
 
@@ -200,7 +204,13 @@ fn nft_service_chain(svc: &Svc) -> String {
 
 fn nft_endpoint_chain(svc: &Svc, endpoint: usize) -> String {
     let ep = svc.endpoints[endpoint];
-    let name = format!("{}/{}/tcp/http__{}/{}", super::plan::NAMESPACE, svc.name(), ep.ip(), ep.port());
+    let name = format!(
+        "{}/{}/tcp/http__{}/{}",
+        super::plan::NAMESPACE,
+        svc.name(),
+        ep.ip(),
+        ep.port()
+    );
     format!("endpoint-{}-{name}", &hash16(&name)[..8])
 }
 
@@ -300,11 +310,21 @@ pub fn apply(
 /// Removes the iptables rules of `services` from the router namespace. With the nf_tables
 /// backend the `ip nat` table iptables made in this (the benchmark's own) namespace goes as a
 /// whole, so its hooks — and conntrack with them — are gone for the paths measured next.
-pub fn iptables_clear(path: &Path, services: &[Svc], nf_tables: bool) -> Result<(), DataplaneError> {
+pub fn iptables_clear(
+    path: &Path,
+    services: &[Svc],
+    nf_tables: bool,
+) -> Result<(), DataplaneError> {
     if nf_tables {
         return run_command("nft", &["delete", "table", "ip", "nat"], None).map(drop);
     }
-    apply("iptables-restore", &["--noflush"], path, &iptables_remove(services)).map(drop)
+    apply(
+        "iptables-restore",
+        &["--noflush"],
+        path,
+        &iptables_remove(services),
+    )
+    .map(drop)
 }
 
 pub fn nft_clear() -> Result<(), DataplaneError> {
@@ -328,7 +348,10 @@ mod tests {
             .collect();
         assert_eq!(jumps.len(), 4);
         assert!(jumps[3].contains("BERTH-KUBE-NODEPORTS"));
-        assert!(jumps[1].contains("-d 10.96.0.1/32"), "the measured service mid-list");
+        assert!(
+            jumps[1].contains("-d 10.96.0.1/32"),
+            "the measured service mid-list"
+        );
         // Two endpoints: a 0.5 statistic rule, then an unconditional one.
         let measured = svc_chain(&all[1]);
         let rules: Vec<&str> = text
@@ -351,12 +374,17 @@ mod tests {
         let new = crate::dataplane::plan::service(3, 1);
         let text = iptables_add_one(&all, &new);
         assert_eq!(
-            text.lines().filter(|l| l.starts_with("-A BERTH-KUBE-SERVICES")).count(),
+            text.lines()
+                .filter(|l| l.starts_with("-A BERTH-KUBE-SERVICES"))
+                .count(),
             5
         );
         assert_eq!(text.lines().filter(|l| l.starts_with(':')).count(), 4);
         let minimal = iptables_add_one_minimal(&new);
-        assert!(minimal.contains("-I BERTH-KUBE-SERVICES 1 -m comment"), "{minimal}");
+        assert!(
+            minimal.contains("-I BERTH-KUBE-SERVICES 1 -m comment"),
+            "{minimal}"
+        );
         let remove = iptables_remove(&all);
         assert!(remove.contains(&format!("-X {}", svc_chain(&all[0]))));
     }

@@ -24,12 +24,7 @@ pub fn start(
     for addr in addrs {
         let addr = *addr;
         let listener = ns
-            .spawn(move || TcpListener::bind((addr, port)))?
-            .join()
-            .map_err(|_| DataplaneError::Bad {
-                what: "binding a backend",
-                message: "the thread panicked".into(),
-            })?
+            .run("binding a backend", move || TcpListener::bind((addr, port)))?
             .map_err(|source| DataplaneError::Io {
                 op: "bind backend",
                 path: format!("{addr}:{port}").into(),
