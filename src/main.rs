@@ -78,6 +78,9 @@ enum BenchCommand {
     /// Pod create→Ready (single and a burst) on a real node, container start vs crun, kubelet
     /// and shim RSS. Needs root, /bin/busybox and crun.
     Podstartup(berth_bench::podstartup::Options),
+    /// Direct pod IP vs Berth ClusterIP (socket LB, tc) vs kube-proxy's iptables and nftables
+    /// rules at 1, 1,000 and 10,000 services, and the control plane. Needs root.
+    Dataplane(berth_bench::dataplane::Options),
 }
 
 #[derive(Subcommand)]
@@ -434,6 +437,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Podstartup(opts)) => {
             berth_bench::podstartup::run(&opts).context("berth bench podstartup")
+        }
+        Command::Bench(BenchCommand::Dataplane(opts)) => {
+            berth_bench::dataplane::run(&opts).context("berth bench dataplane")
         }
         Command::Image(ImageCommand::Import(args)) => image_import(&args),
         Command::Simulate(SimulateCommand::Nodes(opts)) => {

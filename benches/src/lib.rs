@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod dataplane;
 pub mod nodesim;
 pub mod podstartup;
 pub mod schedbench;

@@ -1,0 +1,161 @@
+//! Privileged: `berth bench dataplane --json` at tiny sizes runs end to end on this host (its
+//! own namespaces, bpffs, cgroup, iptables and nftables rules), every path answers, the headline
+//! fields are there, and nothing is left behind. Needs root, unshare, nsenter, ip,
+//! iptables-restore, nft, a cgroup2 mount and Linux 6.6 (tcx); skips otherwise (fails under
+//! BERTH_REQUIRE_PRIVILEGED=1).
+
+use std::path::Path;
+use std::process::Command;
+
+fn skip(reason: &str) {
+    if std::env::var("BERTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("cannot skip ({reason}) with BERTH_REQUIRE_PRIVILEGED=1");
+    }
+    eprintln!("skipping: {reason}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+fn can_run() -> bool {
+    let missing_tool = ["unshare", "nsenter", "ip", "iptables-restore", "nft"]
+        .into_iter()
+        .find(|t| !on_path(t));
+    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .contains(" - cgroup2 ");
+    let reason = if !is_root() {
+        Some("the benchmark needs root".to_string())
+    } else if let Some(tool) = missing_tool {
+        Some(format!("{tool} is not installed"))
+    } else if !cgroup2 {
+        Some("no cgroup2 mount".into())
+    } else if !kernel_at_least(6, 6) {
+        Some("tcx needs Linux 6.6 or later".into())
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => {
+            skip(&r);
+            false
+        }
+        None => true,
+    }
+}
+
+fn number(value: &serde_json::Value, key: &str) -> f64 {
+    value[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number: {}", value[key]))
+}
+
+#[test]
+fn tiny_json_run_measures_every_path_and_cleans_up() {
+    if !can_run() {
+        return;
+    }
+    let args = [
+        "bench",
+        "dataplane",
+        "--sizes",
+        "1,3",
+        "--duration-ms",
+        "150",
+        "--warmup-ms",
+        "30",
+        "--connections",
+        "2",
+        "--rate",
+        "100",
+        "--rounds",
+        "1",
+        "--repeats",
+        "2",
+        "--json",
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running berth bench dataplane");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {}; stderr:\n{stderr}",
+        out.status
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+
+    assert_eq!(report["ratios_at_services"], 3, "{report}");
+    for key in ["ratio_vs_iptables_10k", "ratio_vs_direct"] {
+        assert!(number(&report, key) > 0.0, "{key}: {report}");
+    }
+    assert!(number(&report, "add_one_service_at_10k_ms") > 0.0);
+    assert!(report["nodeport_xdp_vs_iptables_pps_ratio"].is_null());
+    assert!(report["ipvs"].is_string() && report["iptables"].is_string());
+
+    // Two sizes × five paths × three modes, each of which answered every request.
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 30, "{report}");
+    for m in results {
+        assert!(number(m, "requests") > 0.0, "no request answered: {m}");
+        assert_eq!(m["errors"], 0, "failed requests: {m}");
+        assert!(number(m, "p50_ms") <= number(m, "p99_ms"), "{m}");
+        assert!(number(m, "cpu_us_per_request") > 0.0, "{m}");
+    }
+    let control = &report["control_plane"];
+    assert_eq!(control["services"], 3);
+    for key in [
+        "berth_program_all_ms",
+        "berth_endpoints_change_ms",
+        "iptables_load_all_ms",
+        "iptables_add_one_ms",
+        "iptables_add_one_minimal_ms",
+        "nft_load_all_ms",
+        "nft_add_one_ms",
+    ] {
+        assert!(number(control, key) > 0.0, "{key}: {control}");
+    }
+
+    // Nothing left: the cgroup, the scratch directory (and the bpffs mounted in it), the links.
+    for key in ["cgroup", "scratch"] {
+        let path = report[key].as_str().expect("a path");
+        assert!(path.contains("berth-bench-dataplane-"), "{path}");
+        assert!(!Path::new(path).exists(), "{path} left behind");
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains("berthbc0") && !links.contains("berthbs0"),
+        "the benchmark's veths reached the host namespace:\n{links}"
+    );
+}
