@@ -108,7 +108,7 @@ pub async fn run(
     let network = PodNetwork::new(PodNetConfig {
         pod_cidr: cidr,
         state_dir: config.data_dir.join("ipam"),
-        mtu: 1500,
+        mtu: pod_mtu(config.node_ip).await,
     })?;
     let allocatable = node
         .status
@@ -154,5 +154,21 @@ pub fn default_node_ip() -> IpAddr {
     match probe {
         Ok(addr) if !addr.ip().is_unspecified() => addr.ip(),
         _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+/// Pods get the MTU of the node's uplink (the link holding the node IP): routed, no
+/// encapsulation. 1500 when it cannot be found.
+async fn pod_mtu(node_ip: std::net::IpAddr) -> u32 {
+    const DEFAULT_MTU: u32 = 1500;
+    let std::net::IpAddr::V4(ip) = node_ip else {
+        return DEFAULT_MTU;
+    };
+    match berth_dataplane::routes::uplink_for(ip).await {
+        Ok(uplink) => berth_dataplane::podnet::pod_mtu(uplink.and_then(|u| u.mtu), DEFAULT_MTU),
+        Err(e) => {
+            tracing::warn!(%ip, error = %e, "kubelet: the uplink's MTU; pods get {DEFAULT_MTU}");
+            DEFAULT_MTU
+        }
     }
 }

@@ -121,9 +121,12 @@ pub async fn wait_pod_cidr(
 ) -> Result<String, NodeError> {
     berth_dataplane::agent::wait_pod_cidr(client, name, timeout)
         .await
-        .map_err(|berth_dataplane::agent::NodeError::NoPodCidr { name, after }| {
-            NodeError::NoPodCidr { name, after }
-        })
+        .map_err(
+            |berth_dataplane::agent::NodeError::NoPodCidr { name, after }| NodeError::NoPodCidr {
+                name,
+                after,
+            },
+        )
 }
 
 #[cfg(test)]
