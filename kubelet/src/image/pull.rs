@@ -11,6 +11,7 @@ use futures::future::try_join_all;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
@@ -118,7 +119,8 @@ impl ImageStore {
     }
 
     /// The manifest, trying each credential for `host` and then anonymous access. A fresh
-    /// client per attempt: oci-client keeps the first auth it saw per registry.
+    /// client per attempt: oci-client keeps the first auth it saw per registry. When all are
+    /// refused, the error is the last credential's (a token server's words when it gave any).
     async fn fetch_manifest(
         &self,
         host: &str,
@@ -135,15 +137,33 @@ impl ImageStore {
         auths.push(RegistryAuth::Anonymous);
         let mut last = None;
         for a in auths {
+            let anonymous = matches!(a, RegistryAuth::Anonymous);
             let client = self.client();
-            match client.pull_manifest_raw(oci_ref, &a, MANIFEST_TYPES).await {
+            // oci-client fetches a bearer token lazily and drops the token server's refusal
+            // ("invalid username or password"); asking first keeps its words for the pod.
+            // Anything else goes on to the pull, which reports it as before.
+            let result = match client.auth(oci_ref, &a, RegistryOperation::Pull).await {
+                Err(OciDistributionError::AuthenticationFailure(reason)) => {
+                    Err(ImageError::Unauthorized {
+                        reference: reference.to_string(),
+                        message: format!("token server refused: {}", reason.trim()),
+                    })
+                }
+                _ => client
+                    .pull_manifest_raw(oci_ref, &a, MANIFEST_TYPES)
+                    .await
+                    .map_err(|e| map_oci_error(reference, e)),
+            };
+            match result {
                 Ok((bytes, digest)) => return Ok((client, bytes.to_vec(), digest)),
-                Err(e) => {
-                    let err = map_oci_error(reference, e);
+                Err(err) => {
                     if !matches!(err, ImageError::Unauthorized { .. }) {
                         return Err(err);
                     }
-                    last = Some(err);
+                    // Why a pull secret was refused says more than the anonymous fallback.
+                    if !anonymous || last.is_none() {
+                        last = Some(err);
+                    }
                 }
             }
         }

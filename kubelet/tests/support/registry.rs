@@ -46,6 +46,23 @@ pub fn skip(reason: &str) {
     eprintln!("skipping: {reason}");
 }
 
+/// What `auth: token:` needs: clients without a valid bearer token are sent to `realm` (a
+/// token server) for one naming `service`; tokens must come from `issuer` and be signed by a
+/// key whose certificate chains to `root_cert_pem`.
+#[derive(Clone, Debug)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub root_cert_pem: String,
+}
+
+enum Auth {
+    Anonymous,
+    Basic,
+    Token(TokenAuth),
+}
+
 /// A running `docker-registry serve`, killed on drop.
 pub struct Registry {
     child: Option<Child>,
@@ -58,29 +75,38 @@ impl Registry {
     /// Starts an anonymous registry; `None` (after [`skip`]) when docker-registry or busybox
     /// are not installed.
     pub fn start_or_skip() -> Option<Registry> {
-        Self::check_tools().then(|| Self::start_inner(false, std::net::Ipv4Addr::LOCALHOST))
+        Self::check_tools()
+            .then(|| Self::start_inner(Auth::Anonymous, std::net::Ipv4Addr::LOCALHOST))
     }
 
     /// Like [`Registry::start_or_skip`], listening on `ip` (an address of a link the test made,
     /// for nodes in other network namespaces).
     #[allow(dead_code)] // Not every test binary including this file has nodes elsewhere.
     pub fn start_on_or_skip(ip: std::net::Ipv4Addr) -> Option<Registry> {
-        Self::check_tools().then(|| Self::start_inner(false, ip))
+        Self::check_tools().then(|| Self::start_inner(Auth::Anonymous, ip))
     }
 
     /// Like [`Registry::start_or_skip`], with htpasswd basic auth for
     /// [`AUTH_USER`]/[`AUTH_PASSWORD`].
     pub fn start_with_basic_auth_or_skip() -> Option<Registry> {
-        Self::check_tools().then(|| Self::start_inner(true, std::net::Ipv4Addr::LOCALHOST))
+        Self::check_tools().then(|| Self::start_inner(Auth::Basic, std::net::Ipv4Addr::LOCALHOST))
+    }
+
+    /// Like [`Registry::start_or_skip`], with the Docker/OCI token flow (`auth: token:`): every
+    /// request needs a bearer token from `auth.realm`.
+    #[allow(dead_code)] // Only the token tests use it.
+    pub fn start_with_token_auth_or_skip(auth: &TokenAuth) -> Option<Registry> {
+        Self::check_tools()
+            .then(|| Self::start_inner(Auth::Token(auth.clone()), std::net::Ipv4Addr::LOCALHOST))
     }
 
     /// Starts an anonymous registry; panics when docker-registry is missing.
     pub fn start() -> Registry {
-        Self::start_inner(false, std::net::Ipv4Addr::LOCALHOST)
+        Self::start_inner(Auth::Anonymous, std::net::Ipv4Addr::LOCALHOST)
     }
 
     pub fn start_with_basic_auth() -> Registry {
-        Self::start_inner(true, std::net::Ipv4Addr::LOCALHOST)
+        Self::start_inner(Auth::Basic, std::net::Ipv4Addr::LOCALHOST)
     }
 
     fn check_tools() -> bool {
@@ -93,7 +119,7 @@ impl Registry {
         true
     }
 
-    fn start_inner(basic_auth: bool, ip: std::net::Ipv4Addr) -> Registry {
+    fn start_inner(auth: Auth, ip: std::net::Ipv4Addr) -> Registry {
         let dir = tempfile::tempdir().expect("registry tempdir");
         let port = free_port();
         let storage = dir.path().join("storage");
@@ -102,13 +128,24 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             storage.display()
         );
-        if basic_auth {
+        if let Auth::Basic = auth {
             let htpasswd = dir.path().join("htpasswd");
             std::fs::write(&htpasswd, format!("{AUTH_USER}:{AUTH_BCRYPT}\n"))
                 .expect("write htpasswd");
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
                 htpasswd.display()
+            ));
+        }
+        if let Auth::Token(token) = &auth {
+            let bundle = dir.path().join("token-root.pem");
+            std::fs::write(&bundle, &token.root_cert_pem).expect("write token root bundle");
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                token.realm,
+                token.service,
+                token.issuer,
+                bundle.display()
             ));
         }
         let config_path = dir.path().join("config.yml");
