@@ -2,7 +2,7 @@
 //! process placed in it. Runs isolated (own network and mount namespaces, own bpffs): only
 //! the `berth-test-*` cgroup is shared with the host, and it is removed afterwards.
 
-mod bpf_support;
+mod support;
 
 use std::env;
 use std::fs;
@@ -16,7 +16,8 @@ use berth_dataplane::abi::{
     NodeAddrKey, NodeAddrValue, SvcKey, PROTO_TCP, PROTO_UDP, SVC_AFFINITY, SVC_NODEPORT,
 };
 use berth_dataplane::loader::{Attached, Datapath};
-use bpf_support::{add_service, can_run_privileged, ip, pins_under, run_isolated, skip, TestBpffs};
+use support::bpf::{add_service, pins_under, TestBpffs};
+use support::{can_run_privileged, ip, run_isolated, skip};
 
 const TEST_NAME: &str = "socket_lb_translates_refuses_and_survives_restart";
 const INNER_ENV: &str = "BERTH_SOCKLB_INNER_MARKER";
@@ -44,7 +45,7 @@ fn socket_lb_translates_refuses_and_survives_restart() {
         fs::write(marker, "done").expect("write marker");
         return;
     }
-    if let Err(reason) = can_run_privileged() {
+    if let Err(reason) = can_run_privileged(&["unshare", "ip"]) {
         skip(&reason);
         return;
     }

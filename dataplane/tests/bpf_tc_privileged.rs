@@ -3,15 +3,12 @@
 //! its own sysctl), a client namespace C and a server namespace S hang off it by `berth*`
 //! veths, all held only by file descriptors.
 
-mod bpf_support;
+mod support;
 
 use std::env;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TcAttachType};
@@ -19,10 +16,10 @@ use berth_dataplane::abi::{
     MaglevValue, SvcKey, CT_FORWARD, CT_REVERSE, MAGLEV_SIZE, PROTO_TCP, PROTO_UDP, SVC_MAGLEV,
 };
 use berth_dataplane::loader::{Attached, Datapath};
-use bpf_support::{
-    add_service, assert_isolated, can_run_privileged, ip, on_path, run_isolated, skip, TestBpffs,
+use support::bpf::{add_service, TestBpffs};
+use support::{
+    assert_isolated, can_run_privileged, ip, kernel_at_least, run_isolated, skip, Netns,
 };
-use nix::sched::{setns, unshare, CloneFlags};
 
 const TEST_NAME: &str = "tc_path_dnats_to_a_backend_and_reverses_replies";
 const INNER_ENV: &str = "BERTH_TC_INNER_MARKER";
@@ -45,79 +42,15 @@ fn tc_path_dnats_to_a_backend_and_reverses_replies() {
         fs::write(marker, "done").expect("write marker");
         return;
     }
-    if let Err(reason) = can_run_privileged() {
+    if let Err(reason) = can_run_privileged(&["unshare", "ip", "nsenter"]) {
         skip(&reason);
         return;
     }
-    if !on_path("nsenter") {
-        skip("nsenter is not installed");
-        return;
-    }
-    if !tcx_supported() {
+    if !kernel_at_least(6, 6) {
         skip("tcx needs Linux 6.6 or later");
         return;
     }
     run_isolated(TEST_NAME, INNER_ENV);
-}
-
-fn tcx_supported() -> bool {
-    let release = nix::sys::utsname::uname().expect("uname");
-    let release = release.release().to_string_lossy().into_owned();
-    let mut parts = release
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 6)
-}
-
-/// A network namespace held only by this file.
-struct Netns {
-    file: File,
-    path: PathBuf,
-}
-
-impl Netns {
-    fn new() -> Self {
-        let file = std::thread::spawn(|| {
-            // Only this thread moves, and it ends right after.
-            unshare(CloneFlags::CLONE_NEWNET).expect("unshare netns");
-            File::open("/proc/thread-self/ns/net").expect("open new netns")
-        })
-        .join()
-        .expect("netns thread");
-        let path = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            file.as_raw_fd()
-        ));
-        Self { file, path }
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let output = Command::new("nsenter")
-            .arg(format!("--net={}", self.path.display()))
-            .arg("ip")
-            .args(args)
-            .output()
-            .expect("run nsenter ip");
-        assert!(
-            output.status.success(),
-            "ip {args:?} in netns: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// Runs `f` on a new thread inside this namespace: sockets it makes live here.
-    fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let file = self.file.try_clone().expect("dup netns fd");
-        std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-    }
 }
 
 /// Joins `ns` to the router (this namespace): `host_if` here with `router_addr`/24, `eth0`
