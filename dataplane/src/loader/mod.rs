@@ -13,6 +13,7 @@
 
 mod attach;
 mod bpffs;
+mod links;
 mod maps;
 mod tables;
 mod xdp;
