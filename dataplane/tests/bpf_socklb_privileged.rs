@@ -17,7 +17,7 @@ use berth_dataplane::abi::{
 };
 use berth_dataplane::loader::{Attached, Datapath};
 use support::bpf::{add_service, pins_under, TestBpffs};
-use support::{can_run_privileged, ip, run_isolated, skip};
+use support::{can_run_privileged, inner_run, ip, run_isolated, skip};
 
 const TEST_NAME: &str = "socket_lb_translates_refuses_and_survives_restart";
 const INNER_ENV: &str = "BERTH_SOCKLB_INNER_MARKER";
@@ -40,9 +40,7 @@ fn socket_lb_translates_refuses_and_survives_restart() {
         run_client(Path::new(&procs));
         return;
     }
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        run_inner();
-        fs::write(marker, "done").expect("write marker");
+    if inner_run(INNER_ENV, run_inner) {
         return;
     }
     if let Err(reason) = can_run_privileged(&["unshare", "ip"]) {

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::env;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -18,7 +17,7 @@ use berth_dataplane::abi::{
 use berth_dataplane::loader::{Attached, Datapath};
 use support::bpf::{add_service, TestBpffs};
 use support::{
-    assert_isolated, can_run_privileged, ip, kernel_at_least, run_isolated, skip, Netns,
+    assert_isolated, can_run_privileged, inner_run, ip, kernel_at_least, run_isolated, skip, Netns,
 };
 
 const TEST_NAME: &str = "tc_path_dnats_to_a_backend_and_reverses_replies";
@@ -37,9 +36,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[test]
 fn tc_path_dnats_to_a_backend_and_reverses_replies() {
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        run_inner();
-        fs::write(marker, "done").expect("write marker");
+    if inner_run(INNER_ENV, run_inner) {
         return;
     }
     if let Err(reason) = can_run_privileged(&["unshare", "ip", "nsenter"]) {
@@ -54,28 +51,11 @@ fn tc_path_dnats_to_a_backend_and_reverses_replies() {
 }
 
 /// Joins `ns` to the router (this namespace): `host_if` here with `router_addr`/24, `eth0`
-/// there with `addr`/24 and a default route back through the router.
+/// there with `addr`/24 and a default route back through the router. (Replies carry the VIP
+/// as source after reverse NAT; strict reverse-path filtering on the backend's veth would drop
+/// them, so `wire` turns it off.)
 fn wire(ns: &Netns, host_if: &str, router_addr: Ipv4Addr, addr: Ipv4Addr) {
-    ip(&[
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &ns.path.to_string_lossy(),
-    ]);
-    ip(&["addr", "add", &format!("{router_addr}/24"), "dev", host_if]);
-    ip(&["link", "set", host_if, "up"]);
-    // Replies carry the VIP as source after reverse NAT; strict reverse-path filtering on the
-    // backend's veth would drop them.
-    fs::write(format!("/proc/sys/net/ipv4/conf/{host_if}/rp_filter"), "0").expect("rp_filter");
-    ns.ip(&["link", "set", "lo", "up"]);
-    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.wire(host_if, router_addr, addr);
     ns.ip(&["route", "add", "default", "via", &router_addr.to_string()]);
 }
 

@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::env;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -21,7 +20,7 @@ use berth_dataplane::abi::{
 use berth_dataplane::loader::{Attached, Datapath, LbMaps, XdpAttached, XdpMode};
 use support::bpf::{add_service, TestBpffs};
 use support::{
-    assert_isolated, can_run_privileged, ip, kernel_at_least, run_isolated, skip, Netns,
+    assert_isolated, can_run_privileged, inner_run, ip, kernel_at_least, run_isolated, skip, Netns,
 };
 
 const TEST_NAME: &str = "nodeport_through_xdp_reaches_pods_and_backends_behind_the_uplink";
@@ -46,9 +45,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[test]
 fn nodeport_through_xdp_reaches_pods_and_backends_behind_the_uplink() {
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        run_inner();
-        fs::write(marker, "done").expect("write marker");
+    if inner_run(INNER_ENV, run_inner) {
         return;
     }
     if let Err(reason) = can_run_privileged(&["unshare", "ip", "nsenter", "ethtool"]) {
@@ -60,28 +57,6 @@ fn nodeport_through_xdp_reaches_pods_and_backends_behind_the_uplink() {
         return;
     }
     run_isolated(TEST_NAME, INNER_ENV);
-}
-
-/// A veth from this namespace (`host_if`, `host_addr`/24) to `eth0` in `ns` (`addr`/24).
-fn wire(ns: &Netns, host_if: &str, host_addr: Ipv4Addr, addr: Ipv4Addr) {
-    ip(&[
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &ns.path.to_string_lossy(),
-    ]);
-    ip(&["addr", "add", &format!("{host_addr}/24"), "dev", host_if]);
-    ip(&["link", "set", host_if, "up"]);
-    fs::write(format!("/proc/sys/net/ipv4/conf/{host_if}/rp_filter"), "0").expect("rp_filter");
-    ns.ip(&["link", "set", "lo", "up"]);
-    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
 }
 
 /// TCP and UDP echo servers on `addr` in `ns` that answer "<name>|<peer>|<data>". The TCP one
@@ -210,11 +185,11 @@ fn run_inner() {
     ip(&["link", "set", "lo", "up"]);
 
     let outside = Netns::new();
-    wire(&outside, UPLINK, NODE, CLIENT);
+    outside.wire(UPLINK, NODE, CLIENT);
     outside.ip(&["addr", "add", &format!("{FAR}/24"), "dev", "eth0"]);
     let pods = [Netns::new(), Netns::new()];
     for (index, pod) in pods.iter().enumerate() {
-        wire(pod, POD_IF[index], POD_GW[index], POD[index]);
+        pod.wire(POD_IF[index], POD_GW[index], POD[index]);
         pod.ip(&["route", "add", "default", "via", &POD_GW[index].to_string()]);
         // The pod's reply leaves the tcx program with the node's own address as source.
         fs::write(

@@ -8,15 +8,13 @@
 
 mod support;
 
-use std::env;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
 use berth_dataplane::podnet::{host_ifname, PodAddress, PodNetConfig, PodNetError, PodNetwork};
-use support::{can_run_privileged, run_in_own_netns, run_ok, skip, Netns};
+use support::{can_run_privileged, inner_run, run_in_own_netns, run_ok, skip, Netns};
 
 const TEST_NAME: &str = "podnet_in_isolated_host_namespace";
 /// Set for the re-executed test: the file it writes when it got to the end.
@@ -27,8 +25,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[test]
 fn podnet_in_isolated_host_namespace() {
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        run_inner(Path::new(&marker));
+    if inner_run(INNER_ENV, run_inner) {
         return;
     }
     if let Err(reason) = can_run_privileged(&["unshare", "nsenter", "ip", "busybox"]) {
@@ -38,14 +35,13 @@ fn podnet_in_isolated_host_namespace() {
     run_in_own_netns(TEST_NAME, INNER_ENV);
 }
 
-fn run_inner(marker: &Path) {
+fn run_inner() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(scenario());
-    fs::write(marker, "ok").expect("write marker");
 }
 
 fn ping_from_host(ip: Ipv4Addr) {

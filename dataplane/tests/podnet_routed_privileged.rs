@@ -17,17 +17,14 @@
 mod harness;
 mod support;
 
-use std::env;
-use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
 use berth_dataplane::nat::{HostPort, Nat, NatError, Protocol};
 use berth_dataplane::podnet::{Ipv4Cidr, PodAddress, POD_LINK_GROUP};
 use berth_dataplane::routes::{enable_forwarding, uplink_for, NodeRoutes, RoutesError};
 use harness::{connect, exchange, listen, new_ns, plug, pod_to_pod, Node, IO_TIMEOUT, UPLINK};
-use support::{can_run_privileged, run_in_own_netns, run_ok, skip, Netns};
+use support::{can_run_privileged, inner_run, run_in_own_netns, run_ok, skip, Netns};
 
 const TEST_NAME: &str = "routed_pod_network";
 /// Set for the re-executed test: the file it writes when it got to the end.
@@ -41,9 +38,7 @@ const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[test]
 fn routed_pod_network() {
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        scenario();
-        fs::write(Path::new(&marker), "ok").expect("write marker");
+    if inner_run(INNER_ENV, scenario) {
         return;
     }
     if let Err(reason) = can_run_privileged(&["unshare", "nsenter", "ip", "nft"]) {

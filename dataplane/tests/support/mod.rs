@@ -49,6 +49,17 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     running >= (major, minor)
 }
 
+/// In the run [`run_isolated`] (or [`run_in_own_netns`]) started: runs `inner`, writes the
+/// marker that shows it got to the end, and returns true. False in the outer run.
+pub fn inner_run(inner_env: &str, inner: impl FnOnce()) -> bool {
+    let Some(marker) = env::var_os(inner_env) else {
+        return false;
+    };
+    inner();
+    std::fs::write(marker, "done").expect("write marker");
+    true
+}
+
 /// Runs `test_name` of this test binary again under `unshare --net --mount` (private mount
 /// propagation), with `inner_env` set to a marker file the inner run writes at its end. Every
 /// link, namespace and mount the inner run makes dies with it, even if it is killed.

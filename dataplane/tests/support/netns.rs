@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -89,6 +90,31 @@ impl Netns {
     /// `ip <args>` inside this namespace, which must succeed.
     pub fn ip(&self, args: &[&str]) {
         self.ok("ip", args);
+    }
+
+    /// A veth from the caller's namespace (`host_if`, `host_addr`/24, reverse-path filter off:
+    /// translated replies come back with addresses it never routed) to `eth0` here
+    /// (`addr`/24), both up, and this namespace's loopback up.
+    pub fn wire(&self, host_if: &str, host_addr: Ipv4Addr, addr: Ipv4Addr) {
+        super::ip(&[
+            "link",
+            "add",
+            host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &self.path.to_string_lossy(),
+        ]);
+        super::ip(&["addr", "add", &format!("{host_addr}/24"), "dev", host_if]);
+        super::ip(&["link", "set", host_if, "up"]);
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{host_if}/rp_filter"), "0")
+            .expect("rp_filter");
+        self.ip(&["link", "set", "lo", "up"]);
+        self.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        self.ip(&["link", "set", "eth0", "up"]);
     }
 
     /// `/proc/sys/net/ipv4/<key>` as this namespace sees it.
