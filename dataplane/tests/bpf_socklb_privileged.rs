@@ -17,6 +17,7 @@ use berth_dataplane::abi::{
 };
 use berth_dataplane::loader::{Attached, Datapath};
 use support::bpf::{add_service, pins_under, TestBpffs};
+use support::echo::{echo_tcp, echo_udp};
 use support::{can_run_privileged, inner_run, ip, run_isolated, skip};
 
 const TEST_NAME: &str = "socket_lb_translates_refuses_and_survives_restart";
@@ -98,24 +99,7 @@ fn tcp_echo(name: &'static str) -> SocketAddrV4 {
         SocketAddr::V4(addr) => addr,
         other => panic!("unexpected {other}"),
     };
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 256];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    let mut reply = format!("{name}:").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    if stream.write_all(&reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    std::thread::spawn(move || echo_tcp(listener, move |_| format!("{name}:"), None));
     addr
 }
 
@@ -125,12 +109,7 @@ fn udp_echo() -> SocketAddrV4 {
         SocketAddr::V4(addr) => addr,
         other => panic!("unexpected {other}"),
     };
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
+    std::thread::spawn(move || echo_udp(socket, |_| String::new()));
     addr
 }
 

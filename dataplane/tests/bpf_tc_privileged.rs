@@ -16,6 +16,7 @@ use berth_dataplane::abi::{
 };
 use berth_dataplane::loader::{Attached, Datapath};
 use support::bpf::{add_service, TestBpffs};
+use support::echo::{echo_tcp, echo_udp};
 use support::{
     assert_isolated, can_run_privileged, inner_run, ip, kernel_at_least, run_isolated, skip, Netns,
 };
@@ -62,33 +63,14 @@ fn wire(ns: &Netns, host_if: &str, router_addr: Ipv4Addr, addr: Ipv4Addr) {
 fn serve(server: &Netns) {
     server.spawn(|| {
         let listener = TcpListener::bind((SERVER, TCP_PORT)).expect("bind tcp");
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                // Tells the client who it saw: DNAT keeps the client's own address.
-                let peer = stream.peer_addr().expect("peer");
-                let mut buf = [0u8; 256];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    let mut reply = format!("{peer}|").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    if stream.write_all(&reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+        // Tells the client who it saw: DNAT keeps the client's own address.
+        echo_tcp(listener, |peer| format!("{peer}|"), None);
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     server.spawn(move || {
         let socket = UdpSocket::bind((SERVER, UDP_PORT)).expect("bind udp");
         ready_tx.send(()).expect("ready");
-        let mut buf = [0u8; 256];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
+        echo_udp(socket, |_| String::new());
     });
     ready_rx.recv().expect("udp server ready");
 }

@@ -19,6 +19,7 @@ use berth_dataplane::abi::{
 };
 use berth_dataplane::loader::{Attached, Datapath, LbMaps, XdpAttached, XdpMode};
 use support::bpf::{add_service, TestBpffs};
+use support::echo::{echo_tcp, echo_udp};
 use support::{
     assert_isolated, can_run_privileged, inner_run, ip, kernel_at_least, run_isolated, skip, Netns,
 };
@@ -67,33 +68,16 @@ fn serve(ns: &Netns, name: &'static str, addr: Ipv4Addr) {
     ns.spawn(move || {
         let listener = TcpListener::bind((addr, TCP_PORT)).expect("bind tcp");
         tcp_ready.send(()).expect("ready");
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let peer = stream.peer_addr().expect("peer");
-                let mut buf = [0u8; 256];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    let mut reply = format!("{name}|{peer}|").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    if stream.write_all(&reply).is_err() || &buf[..n] == b"who" {
-                        return;
-                    }
-                }
-            });
-        }
+        echo_tcp(
+            listener,
+            move |peer| format!("{name}|{peer}|"),
+            Some(b"who"),
+        );
     });
     ns.spawn(move || {
         let socket = UdpSocket::bind((addr, UDP_PORT)).expect("bind udp");
         ready_tx.send(()).expect("ready");
-        let mut buf = [0u8; 256];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let mut reply = format!("{name}|{from}|").into_bytes();
-            reply.extend_from_slice(&buf[..n]);
-            let _ = socket.send_to(&reply, from);
-        }
+        echo_udp(socket, |from| format!("{name}|{from}|"));
     });
     ready_rx.recv().expect("tcp server ready");
     ready_rx.recv().expect("udp server ready");

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod bpf;
+pub mod echo;
 pub mod netns;
 
 use std::env;
