@@ -13,7 +13,7 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::attach::Attached;
 use super::links::{attach_tcx_pinned, create_dir, detach, link_error, open_pinned, pin_link};
-use super::{program_error, Datapath, DatapathError};
+use super::{find_program, program_error, Datapath, DatapathError};
 
 /// The NodePort object, byte for byte as committed (`make -C bpf` rebuilds it).
 static NODEPORT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/nodeport.bpf.o");
@@ -207,16 +207,6 @@ where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     find_program(datapath.nodeport_object()?, name)
-}
-
-fn find_program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
-where
-    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or(DatapathError::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| program_error("find", name, source))
 }
 
 /// The ifindex an XDP link (by id) is attached to, from the fdinfo of this process's fd for
