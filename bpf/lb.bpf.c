@@ -21,13 +21,7 @@
 #include "berth_abi.h"
 #include "lb_maps.h"
 #include "lb_select.h"
-
-/* From linux/bpf.h of 6.6+; the values are also what the legacy tc path understands
- * (TC_ACT_UNSPEC continues with the next filter, TC_ACT_SHOT drops). */
-#ifndef TCX_NEXT
-#define TCX_NEXT TC_ACT_UNSPEC
-#define TCX_DROP TC_ACT_SHOT
-#endif
+#include "skb_nat.h"
 
 #define SOCK_ALLOW 1
 #define SOCK_REFUSE 0 /* connect()/sendmsg() fail with EPERM */
@@ -117,14 +111,6 @@ int berth_getpeer4(struct bpf_sock_addr *ctx)
 
 /* ---- per-packet path ------------------------------------------------------------------- */
 
-#define IP_OFF ETH_HLEN
-#define L4_OFF (ETH_HLEN + sizeof(struct iphdr))
-#define IP_CSUM_OFF (IP_OFF + offsetof(struct iphdr, check))
-#define IP_SADDR_OFF (IP_OFF + offsetof(struct iphdr, saddr))
-#define IP_DADDR_OFF (IP_OFF + offsetof(struct iphdr, daddr))
-#define L4_SPORT_OFF L4_OFF
-#define L4_DPORT_OFF (L4_OFF + 2)
-
 struct berth_tuple {
 	__be32 saddr;
 	__be32 daddr;
@@ -132,31 +118,6 @@ struct berth_tuple {
 	__be16 dport;
 	__u8 proto;
 };
-
-/* Rewrites one address and one port (source or destination) and fixes the IPv4 header checksum
- * and the TCP/UDP checksum, whose pseudo-header covers the address. A UDP checksum of 0 (none)
- * stays 0. Returns non-zero when a helper failed; the caller drops the packet then. */
-static __always_inline int berth_rewrite(struct __sk_buff *skb, __u8 proto, int addr_off,
-					 int port_off, __be32 old_addr, __be32 new_addr,
-					 __be16 old_port, __be16 new_port)
-{
-	int csum_off = L4_OFF + (proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
-						      : offsetof(struct udphdr, check));
-	__u64 mangled = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-
-	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
-				BPF_F_PSEUDO_HDR | mangled | sizeof(new_addr)))
-		return -1;
-	if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | sizeof(new_port)))
-		return -1;
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)))
-		return -1;
-	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0))
-		return -1;
-	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0))
-		return -1;
-	return 0;
-}
 
 /* Client -> frontend: reuse the flow's backend while it exists, else choose one and record the
  * forward and reverse entries, then DNAT. */
@@ -209,8 +170,8 @@ static __always_inline int berth_tc_dnat(struct __sk_buff *skb, struct berth_tup
 		    bpf_map_update_elem(&BERTH_MAP_CT, &fkey, &fval, BPF_ANY))
 			return TCX_DROP;
 	}
-	if (berth_rewrite(skb, t->proto, IP_DADDR_OFF, L4_DPORT_OFF, t->daddr, addr, t->dport,
-			  port))
+	if (berth_skb_rewrite(skb, t->proto, IP_DADDR_OFF, L4_DPORT_OFF, t->daddr, addr, t->dport,
+			      port))
 		return TCX_DROP;
 	return TCX_NEXT;
 }
@@ -231,8 +192,8 @@ static __always_inline int berth_tc_revnat(struct __sk_buff *skb, struct berth_t
 	ct->last_seen_ns = bpf_ktime_get_ns();
 	addr = ct->nat_addr;
 	port = ct->nat_port;
-	if (berth_rewrite(skb, t->proto, IP_SADDR_OFF, L4_SPORT_OFF, t->saddr, addr, t->sport,
-			  port))
+	if (berth_skb_rewrite(skb, t->proto, IP_SADDR_OFF, L4_SPORT_OFF, t->saddr, addr, t->sport,
+			      port))
 		return TCX_DROP;
 	return TCX_NEXT;
 }
@@ -245,18 +206,12 @@ int berth_tc_ingress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = data + IP_OFF;
+	struct iphdr *ip = berth_parse_ipv4_l4(data, data_end);
 	__be16 *ports = data + L4_OFF;
 	struct berth_svc_value *svc;
 	struct berth_tuple t = {};
 
-	if ((void *)(ports + 2) > data_end)
-		return TCX_NEXT;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
-	    (ip->frag_off & bpf_htons(0x1fff)))
-		return TCX_NEXT;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+	if (!ip)
 		return TCX_NEXT;
 	t.saddr = ip->saddr;
 	t.daddr = ip->daddr;

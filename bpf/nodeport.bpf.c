@@ -20,40 +20,22 @@
 
 #include "berth_abi.h"
 #include "nodeport.h"
-
-#ifndef TCX_NEXT
-#define TCX_NEXT TC_ACT_UNSPEC
-#endif
-
-#define IP_OFF ETH_HLEN
-#define L4_OFF (ETH_HLEN + sizeof(struct iphdr))
-#define IP_CSUM_OFF (IP_OFF + offsetof(struct iphdr, check))
-#define IP_TTL_OFF (IP_OFF + offsetof(struct iphdr, ttl))
-#define IP_SADDR_OFF (IP_OFF + offsetof(struct iphdr, saddr))
-#define IP_DADDR_OFF (IP_OFF + offsetof(struct iphdr, daddr))
-#define L4_SPORT_OFF L4_OFF
-#define L4_DPORT_OFF (L4_OFF + 2)
+#include "skb_nat.h"
 
 /* IPv4 TCP/UDP without IP options and not a later fragment (those carry no ports), with its
  * whole L4 header in the linear data; everything else is none of NodePort's business. */
 static __always_inline int berth_np_parse(void *data, void *data_end, struct berth_np_tuple *t)
 {
-	struct ethhdr *eth = data;
-	struct iphdr *ip = data + IP_OFF;
+	struct iphdr *ip = berth_parse_ipv4_l4(data, data_end);
 	__be16 *ports = data + L4_OFF;
 	__u32 l4_len;
 
-	if ((void *)(ports + 2) > data_end)
-		return -1;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
-	    (ip->frag_off & bpf_htons(0x1fff)))
+	if (!ip)
 		return -1;
 	if (ip->protocol == IPPROTO_TCP)
 		l4_len = sizeof(struct tcphdr);
-	else if (ip->protocol == IPPROTO_UDP)
-		l4_len = sizeof(struct udphdr);
 	else
-		return -1;
+		l4_len = sizeof(struct udphdr);
 	if (data + L4_OFF + l4_len > data_end)
 		return -1;
 	t->saddr = ip->saddr;
@@ -176,30 +158,15 @@ int berth_xdp_pass(struct xdp_md *ctx)
 
 /* ---- tc -------------------------------------------------------------------------------- */
 
-/* One address and one port, through the skb helpers: they also keep CHECKSUM_PARTIAL and
- * CHECKSUM_COMPLETE packets right, which a device without XDP may well hand us. */
+/* berth_skb_rewrite, and nothing at all when neither address nor port changes. */
 static __always_inline int berth_tc_rewrite_one(struct __sk_buff *skb, __u8 proto, int addr_off,
 						int port_off, __be32 old_addr, __be32 new_addr,
 						__be16 old_port, __be16 new_port)
 {
-	int csum_off = L4_OFF + (proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
-						      : offsetof(struct udphdr, check));
-	__u64 mangled = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-
 	if (old_addr == new_addr && old_port == new_port)
 		return 0;
-	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
-				BPF_F_PSEUDO_HDR | mangled | sizeof(new_addr)))
-		return -1;
-	if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | sizeof(new_port)))
-		return -1;
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)))
-		return -1;
-	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0))
-		return -1;
-	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0))
-		return -1;
-	return 0;
+	return berth_skb_rewrite(skb, proto, addr_off, port_off, old_addr, new_addr, old_port,
+				 new_port);
 }
 
 static __always_inline int berth_tc_out(struct __sk_buff *skb, struct bpf_fib_lookup *fib,

@@ -2,15 +2,14 @@
 //! sources and the Makefile are copied to a temp dir (so this also shows the build does not
 //! depend on where the checkout lives), rebuilt there, and compared byte for byte.
 
+mod support;
+
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn on_path(program: &str) -> bool {
-    env::var_os("PATH")
-        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
+use support::on_path;
 
 fn bpf_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpf")

@@ -2,7 +2,7 @@
 //! process placed in it. Runs isolated (own network and mount namespaces, own bpffs): only
 //! the `berth-test-*` cgroup is shared with the host, and it is removed afterwards.
 
-mod bpf_support;
+mod support;
 
 use std::env;
 use std::fs;
@@ -16,7 +16,9 @@ use berth_dataplane::abi::{
     NodeAddrKey, NodeAddrValue, SvcKey, PROTO_TCP, PROTO_UDP, SVC_AFFINITY, SVC_NODEPORT,
 };
 use berth_dataplane::loader::{Attached, Datapath};
-use bpf_support::{add_service, can_run_privileged, ip, pins_under, run_isolated, skip, TestBpffs};
+use support::bpf::{add_service, pins_under, TestBpffs};
+use support::echo::{echo_tcp, echo_udp};
+use support::{can_run_privileged, inner_run, ip, run_isolated, skip};
 
 const TEST_NAME: &str = "socket_lb_translates_refuses_and_survives_restart";
 const INNER_ENV: &str = "BERTH_SOCKLB_INNER_MARKER";
@@ -39,12 +41,10 @@ fn socket_lb_translates_refuses_and_survives_restart() {
         run_client(Path::new(&procs));
         return;
     }
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        run_inner();
-        fs::write(marker, "done").expect("write marker");
+    if inner_run(INNER_ENV, run_inner) {
         return;
     }
-    if let Err(reason) = can_run_privileged() {
+    if let Err(reason) = can_run_privileged(&["unshare", "ip"]) {
         skip(&reason);
         return;
     }
@@ -99,24 +99,7 @@ fn tcp_echo(name: &'static str) -> SocketAddrV4 {
         SocketAddr::V4(addr) => addr,
         other => panic!("unexpected {other}"),
     };
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 256];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    let mut reply = format!("{name}:").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    if stream.write_all(&reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    std::thread::spawn(move || echo_tcp(listener, move |_| format!("{name}:"), None));
     addr
 }
 
@@ -126,12 +109,7 @@ fn udp_echo() -> SocketAddrV4 {
         SocketAddr::V4(addr) => addr,
         other => panic!("unexpected {other}"),
     };
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
+    std::thread::spawn(move || echo_udp(socket, |_| String::new()));
     addr
 }
 

@@ -3,15 +3,11 @@
 //! its own sysctl), a client namespace C and a server namespace S hang off it by `berth*`
 //! veths, all held only by file descriptors.
 
-mod bpf_support;
+mod support;
 
-use std::env;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TcAttachType};
@@ -19,10 +15,11 @@ use berth_dataplane::abi::{
     MaglevValue, SvcKey, CT_FORWARD, CT_REVERSE, MAGLEV_SIZE, PROTO_TCP, PROTO_UDP, SVC_MAGLEV,
 };
 use berth_dataplane::loader::{Attached, Datapath};
-use bpf_support::{
-    add_service, assert_isolated, can_run_privileged, ip, on_path, run_isolated, skip, TestBpffs,
+use support::bpf::{add_service, TestBpffs};
+use support::echo::{echo_tcp, echo_udp};
+use support::{
+    assert_isolated, can_run_privileged, inner_run, ip, kernel_at_least, run_isolated, skip, Netns,
 };
-use nix::sched::{setns, unshare, CloneFlags};
 
 const TEST_NAME: &str = "tc_path_dnats_to_a_backend_and_reverses_replies";
 const INNER_ENV: &str = "BERTH_TC_INNER_MARKER";
@@ -40,142 +37,40 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[test]
 fn tc_path_dnats_to_a_backend_and_reverses_replies() {
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        run_inner();
-        fs::write(marker, "done").expect("write marker");
+    if inner_run(INNER_ENV, run_inner) {
         return;
     }
-    if let Err(reason) = can_run_privileged() {
+    if let Err(reason) = can_run_privileged(&["unshare", "ip", "nsenter"]) {
         skip(&reason);
         return;
     }
-    if !on_path("nsenter") {
-        skip("nsenter is not installed");
-        return;
-    }
-    if !tcx_supported() {
+    if !kernel_at_least(6, 6) {
         skip("tcx needs Linux 6.6 or later");
         return;
     }
     run_isolated(TEST_NAME, INNER_ENV);
 }
 
-fn tcx_supported() -> bool {
-    let release = nix::sys::utsname::uname().expect("uname");
-    let release = release.release().to_string_lossy().into_owned();
-    let mut parts = release
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 6)
-}
-
-/// A network namespace held only by this file.
-struct Netns {
-    file: File,
-    path: PathBuf,
-}
-
-impl Netns {
-    fn new() -> Self {
-        let file = std::thread::spawn(|| {
-            // Only this thread moves, and it ends right after.
-            unshare(CloneFlags::CLONE_NEWNET).expect("unshare netns");
-            File::open("/proc/thread-self/ns/net").expect("open new netns")
-        })
-        .join()
-        .expect("netns thread");
-        let path = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            file.as_raw_fd()
-        ));
-        Self { file, path }
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let output = Command::new("nsenter")
-            .arg(format!("--net={}", self.path.display()))
-            .arg("ip")
-            .args(args)
-            .output()
-            .expect("run nsenter ip");
-        assert!(
-            output.status.success(),
-            "ip {args:?} in netns: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// Runs `f` on a new thread inside this namespace: sockets it makes live here.
-    fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let file = self.file.try_clone().expect("dup netns fd");
-        std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-    }
-}
-
 /// Joins `ns` to the router (this namespace): `host_if` here with `router_addr`/24, `eth0`
-/// there with `addr`/24 and a default route back through the router.
+/// there with `addr`/24 and a default route back through the router. (Replies carry the VIP
+/// as source after reverse NAT; strict reverse-path filtering on the backend's veth would drop
+/// them, so `wire` turns it off.)
 fn wire(ns: &Netns, host_if: &str, router_addr: Ipv4Addr, addr: Ipv4Addr) {
-    ip(&[
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &ns.path.to_string_lossy(),
-    ]);
-    ip(&["addr", "add", &format!("{router_addr}/24"), "dev", host_if]);
-    ip(&["link", "set", host_if, "up"]);
-    // Replies carry the VIP as source after reverse NAT; strict reverse-path filtering on the
-    // backend's veth would drop them.
-    fs::write(format!("/proc/sys/net/ipv4/conf/{host_if}/rp_filter"), "0").expect("rp_filter");
-    ns.ip(&["link", "set", "lo", "up"]);
-    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.wire(host_if, router_addr, addr);
     ns.ip(&["route", "add", "default", "via", &router_addr.to_string()]);
 }
 
 fn serve(server: &Netns) {
     server.spawn(|| {
         let listener = TcpListener::bind((SERVER, TCP_PORT)).expect("bind tcp");
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                // Tells the client who it saw: DNAT keeps the client's own address.
-                let peer = stream.peer_addr().expect("peer");
-                let mut buf = [0u8; 256];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    let mut reply = format!("{peer}|").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    if stream.write_all(&reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+        // Tells the client who it saw: DNAT keeps the client's own address.
+        echo_tcp(listener, |peer| format!("{peer}|"), None);
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     server.spawn(move || {
         let socket = UdpSocket::bind((SERVER, UDP_PORT)).expect("bind udp");
         ready_tx.send(()).expect("ready");
-        let mut buf = [0u8; 256];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
+        echo_udp(socket, |_| String::new());
     });
     ready_rx.recv().expect("udp server ready");
 }

@@ -20,6 +20,7 @@ mod initramfs;
 mod kernel;
 #[path = "bpf_verifier_vm/qemu.rs"]
 mod qemu;
+mod support;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -27,24 +28,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use initramfs::Initramfs;
+use support::{on_path, skip};
 
 /// Set (to the objects' directory) only inside the guest, where it turns [`guest_side`] on.
 const GUEST_ENV: &str = "BERTH_VM_GUEST_OBJECTS";
 const GUEST_TEST: &str = "guest_side";
 const BUSYBOX: &str = "/bin/busybox";
-
-/// Skips the test, or fails it when `BERTH_REQUIRE_PRIVILEGED=1`.
-fn skip(reason: &str) {
-    if env::var("BERTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("BERTH_REQUIRE_PRIVILEGED=1 but cannot run: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-}
-
-fn on_path(program: &str) -> bool {
-    env::var_os("PATH")
-        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
 
 /// Loads the objects of another directory instead of bpf/ (to try a change, or to see a failure).
 const OBJECTS_ENV: &str = "BERTH_VM_OBJECTS";

@@ -4,16 +4,12 @@
 //! `berthup0`, two pod namespaces off `berthp1`/`berthp2` (lb.bpf.o's tcx program on them
 //! reverse-translates the pods' replies), all held only by file descriptors.
 
-mod bpf_support;
+mod support;
 
 use std::collections::BTreeSet;
-use std::env;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_dataplane::abi::{
@@ -22,10 +18,11 @@ use berth_dataplane::abi::{
     SVC_NODEPORT,
 };
 use berth_dataplane::loader::{Attached, Datapath, LbMaps, XdpAttached, XdpMode};
-use bpf_support::{
-    add_service, assert_isolated, can_run_privileged, ip, on_path, run_isolated, skip, TestBpffs,
+use support::bpf::{add_service, TestBpffs};
+use support::echo::{echo_tcp, echo_udp};
+use support::{
+    assert_isolated, can_run_privileged, inner_run, ip, kernel_at_least, run_isolated, skip, Netns,
 };
-use nix::sched::{setns, unshare, CloneFlags};
 
 const TEST_NAME: &str = "nodeport_through_xdp_reaches_pods_and_backends_behind_the_uplink";
 const INNER_ENV: &str = "BERTH_XDP_INNER_MARKER";
@@ -49,108 +46,18 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[test]
 fn nodeport_through_xdp_reaches_pods_and_backends_behind_the_uplink() {
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        run_inner();
-        fs::write(marker, "done").expect("write marker");
+    if inner_run(INNER_ENV, run_inner) {
         return;
     }
-    if let Err(reason) = can_run_privileged() {
+    if let Err(reason) = can_run_privileged(&["unshare", "ip", "nsenter", "ethtool"]) {
         skip(&reason);
         return;
     }
-    for program in ["nsenter", "ethtool"] {
-        if !on_path(program) {
-            skip(&format!("{program} is not installed"));
-            return;
-        }
-    }
-    if !tcx_supported() {
+    if !kernel_at_least(6, 6) {
         skip("the pods' tcx program needs Linux 6.6 or later");
         return;
     }
     run_isolated(TEST_NAME, INNER_ENV);
-}
-
-fn tcx_supported() -> bool {
-    let release = nix::sys::utsname::uname().expect("uname");
-    let release = release.release().to_string_lossy().into_owned();
-    let mut parts = release
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 6)
-}
-
-/// A network namespace held only by this file.
-struct Netns {
-    file: File,
-    path: PathBuf,
-}
-
-impl Netns {
-    fn new() -> Self {
-        let file = std::thread::spawn(|| {
-            // Only this thread moves, and it ends right after.
-            unshare(CloneFlags::CLONE_NEWNET).expect("unshare netns");
-            File::open("/proc/thread-self/ns/net").expect("open new netns")
-        })
-        .join()
-        .expect("netns thread");
-        let path = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            file.as_raw_fd()
-        ));
-        Self { file, path }
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let output = Command::new("nsenter")
-            .arg(format!("--net={}", self.path.display()))
-            .arg("ip")
-            .args(args)
-            .output()
-            .expect("run nsenter ip");
-        assert!(
-            output.status.success(),
-            "ip {args:?} in netns: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// Runs `f` on a new thread inside this namespace: sockets it makes live here.
-    fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let file = self.file.try_clone().expect("dup netns fd");
-        std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-    }
-}
-
-/// A veth from this namespace (`host_if`, `host_addr`/24) to `eth0` in `ns` (`addr`/24).
-fn wire(ns: &Netns, host_if: &str, host_addr: Ipv4Addr, addr: Ipv4Addr) {
-    ip(&[
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &ns.path.to_string_lossy(),
-    ]);
-    ip(&["addr", "add", &format!("{host_addr}/24"), "dev", host_if]);
-    ip(&["link", "set", host_if, "up"]);
-    fs::write(format!("/proc/sys/net/ipv4/conf/{host_if}/rp_filter"), "0").expect("rp_filter");
-    ns.ip(&["link", "set", "lo", "up"]);
-    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
 }
 
 /// TCP and UDP echo servers on `addr` in `ns` that answer "<name>|<peer>|<data>". The TCP one
@@ -161,33 +68,16 @@ fn serve(ns: &Netns, name: &'static str, addr: Ipv4Addr) {
     ns.spawn(move || {
         let listener = TcpListener::bind((addr, TCP_PORT)).expect("bind tcp");
         tcp_ready.send(()).expect("ready");
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let peer = stream.peer_addr().expect("peer");
-                let mut buf = [0u8; 256];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    let mut reply = format!("{name}|{peer}|").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    if stream.write_all(&reply).is_err() || &buf[..n] == b"who" {
-                        return;
-                    }
-                }
-            });
-        }
+        echo_tcp(
+            listener,
+            move |peer| format!("{name}|{peer}|"),
+            Some(b"who"),
+        );
     });
     ns.spawn(move || {
         let socket = UdpSocket::bind((addr, UDP_PORT)).expect("bind udp");
         ready_tx.send(()).expect("ready");
-        let mut buf = [0u8; 256];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let mut reply = format!("{name}|{from}|").into_bytes();
-            reply.extend_from_slice(&buf[..n]);
-            let _ = socket.send_to(&reply, from);
-        }
+        echo_udp(socket, |from| format!("{name}|{from}|"));
     });
     ready_rx.recv().expect("tcp server ready");
     ready_rx.recv().expect("udp server ready");
@@ -279,11 +169,11 @@ fn run_inner() {
     ip(&["link", "set", "lo", "up"]);
 
     let outside = Netns::new();
-    wire(&outside, UPLINK, NODE, CLIENT);
+    outside.wire(UPLINK, NODE, CLIENT);
     outside.ip(&["addr", "add", &format!("{FAR}/24"), "dev", "eth0"]);
     let pods = [Netns::new(), Netns::new()];
     for (index, pod) in pods.iter().enumerate() {
-        wire(pod, POD_IF[index], POD_GW[index], POD[index]);
+        pod.wire(POD_IF[index], POD_GW[index], POD[index]);
         pod.ip(&["route", "add", "default", "via", &POD_GW[index].to_string()]);
         // The pod's reply leaves the tcx program with the node's own address as source.
         fs::write(
@@ -316,7 +206,7 @@ fn run_inner() {
     // Generic XDP keeps the skb, so veth's partial checksums survive it; native XDP sends what
     // it transmits as is, so the client's veth then computes full checksums, as a wire has.
     exercise(&mut datapath, &outside, XdpMode::Generic);
-    outside_cmd(&outside, "ethtool", &["-K", "eth0", "tx", "off"]);
+    outside.ok("ethtool", &["-K", "eth0", "tx", "off"]);
     exercise(&mut datapath, &outside, XdpMode::Driver);
 
     // Neither program: the NodePort is just a closed port of the node.
@@ -542,34 +432,14 @@ fn refused_fast(outside: &Netns) {
 /// Attaches (or detaches) the pass program on the outside end of the uplink, from inside that
 /// namespace.
 fn with_pass_in(datapath: &mut Datapath, outside: &Netns, attach: bool) {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                setns(&outside.file, CloneFlags::CLONE_NEWNET).expect("setns");
-                if attach {
-                    let attached = datapath
-                        .attach_xdp_pass("eth0", XdpMode::Driver)
-                        .expect("attach the pass program");
-                    assert_eq!(attached, XdpAttached::New(XdpMode::Driver));
-                } else {
-                    assert!(datapath.detach_xdp_pass("eth0").expect("detach pass"));
-                }
-            })
-            .join()
-            .expect("pass program thread");
+    outside.run(|| {
+        if attach {
+            let attached = datapath
+                .attach_xdp_pass("eth0", XdpMode::Driver)
+                .expect("attach the pass program");
+            assert_eq!(attached, XdpAttached::New(XdpMode::Driver));
+        } else {
+            assert!(datapath.detach_xdp_pass("eth0").expect("detach pass"));
+        }
     });
-}
-
-fn outside_cmd(ns: &Netns, program: &str, args: &[&str]) {
-    let output = Command::new("nsenter")
-        .arg(format!("--net={}", ns.path.display()))
-        .arg(program)
-        .args(args)
-        .output()
-        .expect("run nsenter");
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }

@@ -15,18 +15,16 @@
 
 #[path = "podnet_routed/harness.rs"]
 mod harness;
+mod support;
 
-use std::env;
-use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use berth_dataplane::nat::{HostPort, Nat, NatError, Protocol};
 use berth_dataplane::podnet::{Ipv4Cidr, PodAddress, POD_LINK_GROUP};
 use berth_dataplane::routes::{enable_forwarding, uplink_for, NodeRoutes, RoutesError};
-use harness::{connect, exchange, listen, plug, pod_to_pod, run_ok, Node, Ns, IO_TIMEOUT, UPLINK};
+use harness::{connect, exchange, listen, new_ns, plug, pod_to_pod, Node, IO_TIMEOUT, UPLINK};
+use support::{can_run_privileged, inner_run, run_in_own_netns, run_ok, skip, Netns};
 
 const TEST_NAME: &str = "routed_pod_network";
 /// Set for the re-executed test: the file it writes when it got to the end.
@@ -38,59 +36,16 @@ const CLUSTER_CIDR: &str = "10.244.0.0/16";
 /// For connections that must fail: dropped packets would otherwise wait for the full timeout.
 const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn skip(reason: &str) {
-    if env::var("BERTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("BERTH_REQUIRE_PRIVILEGED=1 but cannot run: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-}
-
-fn on_path(program: &str) -> bool {
-    env::var_os("PATH")
-        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-fn can_run() -> Result<(), String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("needs root".to_string());
-    }
-    for program in ["unshare", "nsenter", "ip", "nft"] {
-        if !on_path(program) {
-            return Err(format!("{program} is not installed"));
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn routed_pod_network() {
-    if let Some(marker) = env::var_os(INNER_ENV) {
-        scenario();
-        fs::write(Path::new(&marker), "ok").expect("write marker");
+    if inner_run(INNER_ENV, scenario) {
         return;
     }
-    if let Err(reason) = can_run() {
+    if let Err(reason) = can_run_privileged(&["unshare", "nsenter", "ip", "nft"]) {
         skip(&reason);
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let marker = dir.path().join("done");
-    let status = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(env::current_exe().expect("current exe"))
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-        .env(INNER_ENV, &marker)
-        .status()
-        .expect("run the test under unshare --net");
-    assert!(
-        status.success(),
-        "the test in its own namespace failed: {status}"
-    );
-    // Guards against the inner run silently matching no test.
-    assert!(
-        marker.exists(),
-        "the test in its own namespace did not run to the end"
-    );
+    run_in_own_netns(TEST_NAME, INNER_ENV);
 }
 
 fn scenario() {
@@ -99,9 +54,9 @@ fn scenario() {
     run_ok("ip", &["link", "set", "berthlan", "up"]);
     let node1 = Node::new("berthl1", NODE1_IP, "10.244.1.0/24");
     let node2 = Node::new("berthl2", NODE2_IP, "10.244.2.0/24");
-    let outside = Ns::new();
+    let outside = new_ns();
     plug(&outside, "berthlo", OUTSIDE_IP);
-    let (pod_a1, pod_a2, pod_b) = (Ns::new(), Ns::new(), Ns::new());
+    let (pod_a1, pod_a2, pod_b) = (new_ns(), new_ns(), new_ns());
 
     // (a)
     let a1 = node1.attach("uid-a1", &pod_a1);
@@ -154,7 +109,7 @@ fn scenario() {
 }
 
 /// (c) A pod reaches the outside, which sees node 1's address and has no route to any pod.
-fn masquerade(node: &Node, nat: &Nat, outside: &Ns, pod: &Ns) {
+fn masquerade(node: &Node, nat: &Nat, outside: &Netns, pod: &Netns) {
     // ensure is idempotent: one table, one rule per chain.
     node.ns.run(|| nat.ensure()).expect("ensure again");
     assert_eq!(
@@ -172,7 +127,13 @@ fn masquerade(node: &Node, nat: &Nat, outside: &Ns, pod: &Ns) {
 
 /// (d) node1:8080 reaches pod a1 from the outside, from node 1 itself and from a pod on node 2;
 /// mappings change one element at a time.
-fn hostport(node: &Node, nat: &Nat, outside: &Ns, (pod, a1): (&Ns, &PodAddress), pod_b: &Ns) {
+fn hostport(
+    node: &Node,
+    nat: &Nat,
+    outside: &Netns,
+    (pod, a1): (&Netns, &PodAddress),
+    pod_b: &Netns,
+) {
     let listener = listen(pod, Ipv4Addr::UNSPECIFIED, 0);
     let container_port = listener.local_addr().expect("addr").port();
     let mapping = HostPort {
@@ -246,7 +207,7 @@ fn hostport(node: &Node, nat: &Nat, outside: &Ns, (pod, a1): (&Ns, &PodAddress),
 
 /// (a) Two pods on one node talk although the node's global forwarding is off: the pods' host
 /// veths forward. Without that, they cannot.
-fn same_node(node: &Node, (pod1, a1): (&Ns, &PodAddress), (pod2, a2): (&Ns, &PodAddress)) {
+fn same_node(node: &Node, (pod1, a1): (&Netns, &PodAddress), (pod2, a2): (&Netns, &PodAddress)) {
     assert_eq!(node.ns.sysctl("ip_forward"), "0");
     assert_eq!(node.ns.sysctl("conf/all/forwarding"), "0");
     for a in [a1, a2] {

@@ -13,6 +13,7 @@
 
 mod attach;
 mod bpffs;
+mod links;
 mod maps;
 mod tables;
 mod xdp;
@@ -227,22 +228,26 @@ fn program_error(op: &'static str, name: &'static str, source: ProgramError) -> 
     DatapathError::Program { op, name, source }
 }
 
-fn sock_program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+/// The program `name` of `ebpf`, as the kind `P` it must be.
+fn find_program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or(DatapathError::MissingProgram { name })?
         .try_into()
         .map_err(|source| program_error("find", name, source))
 }
 
+fn sock_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+    find_program(ebpf, name)
+}
+
 fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DatapathError> {
-    let name = PROG_TC_INGRESS;
-    ebpf.program_mut(name)
-        .ok_or(DatapathError::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| program_error("find", name, source))
+    find_program(ebpf, PROG_TC_INGRESS)
 }
 
 #[cfg(test)]

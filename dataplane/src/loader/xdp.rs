@@ -5,16 +5,15 @@
 //! Pins: `links/xdp-<ifname>` and `links/nodeport-tc-<ifname>`.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use aya::programs::links::{FdLink, LinkError, PinnedLink};
-use aya::programs::tc::TcAttachOptions;
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode};
-use aya::sys::SyscallError;
+use aya::programs::links::FdLink;
+use aya::programs::{SchedClassifier, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader};
 
 use super::attach::Attached;
-use super::{program_error, Datapath, DatapathError};
+use super::links::{attach_tcx_pinned, create_dir, detach, link_error, open_pinned, pin_link};
+use super::{find_program, program_error, Datapath, DatapathError};
 
 /// The NodePort object, byte for byte as committed (`make -C bpf` rebuilds it).
 static NODEPORT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/nodeport.bpf.o");
@@ -97,36 +96,10 @@ impl Datapath {
     /// `ifname` (Linux 6.6+). Idempotent like [`Datapath::attach_tc`].
     pub fn attach_nodeport_tc(&mut self, ifname: &str) -> Result<Attached, DatapathError> {
         let pin = self.link_pin("nodeport-tc", ifname)?;
-        if !tcx_supported() {
-            return Err(DatapathError::TcxUnsupported);
-        }
-        create_dir(&self.links_dir())?;
-        if let Some(link) = open_pinned(&pin)? {
-            let program_id = FdLink::from(link)
-                .info()
-                .map_err(|source| link_error("inspect", &pin, source))?
-                .program_id();
-            let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
-                .map_err(|source| program_error("query tcx for", PROG_TC_NODEPORT, source))?;
-            if programs.iter().any(|program| program.id() == program_id) {
-                return Ok(Attached { new: 0, kept: 1 });
-            }
-            detach(&pin)?;
-        }
-        let program: &mut SchedClassifier = nodeport_program(self, PROG_TC_NODEPORT)?;
-        let id = program
-            .attach_with_options(
-                ifname,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
-            .map_err(|source| program_error("attach tcx", PROG_TC_NODEPORT, source))?;
-        let link = program
-            .take_link(id)
-            .map_err(|source| program_error("take link of", PROG_TC_NODEPORT, source))?;
-        let link = FdLink::try_from(link).map_err(|source| link_error("convert", &pin, source))?;
-        pin_link(link, &pin)?;
-        Ok(Attached { new: 1, kept: 0 })
+        let links_dir = self.links_dir();
+        attach_tcx_pinned(&links_dir, &pin, ifname, PROG_TC_NODEPORT, || {
+            nodeport_program(self, PROG_TC_NODEPORT)
+        })
     }
 
     /// Detaches the tc NodePort program from `ifname`; whether one was there.
@@ -186,8 +159,6 @@ impl Datapath {
                     let link = program
                         .take_link(id)
                         .map_err(|source| program_error("take link of", name, source))?;
-                    let link = FdLink::try_from(link)
-                        .map_err(|source| link_error("convert", &pin, source))?;
                     pin_link(link, &pin)?;
                     return Ok(XdpAttached::New(mode));
                 }
@@ -199,15 +170,6 @@ impl Datapath {
             name,
             last.expect("at least one mode is tried"),
         ))
-    }
-
-    fn link_pin(&self, prefix: &str, ifname: &str) -> Result<PathBuf, DatapathError> {
-        if !valid_ifname(ifname) {
-            return Err(DatapathError::InvalidIfname {
-                name: ifname.to_string(),
-            });
-        }
-        Ok(self.links_dir().join(format!("{prefix}-{ifname}")))
     }
 
     /// The NodePort object, loaded (with every program verified) on first use.
@@ -247,16 +209,6 @@ where
     find_program(datapath.nodeport_object()?, name)
 }
 
-fn find_program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
-where
-    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or(DatapathError::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| program_error("find", name, source))
-}
-
 /// The ifindex an XDP link (by id) is attached to, from the fdinfo of this process's fd for
 /// it (`ifindex:`, 0 once its device is gone); None when no fd of ours is that link.
 fn xdp_link_ifindex(proc_root: &Path, link_id: u32) -> io::Result<Option<u32>> {
@@ -276,69 +228,6 @@ fn xdp_link_ifindex(proc_root: &Path, link_id: u32) -> io::Result<Option<u32>> {
         return Ok(ifindex);
     }
     Ok(None)
-}
-
-/// tcx links arrived in Linux 6.6 (as for [`Datapath::attach_tc`]).
-fn tcx_supported() -> bool {
-    aya::util::KernelVersion::current()
-        .is_ok_and(|version| version >= aya::util::KernelVersion::new(6, 6, 0))
-}
-
-/// Linux interface names that can become pin names: 1..=15 bytes, no '/', whitespace or NUL.
-fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
-}
-
-fn open_pinned(pin: &Path) -> Result<Option<PinnedLink>, DatapathError> {
-    match PinnedLink::from_pin(pin) {
-        Ok(link) => Ok(Some(link)),
-        Err(LinkError::SyscallError(SyscallError { io_error, .. }))
-            if io_error.kind() == io::ErrorKind::NotFound =>
-        {
-            Ok(None)
-        }
-        Err(source) => Err(link_error("open pinned", pin, source)),
-    }
-}
-
-fn pin_link(link: FdLink, pin: &Path) -> Result<(), DatapathError> {
-    link.pin(pin)
-        .map(drop)
-        .map_err(|source| link_error("pin", pin, source))
-}
-
-fn detach(pin: &Path) -> Result<bool, DatapathError> {
-    crate::sys::detach_pinned_link(pin).map_err(|source| DatapathError::Io {
-        op: "detach pinned link",
-        path: pin.to_path_buf(),
-        source,
-    })
-}
-
-fn create_dir(dir: &Path) -> Result<(), DatapathError> {
-    std::fs::create_dir_all(dir).map_err(|source| DatapathError::Io {
-        op: "create directory",
-        path: dir.to_path_buf(),
-        source,
-    })
-}
-
-fn link_error(
-    op: &'static str,
-    path: &Path,
-    source: impl std::error::Error + Send + Sync + 'static,
-) -> DatapathError {
-    DatapathError::Link {
-        op,
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    }
 }
 
 #[cfg(test)]
