@@ -90,6 +90,12 @@ impl Maps {
         Ok(())
     }
 
+    /// Removes the service called `name` (one not made from a [`Svc`]).
+    pub fn remove_named(&mut self, name: &str) -> Result<(), DataplaneError> {
+        self.programmer.remove(&ServiceKey::new(NAMESPACE, name))?;
+        Ok(())
+    }
+
     pub fn services(&self) -> usize {
         self.programmer.stats().services
     }

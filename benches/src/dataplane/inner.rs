@@ -6,8 +6,9 @@
 //! the direct path, the socket LB, the tc path (tcx attached for that path only), the iptables
 //! rules and the nftables table (each loaded for its path only, so their hooks — and conntrack
 //! — never tax the other paths). At the largest size the iptables and nftables loads and "add
-//! one service" are timed while they are in place; Berth's control plane is timed last, from
-//! empty maps.
+//! one service" are timed while they are in place. Then NodePort in packets/s at the largest
+//! size (Berth's XDP against iptables, [`super::nodeport_path`]); Berth's control plane is timed
+//! last, from empty maps.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -20,6 +21,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::berth::{self, Maps};
 use super::client::{self, ClientConfig};
 use super::netns::{backend_addr, Topology, BACKEND_PORT, IF_CLIENT, IF_SERVER};
+use super::nodeport_path::NodePortBench;
 use super::plan::{self, Svc, SERVICE_PORT};
 use super::report::{median, Measurement, Mode, PathKind, Report};
 use super::{io_err, netns_inode, progress, rules, server, DataplaneError, InnerContext};
@@ -82,8 +84,7 @@ pub fn measure(ctx: &InnerContext) -> Result<Report, DataplaneError> {
             iptables: iptables.clone(),
             nft: rules::nft_version(),
             ipvs: ipvs_status(),
-            nodeport: "not measured: XDP NodePort not built yet (the loader has no attach_xdp)"
-                .into(),
+            nodeport: "not measured".into(),
             kernel,
             cgroup: ctx.cgroup.display().to_string(),
             scratch: ctx.scratch.display().to_string(),
@@ -132,6 +133,17 @@ impl Bench<'_> {
                 }
             }
         }
+        let all = plan::services(largest, backends);
+        NodePortBench {
+            opts: &self.ctx.opts,
+            topo: &self.topo,
+            datapath: &mut self.datapath,
+            maps: &mut self.maps,
+            rules_file: &self.ctx.scratch.join("rules"),
+            nf_tables: self.nf_tables,
+            report: &mut self.report,
+        }
+        .run(&all)?;
         progress(&format!("{largest} services: berth's control plane"));
         self.berth_control_plane(largest, &programmed)
     }

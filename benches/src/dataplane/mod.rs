@@ -20,6 +20,8 @@ mod berth;
 mod client;
 mod inner;
 mod netns;
+mod nodeport;
+mod nodeport_path;
 mod plan;
 mod report;
 mod rules;

@@ -108,6 +108,26 @@ pub struct ControlPlane {
     pub nft_add_one_ms: Vec<f64>,
 }
 
+/// One NodePort flood: Berth's XDP or kube-proxy's iptables NodePort.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodePortRun {
+    /// `berth_xdp` or `iptables`.
+    pub path: &'static str,
+    /// Packets that arrived on the backends' link per second of the window.
+    pub pps: f64,
+    pub packets: u64,
+    pub window_s: f64,
+    /// Datagrams the client sent and the backends read, over the whole run (warm-up included).
+    pub sent: u64,
+    pub received: u64,
+    pub send_errors: u64,
+    pub first_error: Option<String>,
+    pub flows: usize,
+}
+
+pub const NODEPORT_XDP: &str = "berth_xdp";
+pub const NODEPORT_IPTABLES: &str = "iptables";
+
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
@@ -136,6 +156,10 @@ pub struct Report {
     /// Every client run, every round.
     pub measurements: Vec<Measurement>,
     pub control: ControlPlane,
+    /// Every NodePort flood, every round.
+    pub nodeport_runs: Vec<NodePortRun>,
+    /// The services loaded beside the NodePort Service while it was measured.
+    pub nodeport_services: usize,
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -210,6 +234,25 @@ impl Report {
         )
     }
 
+    /// The median round's packets/s of NodePort `path`.
+    pub fn nodeport_pps(&self, path: &str) -> Option<f64> {
+        let runs: Vec<f64> = self
+            .nodeport_runs
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.pps)
+            .collect();
+        (!runs.is_empty()).then(|| median(&runs))
+    }
+
+    /// NodePort packets/s through Berth's XDP over iptables'.
+    pub fn nodeport_ratio(&self) -> Option<f64> {
+        ratio(
+            self.nodeport_pps(NODEPORT_XDP),
+            self.nodeport_pps(NODEPORT_IPTABLES),
+        )
+    }
+
     pub fn add_one_ms(&self) -> f64 {
         median(&self.control.berth_add_one_ms)
     }
@@ -231,15 +274,15 @@ impl Report {
         let c = &self.control;
         let vs_iptables = self.ratio_vs_iptables();
         let vs_direct = self.ratio_vs_direct();
-        json!({
+        let nodeport = self.nodeport_ratio();
+        let mut out = json!({
             "benchmark": "dataplane",
             "ratio_vs_iptables_10k": vs_iptables,
             "ratio_vs_direct": vs_direct,
             "ratios_at_services": self.headline_size(),
             "add_one_service_at_10k_ms": self.add_one_ms(),
             "add_one_service_at_services": c.services,
-            "nodeport_xdp_vs_iptables_pps_ratio": Value::Null,
-            "nodeport": self.nodeport,
+            "nodeport_xdp_vs_iptables_pps_ratio": nodeport,
             "ipvs": self.ipvs,
             "iptables": self.iptables,
             "nft": self.nft,
@@ -286,10 +329,18 @@ impl Report {
                 "ratio_vs_direct": vs_direct.map(|r| r >= TARGET_VS_DIRECT),
                 "ratio_vs_iptables_10k": vs_iptables.map(|r| r >= TARGET_VS_IPTABLES_10K),
                 "add_one_service_at_10k_ms": self.add_one_ms() <= TARGET_ADD_ONE_MS,
-                "nodeport_xdp_vs_iptables_pps_ratio": Value::Null,
+                "nodeport_xdp_vs_iptables_pps_ratio":
+                    nodeport.map(|r| r >= TARGET_NODEPORT_XDP_VS_IPTABLES),
             },
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        })
+        });
+        // Beside the headline ratio (json! alone would recurse too deep for one object).
+        out["nodeport_xdp_pps"] = json!(self.nodeport_pps(NODEPORT_XDP));
+        out["nodeport_iptables_pps"] = json!(self.nodeport_pps(NODEPORT_IPTABLES));
+        out["nodeport"] = json!(self.nodeport);
+        out["nodeport_services"] = json!(self.nodeport_services);
+        out["nodeport_runs"] = json!(self.nodeport_runs);
+        out
     }
 
     pub fn to_table(&self) -> String {
@@ -407,11 +458,26 @@ impl Report {
             self.add_one_ms(),
             mark(Some(self.add_one_ms() <= TARGET_ADD_ONE_MS))
         );
+        let nodeport = self.nodeport_ratio();
+        if nodeport.is_some() {
+            let pps = |path| {
+                self.nodeport_pps(path)
+                    .map_or("-".to_string(), |v| format!("{v:.0}"))
+            };
+            let _ = writeln!(
+                t,
+                "  NodePort pps (UDP, {} services loaded): berth XDP {}  iptables {}",
+                self.nodeport_services,
+                pps(NODEPORT_XDP),
+                pps(NODEPORT_IPTABLES)
+            );
+            let _ = writeln!(t, "    ({})", self.nodeport);
+        }
         let _ = writeln!(
             t,
-            "  NodePort XDP ÷ iptables pps: {}  [target ≥ {TARGET_NODEPORT_XDP_VS_IPTABLES}: \
-             not measured]",
-            self.nodeport
+            "  NodePort XDP ÷ iptables pps {}  [target ≥ {TARGET_NODEPORT_XDP_VS_IPTABLES}: {}]",
+            nodeport.map_or_else(|| self.nodeport.clone(), |r| format!("{r:.2}")),
+            mark(nodeport.map(|r| r >= TARGET_NODEPORT_XDP_VS_IPTABLES))
         );
         t
     }
@@ -462,6 +528,45 @@ mod tests {
         );
         let table = r.to_table();
         assert!(table.contains("Berth ClusterIP ÷ iptables 1.60"), "{table}");
+    }
+
+    #[test]
+    fn nodeport_ratio_is_xdp_over_iptables_median_rounds() {
+        let run = |path, pps| NodePortRun {
+            path,
+            pps,
+            ..NodePortRun::default()
+        };
+        let r = Report {
+            sizes: vec![1],
+            nodeport_runs: vec![
+                run(NODEPORT_XDP, 300_000.0),
+                run(NODEPORT_IPTABLES, 100_000.0),
+                run(NODEPORT_XDP, 900_000.0),
+                run(NODEPORT_IPTABLES, 200_000.0),
+                run(NODEPORT_XDP, 400_000.0),
+                run(NODEPORT_IPTABLES, 150_000.0),
+            ],
+            nodeport: "udp".into(),
+            ..Report::default()
+        };
+        let j = r.to_json();
+        assert_eq!(j["nodeport_xdp_pps"], 400_000.0);
+        assert_eq!(j["nodeport_iptables_pps"], 150_000.0);
+        let ratio = j["nodeport_xdp_vs_iptables_pps_ratio"]
+            .as_f64()
+            .expect("ratio");
+        assert!((ratio - 400.0 / 150.0).abs() < 1e-9);
+        assert_eq!(j["met"]["nodeport_xdp_vs_iptables_pps_ratio"], true);
+        let table = r.to_table();
+        assert!(
+            table.contains("NodePort XDP ÷ iptables pps 2.67"),
+            "{table}"
+        );
+        assert!(
+            table.contains("berth XDP 400000  iptables 150000"),
+            "{table}"
+        );
     }
 
     #[test]

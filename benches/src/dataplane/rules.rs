@@ -15,13 +15,13 @@ use super::plan::{Svc, SERVICE_PORT};
 use super::{io_err, run_command, DataplaneError};
 
 const SERVICES: &str = "BERTH-KUBE-SERVICES";
-const NODEPORTS: &str = "BERTH-KUBE-NODEPORTS";
-const MARK_MASQ: &str = "BERTH-KUBE-MARK-MASQ";
+pub(super) const NODEPORTS: &str = "BERTH-KUBE-NODEPORTS";
+pub(super) const MARK_MASQ: &str = "BERTH-KUBE-MARK-MASQ";
 const POSTROUTING: &str = "BERTH-KUBE-POSTROUTING";
 pub const NFT_TABLE: &str = "berth-bench-kube-proxy";
 
 /// The first 16 hex digits of sha256(`text`), kube-proxy's chain-name suffix length.
-fn hash16(text: &str) -> String {
+pub(super) fn hash16(text: &str) -> String {
     hex::encode_upper(Sha256::digest(text.as_bytes()))[..16].to_string()
 }
 
