@@ -69,8 +69,20 @@ pub struct Options {
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
     /// Print one JSON object instead of the table.
+    /// How NodePort's XDP program attaches to the router's veth: `driver` (native) or
+    /// `generic` (on the socket buffer; on a veth it skips the copy into an XDP frame).
+    #[arg(long, value_enum, default_value_t = XdpAttach::Driver)]
+    pub xdp_mode: XdpAttach,
     #[arg(long)]
     pub json: bool,
+}
+
+/// The XDP attach mode `--xdp-mode` picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttach {
+    Driver,
+    Generic,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -360,6 +372,7 @@ mod tests {
             rate: 100,
             backends: 2,
             repeats: 1,
+            xdp_mode: XdpAttach::Driver,
             json: true,
         }
     }

@@ -87,9 +87,13 @@ impl NodePortBench<'_> {
         };
         for round in 0..self.opts.rounds {
             progress(&format!("NodePort, round {}: berth XDP", round + 1));
-            let mode = match self.datapath.attach_xdp(IF_CLIENT, XdpMode::Driver)? {
+            let wanted = match self.opts.xdp_mode {
+                super::XdpAttach::Driver => XdpMode::Driver,
+                super::XdpAttach::Generic => XdpMode::Generic,
+            };
+            let mode = match self.datapath.attach_xdp(IF_CLIENT, wanted)? {
                 XdpAttached::New(mode) => mode,
-                XdpAttached::Kept => XdpMode::Driver,
+                XdpAttached::Kept => wanted,
             };
             // The agent pairs XDP with its tc twin on the same device; so does the bench.
             let attached = self.datapath.attach_nodeport_tc(IF_CLIENT).map(drop);
