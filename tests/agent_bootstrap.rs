@@ -291,18 +291,11 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
-        let status = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["cleanup", "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--cgroup-base", &self.cgroup_base])
-            .env("RUST_LOG", "warn")
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            eprintln!(
-                "berth cleanup of {} failed: {status:?}",
-                self.data_dir.display()
-            );
-        }
+        common::cluster::berth_cleanup(
+            Command::new(env!("CARGO_BIN_EXE_berth")),
+            &self.data_dir,
+            &self.cgroup_base,
+        );
     }
 }
 

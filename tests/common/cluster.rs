@@ -175,25 +175,32 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.server.stop();
-        let status = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("cleanup")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--cgroup-base")
-            .arg(&self.cgroup_base)
-            .env("RUST_LOG", "warn")
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            eprintln!(
-                "berth cleanup of {} failed: {status:?}",
-                self.data_dir.display()
-            );
-        }
+        berth_cleanup(
+            Command::new(env!("CARGO_BIN_EXE_berth")),
+            &self.data_dir,
+            &self.cgroup_base,
+        );
         if let Some(dir) = &self.host_cgroup {
             if let Err(e) = std::fs::remove_dir(dir) {
                 eprintln!("removing {}: {e}", dir.display());
             }
         }
+    }
+}
+
+/// `berth cleanup` of `data_dir` and `cgroup_base`, through `berth` (the binary itself, or a
+/// command that runs it elsewhere, such as nsenter into a node's namespace). Reports a failure
+/// rather than panicking: it runs from Drop.
+pub fn berth_cleanup(mut berth: Command, data_dir: &std::path::Path, cgroup_base: &str) {
+    let status = berth
+        .arg("cleanup")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--cgroup-base", cgroup_base])
+        .env("RUST_LOG", "warn")
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!("berth cleanup of {} failed: {status:?}", data_dir.display());
     }
 }
 

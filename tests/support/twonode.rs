@@ -76,21 +76,12 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let status = Command::new("nsenter")
+        let mut berth = Command::new("nsenter");
+        berth
             .arg(format!("--net={}", self.netns.display()))
             .arg("--")
-            .arg(env!("CARGO_BIN_EXE_berth"))
-            .args(["cleanup", "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--cgroup-base", &self.cgroup_base])
-            .env("RUST_LOG", "warn")
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            eprintln!(
-                "berth cleanup of {} failed: {status:?}",
-                self.data_dir.display()
-            );
-        }
+            .arg(env!("CARGO_BIN_EXE_berth"));
+        crate::common::cluster::berth_cleanup(berth, &self.data_dir, &self.cgroup_base);
     }
 }
 

@@ -24,7 +24,7 @@ use crate::loader::{is_bpffs, Bpffs, Datapath, ServiceMaps, XdpMode};
 use crate::nat::Nat;
 use crate::podnet::{enable_forwarding, Ipv4Cidr};
 use crate::routes::{run_node_routes, uplink_for, NodeRoutes};
-use crate::services::{run_service_sync, Programmer, Snapshot, SyncProgress};
+use crate::services::{run_service_sync, Programmer, SyncProgress};
 use state::State;
 
 /// Under the bpffs: where maps and links are pinned.
@@ -148,15 +148,12 @@ pub async fn run(
     state.pin_dir = Some(pin_dir.clone());
     state.nft_table = config.nft_table.clone();
     state.cluster_cidr = config.cluster_cidr.map(|c| c.to_string());
-    let save = |state: &State| {
-        state
-            .store(&config.data_dir)
-            .map_err(|source| DataplaneError::State {
-                path: config.data_dir.join(state::STATE_FILE),
-                source,
-            })
-    };
-    save(&state)?;
+    state
+        .store(&config.data_dir)
+        .map_err(|source| DataplaneError::State {
+            path: config.data_dir.join(state::STATE_FILE),
+            source,
+        })?;
     let mut datapath = Datapath::open(&pin_dir)?;
     for cgroup in config.pods_cgroup.iter().chain(&config.host_cgroup) {
         std::fs::create_dir_all(cgroup).map_err(|source| DataplaneError::State {
@@ -192,7 +189,8 @@ pub async fn run(
         }
     }
     let maps = ServiceMaps::open(&pin_dir)?;
-    let programmer = Programmer::adopt(maps, maps_snapshot(&pin_dir)?);
+    let snapshot = maps.snapshot()?;
+    let programmer = Programmer::adopt(maps, snapshot);
     let (progress, _) = tokio::sync::watch::channel(SyncProgress::default());
     let (stop_services, services_stopped) = tokio::sync::oneshot::channel::<()>();
     let services = {
@@ -257,10 +255,6 @@ pub async fn run(
     }
     dns_server.shutdown().await;
     Ok(())
-}
-
-fn maps_snapshot(pin_dir: &Path) -> Result<Snapshot, DataplaneError> {
-    Ok(ServiceMaps::open(pin_dir)?.snapshot()?)
 }
 
 /// Removes what the data plane of `data_dir` made on this host, per its state file: the nft
