@@ -5,24 +5,13 @@
 //! iptables-restore, nft, a cgroup2 mount and Linux 6.6 (tcx); skips otherwise (fails under
 //! BERTH_REQUIRE_PRIVILEGED=1).
 
+#[path = "support/bench.rs"]
+mod bench;
+
 use std::path::Path;
 use std::process::Command;
 
-fn skip(reason: &str) {
-    if std::env::var("BERTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("cannot skip ({reason}) with BERTH_REQUIRE_PRIVILEGED=1");
-    }
-    eprintln!("skipping: {reason}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
-}
+use bench::{is_root, number, run_json, runnable};
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -56,19 +45,7 @@ fn can_run() -> bool {
     } else {
         None
     };
-    match reason {
-        Some(r) => {
-            skip(&r);
-            false
-        }
-        None => true,
-    }
-}
-
-fn number(value: &serde_json::Value, key: &str) -> f64 {
-    value[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{key} is not a number: {}", value[key]))
+    runnable(reason)
 }
 
 #[test]
@@ -95,23 +72,7 @@ fn tiny_json_run_measures_every_path_and_cleans_up() {
         "2",
         "--json",
     ];
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running berth bench dataplane");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {}; stderr:\n{stderr}",
-        out.status
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let report = run_json(&args);
 
     assert_eq!(report["ratios_at_services"], 3, "{report}");
     for key in ["ratio_vs_iptables_10k", "ratio_vs_direct"] {

@@ -3,24 +3,13 @@
 //! leaves no cgroup behind. Needs root, /bin/busybox, crun and overlayfs; skips otherwise (fails
 //! under BERTH_REQUIRE_PRIVILEGED=1).
 
+#[path = "support/bench.rs"]
+mod bench;
+
 use std::path::Path;
 use std::process::Command;
 
-fn skip(reason: &str) {
-    if std::env::var("BERTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("cannot skip ({reason}) with BERTH_REQUIRE_PRIVILEGED=1");
-    }
-    eprintln!("skipping: {reason}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
-}
+use bench::{is_root, number, run_json, runnable};
 
 fn can_run() -> bool {
     let reason = if !is_root() {
@@ -36,13 +25,7 @@ fn can_run() -> bool {
             .find(|t| !Path::new(t).exists())
             .map(|t| format!("{t} is not installed"))
     };
-    match reason {
-        Some(r) => {
-            skip(&r);
-            false
-        }
-        None => true,
-    }
+    runnable(reason)
 }
 
 /// Available space of the filesystem holding `dir` in percent of its size (as the kubelet's
@@ -60,12 +43,6 @@ fn available_percent(dir: &Path) -> Option<u64> {
         .collect::<Option<_>>()?;
     let (total, available) = (*fields.first()?, *fields.get(2)?);
     (total > 0).then(|| available * 100 / total)
-}
-
-fn number(report: &serde_json::Value, key: &str) -> f64 {
-    report[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{key} is not a number: {}", report[key]))
 }
 
 #[test]
@@ -92,23 +69,7 @@ fn tiny_json_run_reports_every_figure() {
     if available_percent(&tmp).is_some_and(|p| p < 15) && Path::new("/dev/shm").is_dir() {
         args.extend(["--dir".to_string(), "/dev/shm".to_string()]);
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running berth bench podstartup");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {}; stderr:\n{stderr}",
-        out.status
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let report = run_json(&args);
 
     assert_eq!(report["single_pods"], 3, "{report}");
     assert_eq!(report["burst_pods"], 3);
@@ -154,8 +115,5 @@ fn tiny_json_run_reports_every_figure() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| *n == base)
         .collect();
-    assert!(
-        leftovers.is_empty(),
-        "cgroups left behind: {leftovers:?}\n{stderr}"
-    );
+    assert!(leftovers.is_empty(), "cgroups left behind: {leftovers:?}");
 }

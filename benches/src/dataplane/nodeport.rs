@@ -121,31 +121,8 @@ pub fn iptables_rules(backends: &[SocketAddrV4]) -> String {
         "-A {svc} -m comment --comment \"{name} cluster IP\" -m udp -p udp -d {CLUSTER_IP}/32 \
          --dport {PORT} ! -s {CLUSTER_CIDR} -j {MARK_MASQ}"
     );
-    let n = backends.len();
-    for (i, ep) in backends.iter().enumerate() {
-        let sep = sep_chain(ep);
-        let statistic = if i + 1 < n {
-            format!(
-                "-m statistic --mode random --probability {:.10} ",
-                1.0 / (n - i) as f64
-            )
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            out,
-            "-A {svc} -m comment --comment \"{name} -> {ep}\" {statistic}-j {sep}"
-        );
-        let _ = writeln!(
-            out,
-            "-A {sep} -m comment --comment \"{name}\" -s {}/32 -j {MARK_MASQ}",
-            ep.ip()
-        );
-        let _ = writeln!(
-            out,
-            "-A {sep} -m comment --comment \"{name}\" -m udp -p udp -j DNAT --to-destination {ep}"
-        );
-    }
+    let endpoints: Vec<_> = backends.iter().map(|ep| (sep_chain(ep), *ep)).collect();
+    super::rules::endpoint_rules(&mut out, &svc, &name, "udp", &endpoints);
     out.push_str("COMMIT\n");
     out
 }

@@ -5,6 +5,7 @@
 //! `BERTH-`/`berth-bench-` prefix; the structure and the rules are kube-proxy's.
 
 use std::fmt::Write as _;
+use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::Duration;
 
@@ -71,9 +72,24 @@ fn chain_rules(out: &mut String, svc: &Svc) {
          --dport {SERVICE_PORT} ! -s {CLUSTER_CIDR} -j {MARK_MASQ}",
         svc.vip
     );
-    let n = svc.endpoints.len();
-    for (i, ep) in svc.endpoints.iter().enumerate() {
-        let sep = sep_chain(svc, i);
+    let endpoints: Vec<_> = (0..svc.endpoints.len())
+        .map(|i| (sep_chain(svc, i), svc.endpoints[i]))
+        .collect();
+    endpoint_rules(out, &svc_chain, &name, "tcp", &endpoints);
+}
+
+/// A service chain's endpoint rules as kube-proxy writes them: a `statistic` jump to each
+/// endpoint's chain (probability 1/n, then 1/(n-1), …, the last one unconditional), and in each
+/// endpoint chain the hairpin masquerade mark and the DNAT. `endpoints`: (chain, address).
+pub(super) fn endpoint_rules(
+    out: &mut String,
+    svc_chain: &str,
+    name: &str,
+    proto: &str,
+    endpoints: &[(String, SocketAddrV4)],
+) {
+    let n = endpoints.len();
+    for (i, (sep, ep)) in endpoints.iter().enumerate() {
         let statistic = if i + 1 < n {
             format!(
                 "-m statistic --mode random --probability {:.10} ",
@@ -93,7 +109,7 @@ fn chain_rules(out: &mut String, svc: &Svc) {
         );
         let _ = writeln!(
             out,
-            "-A {sep} -m comment --comment \"{name}\" -m tcp -p tcp -j DNAT --to-destination {ep}"
+            "-A {sep} -m comment --comment \"{name}\" -m {proto} -p {proto} -j DNAT --to-destination {ep}"
         );
     }
 }
