@@ -117,10 +117,6 @@ async fn pods_reach_pods_and_services_across_nodes() {
         }
     };
     let web_np = node_port("web-np").await;
-    if std::env::var_os("BERTH_DEBUG_PAUSE").is_some() {
-        eprintln!("PAUSE node2 ip {} port {web_np}", nodes.node2_ip);
-        std::thread::sleep(std::time::Duration::from_secs(240));
-    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let out = nodes

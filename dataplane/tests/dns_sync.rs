@@ -84,17 +84,6 @@ async fn serve(stream: TcpStream, services: Value, slices: Value, events: Vec<Va
     let _ = stream.write_all(response.as_bytes()).await;
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sync_lists_then_follows_watch_events() {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -134,13 +123,15 @@ async fn sync_lists_then_follows_watch_events() {
 
     let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");
+    let mut changes = index.changes();
     let sync = tokio::spawn(run_dns_sync(client, index.clone()));
 
-    let names = |index: &DnsIndex| index.service_names();
-    wait_until("the watch events to apply", || {
-        names(&index) == ["default/late"]
-    })
-    .await;
+    // Each change to the index wakes this; it looks until the watch events are applied.
+    let applied = changes.wait_for(|_| index.service_names() == ["default/late"]);
+    tokio::time::timeout(WAIT, applied)
+        .await
+        .expect("timed out waiting for the watch events to apply")
+        .expect("the index is alive");
     assert_eq!(
         index.endpoint_slice_names(),
         ["default/late-x", "default/web-x"]

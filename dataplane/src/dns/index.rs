@@ -73,12 +73,32 @@ pub(crate) struct IndexState {
 ///
 /// Updated by [`DnsIndex::upsert_service`] and friends (normally from
 /// [`run_dns_sync`](super::run_dns_sync)); read by [`DnsServer`](super::DnsServer).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DnsIndex {
     state: Arc<RwLock<IndexState>>,
+    /// Bumped after every change, for whoever waits on one ([`DnsIndex::changes`]).
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for DnsIndex {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 impl DnsIndex {
+    /// A receiver that sees every change to the index (its value counts them).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
     /// An empty index.
     pub fn new() -> Self {
         Self::default()
@@ -96,6 +116,11 @@ impl DnsIndex {
 
     /// Adds or replaces a Service. Services without a namespace or name are ignored.
     pub fn upsert_service(&self, svc: &Service) {
+        self.upsert_service_quietly(svc);
+        self.changed();
+    }
+
+    fn upsert_service_quietly(&self, svc: &Service) {
         let Some(key) = object_key(
             svc.metadata.namespace.as_deref(),
             svc.metadata.name.as_deref(),
@@ -108,6 +133,11 @@ impl DnsIndex {
 
     /// Removes a Service (its EndpointSlices stay until they are removed themselves).
     pub fn remove_service(&self, svc: &Service) {
+        self.remove_service_quietly(svc);
+        self.changed();
+    }
+
+    fn remove_service_quietly(&self, svc: &Service) {
         if let Some(key) = object_key(
             svc.metadata.namespace.as_deref(),
             svc.metadata.name.as_deref(),
@@ -119,6 +149,11 @@ impl DnsIndex {
     /// Adds or replaces an EndpointSlice. Only `addressType: IPv4` slices carrying the
     /// `kubernetes.io/service-name` label are kept.
     pub fn upsert_endpoint_slice(&self, slice: &EndpointSlice) {
+        self.upsert_endpoint_slice_quietly(slice);
+        self.changed();
+    }
+
+    fn upsert_endpoint_slice_quietly(&self, slice: &EndpointSlice) {
         let Some(key) = object_key(
             slice.metadata.namespace.as_deref(),
             slice.metadata.name.as_deref(),
@@ -150,6 +185,11 @@ impl DnsIndex {
 
     /// Removes an EndpointSlice.
     pub fn remove_endpoint_slice(&self, slice: &EndpointSlice) {
+        self.remove_endpoint_slice_quietly(slice);
+        self.changed();
+    }
+
+    fn remove_endpoint_slice_quietly(&self, slice: &EndpointSlice) {
         if let Some(key) = object_key(
             slice.metadata.namespace.as_deref(),
             slice.metadata.name.as_deref(),
@@ -160,9 +200,14 @@ impl DnsIndex {
 
     /// Replaces every Service with `services` (a watcher's relist).
     pub fn replace_services(&self, services: &[Service]) {
+        self.replace_services_quietly(services);
+        self.changed();
+    }
+
+    fn replace_services_quietly(&self, services: &[Service]) {
         let fresh = Self::new();
         for svc in services {
-            fresh.upsert_service(svc);
+            fresh.upsert_service_quietly(svc);
         }
         let fresh = std::mem::take(&mut fresh.write().services);
         self.write().services = fresh;
@@ -170,9 +215,14 @@ impl DnsIndex {
 
     /// Replaces every EndpointSlice with `slices` (a watcher's relist).
     pub fn replace_endpoint_slices(&self, slices: &[EndpointSlice]) {
+        self.replace_endpoint_slices_quietly(slices);
+        self.changed();
+    }
+
+    fn replace_endpoint_slices_quietly(&self, slices: &[EndpointSlice]) {
         let fresh = Self::new();
         for slice in slices {
-            fresh.upsert_endpoint_slice(slice);
+            fresh.upsert_endpoint_slice_quietly(slice);
         }
         let mut fresh = std::mem::take(&mut *fresh.write());
         let mut state = self.write();
