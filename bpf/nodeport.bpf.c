@@ -38,6 +38,7 @@ static __always_inline int berth_np_parse(void *data, void *data_end, struct ber
 		l4_len = sizeof(struct udphdr);
 	if (data + L4_OFF + l4_len > data_end)
 		return -1;
+	t->tot_len = bpf_ntohs(ip->tot_len);
 	t->saddr = ip->saddr;
 	t->daddr = ip->daddr;
 	t->sport = ports[0];
@@ -101,7 +102,7 @@ static __always_inline int berth_xdp_rewrite(struct xdp_md *ctx, const struct be
 }
 
 /* Routes the rewritten packet out by itself: TTL, MACs, then back out of the uplink or into
- * the FIB's interface. */
+ * the FIB's interface, whose redirect bpf_redirect_map() has set up. */
 static __always_inline int berth_xdp_out(struct xdp_md *ctx, struct bpf_fib_lookup *fib)
 {
 	void *data = (void *)(long)ctx->data;
@@ -122,7 +123,7 @@ static __always_inline int berth_xdp_out(struct xdp_md *ctx, struct bpf_fib_look
 	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
 	if (fib->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
-	return bpf_redirect(fib->ifindex, 0);
+	return XDP_REDIRECT;
 }
 
 SEC("xdp")
@@ -136,6 +137,13 @@ int berth_xdp_nodeport(struct xdp_md *ctx)
 	if (berth_np_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &t))
 		return XDP_PASS;
 	verdict = berth_np_decide(ctx, ctx->ingress_ifindex, &t, &nat, &fib);
+	/* Into another device only where berth_xdp_devs says frames are welcome (the lower bits
+	 * of the flags are what bpf_redirect_map returns without an entry). Elsewhere a packet
+	 * with the client's source is rewritten and left to the kernel to route (LOCAL); a SNATed
+	 * one goes on as if its neighbour were unknown. */
+	if (verdict == BERTH_NP_FORWARD && fib.ifindex != ctx->ingress_ifindex &&
+	    bpf_redirect_map(&BERTH_MAP_XDP_DEVS, fib.ifindex, XDP_PASS) != XDP_REDIRECT)
+		verdict = nat.saddr == t.saddr ? BERTH_NP_LOCAL : BERTH_NP_NO_NEIGH;
 	/* Without a neighbour entry, the packet goes on untranslated: the tc twin on this device
 	 * (when attached) translates it again from the entries written here and resolves the
 	 * neighbour; otherwise the kernel answers it as a closed port. */

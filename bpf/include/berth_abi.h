@@ -30,6 +30,7 @@
 #define BERTH_MAP_SK_REVNAT  berth_sk_revnat
 #define BERTH_MAP_CT         berth_ct
 #define BERTH_MAP_NODE_ADDRS berth_nodeaddrs
+#define BERTH_MAP_XDP_DEVS   berth_xdp_devs
 
 #define BERTH_MAX_SERVICES   65536   /* frontends */
 #define BERTH_MAX_BACKENDS   262144  /* slots and backends */
@@ -37,6 +38,7 @@
 #define BERTH_MAX_SK_REVNAT  262144
 #define BERTH_MAX_CT         262144
 #define BERTH_MAX_NODE_ADDRS 64
+#define BERTH_MAX_XDP_DEVS   65536   /* one per pod veth, plus the uplinks */
 #define BERTH_MAX_MAGLEV     1024    /* frontends with BERTH_SVC_MAGLEV */
 
 /* Maglev lookup table size per NodePort frontend: a prime (Maglev paper: M prime, M >> N). */
@@ -165,5 +167,10 @@ struct berth_node_addr_key {
 struct berth_node_addr_value {
 	__u32 ifindex; /* where it lives; 0 when unknown */
 };
+
+/* berth_xdp_devs (a DEVMAP_HASH): ifindex -> struct bpf_devmap_val { .ifindex = the same }.
+ * The devices native XDP may redirect frames into: pods' host veths, whose pod ends have NAPI
+ * (podnet turns GRO on there), and NodePort uplinks with XDP attached. A redirect into any
+ * other device could be dropped unseen, so NodePort XDP leaves such packets to the kernel. */
 
 #endif /* BERTH_ABI_H */

@@ -83,4 +83,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BERTH_MAP_NODE_ADDRS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, BERTH_MAX_XDP_DEVS);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BERTH_MAP_XDP_DEVS SEC(".maps");
+
 #endif /* BERTH_LB_MAPS_H */

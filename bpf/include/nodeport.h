@@ -6,9 +6,11 @@
  *
  * Two paths, chosen per flow by a FIB lookup towards the chosen backend:
  * - LOCAL: the backend is directly on another interface of this node (a pod's veth). Only
- *   the destination is rewritten (the pod sees the client's address) and the kernel routes the
- *   packet on. The pod's reply (backend -> client) meets lb.bpf.c's tcx program on the pod's
- *   host veth, which finds the REVERSE entry written here and shows nodeIP:nodePort as source.
+ *   the destination is rewritten (the pod sees the client's address). With the pod's MAC known
+ *   the program forwards the packet itself (XDP: a redirect into the pod's veth, when that
+ *   device is in berth_xdp_devs); otherwise the kernel routes it on. The pod's reply (backend
+ *   -> client) meets lb.bpf.c's tcx program on the pod's host veth, which finds the REVERSE
+ *   entry written here and shows nodeIP:nodePort as source.
  * - SNAT: the backend is behind a gateway (another node's pod). Source becomes this node's
  *   address and a port allocated per flow, destination the backend, and the packet leaves the
  *   way it came (XDP_TX) or through the FIB's interface (redirect). The backend's reply comes
@@ -47,6 +49,7 @@ struct berth_np_tuple {
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
+	__u16 tot_len; /* the IP packet's length, host order (the FIB checks it against the MTU) */
 	__u8 proto;
 	__u8 closing; /* TCP FIN or RST */
 };
@@ -60,13 +63,15 @@ enum berth_np_verdict {
 };
 
 /* The verdict for a FIB lookup towards the rewritten destination. Without a neighbour entry
- * XDP cannot forward, and the kernel would drop the rewritten packet (its source is a local
- * address); the tc twin resolves it with bpf_redirect_neigh. */
-static __always_inline enum berth_np_verdict berth_np_out_verdict(long fib_ret)
+ * XDP cannot forward. A SNATed packet then goes to the tc twin, which resolves the neighbour
+ * with bpf_redirect_neigh: the kernel would drop it, its source being a local address. A
+ * packet with the client's source (LOCAL) the kernel routes and resolves by itself. So does
+ * every lookup that fails otherwise (a local destination, a packet over the MTU). */
+static __always_inline enum berth_np_verdict berth_np_out_verdict(long fib_ret, int snat)
 {
 	if (fib_ret == BPF_FIB_LKUP_RET_SUCCESS)
 		return BERTH_NP_FORWARD;
-	if (fib_ret == BPF_FIB_LKUP_RET_NO_NEIGH)
+	if (fib_ret == BPF_FIB_LKUP_RET_NO_NEIGH && snat)
 		return BERTH_NP_NO_NEIGH;
 	return BERTH_NP_LOCAL;
 }
@@ -110,12 +115,13 @@ static __always_inline struct berth_ct_key berth_np_ct_key(__be32 saddr, __be32 
 
 /* A FIB lookup from `ifindex` for src -> dst; fills `fib` (egress ifindex, MACs). */
 static __always_inline long berth_np_fib(void *ctx, struct bpf_fib_lookup *fib, __u32 ifindex,
-					 __u8 proto, __be32 saddr, __be32 daddr, __be16 sport,
-					 __be16 dport)
+					 const struct berth_np_tuple *t, __be32 saddr,
+					 __be32 daddr, __be16 sport, __be16 dport)
 {
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = AF_INET;
-	fib->l4_protocol = proto;
+	fib->tot_len = t->tot_len;
+	fib->l4_protocol = t->proto;
 	fib->sport = sport;
 	fib->dport = dport;
 	fib->ipv4_src = saddr;
@@ -188,7 +194,7 @@ berth_np_forward(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 		nat->dport = ct->nat_port;
 		out = bpf_map_lookup_elem(&BERTH_MAP_CT, &okey);
 		if (!out)
-			return BERTH_NP_LOCAL;
+			goto forward; /* LOCAL: the client's address stays */
 		out->last_seen_ns = now;
 		nat->saddr = out->nat_addr;
 		nat->sport = out->nat_port;
@@ -222,20 +228,20 @@ berth_np_forward(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 	rval.svc_id = svc->id;
 	rval.last_seen_ns = now;
 
-	ret = berth_np_fib(ctx, fib, ifindex, t->proto, t->saddr, nat->daddr, t->sport,
-			   nat->dport);
+	ret = berth_np_fib(ctx, fib, ifindex, t, t->saddr, nat->daddr, t->sport, nat->dport);
 	if ((ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH) ||
 	    (fib->ifindex != ifindex && fib->ipv4_dst == nat->daddr)) {
 		/* LOCAL: the backend is on a link of this node's without a gateway (a pod's veth);
 		 * the reply comes from backend to client through that veth. A backend behind a
 		 * gateway (another node's pod, whichever link leads there) takes SNAT below, so its
-		 * reply returns here rather than straight to a client its node cannot route to. */
+		 * reply returns here rather than straight to a client its node cannot route to.
+		 * `fib` already holds the lookup for the rewritten packet. */
 		rkey = berth_np_ct_key(nat->daddr, t->saddr, nat->dport, t->sport, t->proto,
 				       BERTH_CT_REVERSE);
 		if (bpf_map_update_elem(&BERTH_MAP_CT, &rkey, &rval, BPF_ANY) ||
 		    bpf_map_update_elem(&BERTH_MAP_CT, &fkey, &fval, BPF_ANY))
 			return BERTH_NP_DROP;
-		return BERTH_NP_LOCAL;
+		return berth_np_out_verdict(ret, 0);
 	}
 
 	/* SNAT: the reply comes from backend to nodeIP:port through the uplink. */
@@ -258,9 +264,8 @@ berth_np_forward(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 	nat->sport = port;
 
 forward:
-	ret = berth_np_fib(ctx, fib, ifindex, t->proto, nat->saddr, nat->daddr, nat->sport,
-			   nat->dport);
-	return berth_np_out_verdict(ret);
+	ret = berth_np_fib(ctx, fib, ifindex, t, nat->saddr, nat->daddr, nat->sport, nat->dport);
+	return berth_np_out_verdict(ret, nat->saddr != t->saddr);
 }
 
 /* Backend -> nodeIP:SNAT port on the uplink: back to nodeIP:nodePort -> client. */
@@ -289,8 +294,9 @@ berth_np_reverse(void *ctx, __u32 ifindex, const struct berth_np_tuple *t,
 	nat->sport = rev->nat_port;
 	nat->daddr = in->nat_addr;
 	nat->dport = in->nat_port;
-	return berth_np_out_verdict(berth_np_fib(ctx, fib, ifindex, t->proto, nat->saddr,
-						 nat->daddr, nat->sport, nat->dport));
+	return berth_np_out_verdict(berth_np_fib(ctx, fib, ifindex, t, nat->saddr, nat->daddr,
+						 nat->sport, nat->dport),
+				    1);
 }
 
 /* What to do with an IPv4 TCP/UDP packet that arrived on the uplink `ifindex`. */

@@ -15,6 +15,8 @@ pub const MAP_AFFINITY: &str = "berth_affinity";
 pub const MAP_SK_REVNAT: &str = "berth_sk_revnat";
 pub const MAP_CT: &str = "berth_ct";
 pub const MAP_NODE_ADDRS: &str = "berth_nodeaddrs";
+/// The devices NodePort XDP may redirect into (a `DEVMAP_HASH`, ifindex → itself).
+pub const MAP_XDP_DEVS: &str = "berth_xdp_devs";
 
 pub const MAX_SERVICES: u32 = 65536;
 pub const MAX_BACKENDS: u32 = 262_144;

@@ -220,7 +220,7 @@ fn run_inner() {
     );
     drop(datapath);
     let removed = berth_dataplane::loader::cleanup(&pin_dir).expect("cleanup");
-    assert_eq!(removed, 8, "every map pin");
+    assert_eq!(removed, 9, "every map pin");
     assert!(
         pins_under(&pin_dir).is_empty(),
         "pins left: {:?}",

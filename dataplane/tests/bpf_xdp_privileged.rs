@@ -175,6 +175,8 @@ fn run_inner() {
     for (index, pod) in pods.iter().enumerate() {
         pod.wire(POD_IF[index], POD_GW[index], POD[index]);
         pod.ip(&["route", "add", "default", "via", &POD_GW[index].to_string()]);
+        // As the pod network leaves a pod's eth0: GRO on, so NAPI for redirected frames.
+        pod.ok("ethtool", &["-K", "eth0", "gro", "on"]);
         // The pod's reply leaves the tcx program with the node's own address as source.
         fs::write(
             format!("/proc/sys/net/ipv4/conf/{}/accept_local", POD_IF[index]),
@@ -324,11 +326,36 @@ fn exercise(datapath: &mut Datapath, outside: &Netns, mode: XdpMode) {
             .join()
             .expect("udp client")
     };
+    // Not allowed to redirect into the pods' veths, XDP leaves the rewritten requests to the
+    // kernel's forwarding path; the replies take it anyway (pod -> tcx -> uplink).
+    let forwarded = forwarded_datagrams();
     let first = ask_udp();
+    let exchanges = first.len() as u64;
+    assert_eq!(forwarded_datagrams() - forwarded, 2 * exchanges);
     clear_ct(datapath.maps_mut());
     assert_eq!(ask_udp(), first, "the same 5-tuples hit the same pods");
     let udp_pods: BTreeSet<&String> = first.iter().collect();
     assert_eq!(udp_pods.len(), 2, "{first:?}");
+    // Allowed (the pods' ends have GRO, so NAPI), XDP redirects the requests into the pods'
+    // veths itself: only the replies cross the kernel's forwarding path.
+    for ifname in POD_IF {
+        datapath.allow_xdp_redirect(ifname).expect("allow redirect");
+    }
+    clear_ct(datapath.maps_mut());
+    let forwarded = forwarded_datagrams();
+    assert_eq!(ask_udp(), first, "redirected to the same pods");
+    assert_eq!(forwarded_datagrams() - forwarded, exchanges);
+    for ifname in POD_IF {
+        assert!(datapath
+            .forbid_xdp_redirect(ifname)
+            .expect("forbid redirect"));
+    }
+    assert!(datapath
+        .maps()
+        .xdp_devs
+        .ifindexes()
+        .expect("list")
+        .is_empty());
 
     // No ready backends: the kernel refuses at once (RST), XDP leaves the packet alone.
     refused_fast(outside);
@@ -411,6 +438,23 @@ fn attach_nodeport_tc(datapath: &mut Datapath) {
             .expect("attach tc again"),
         Attached { new: 0, kept: 1 }
     );
+}
+
+/// IPv4 datagrams this (the node's) namespace has forwarded: `Ip: ForwDatagrams` in
+/// /proc/net/snmp.
+fn forwarded_datagrams() -> u64 {
+    let snmp = fs::read_to_string("/proc/thread-self/net/snmp").expect("read snmp");
+    let mut ip = snmp.lines().filter(|line| line.starts_with("Ip:"));
+    let (names, values) = (ip.next().expect("Ip header"), ip.next().expect("Ip values"));
+    let column = names
+        .split_whitespace()
+        .position(|name| name == "ForwDatagrams")
+        .expect("ForwDatagrams column");
+    values
+        .split_whitespace()
+        .nth(column)
+        .and_then(|value| value.parse().ok())
+        .expect("ForwDatagrams value")
 }
 
 fn refused_fast(outside: &Netns) {

@@ -28,7 +28,7 @@ fn podnet_in_isolated_host_namespace() {
     if inner_run(INNER_ENV, run_inner) {
         return;
     }
-    if let Err(reason) = can_run_privileged(&["unshare", "nsenter", "ip", "busybox"]) {
+    if let Err(reason) = can_run_privileged(&["unshare", "nsenter", "ip", "busybox", "ethtool"]) {
         skip(&reason);
         return;
     }
@@ -78,6 +78,12 @@ fn check_pod_side(ns: &Netns, addr: &PodAddress) {
     assert!(eth0.contains(",UP,") && eth0.contains("mtu 1400"), "{eth0}");
     let lo = ns.ok("ip", &["-o", "link", "show", "lo"]);
     assert!(lo.contains(",UP"), "{lo}");
+    // GRO gives the pod's end NAPI, which NodePort XDP's redirects into the pod need.
+    let features = ns.ok("ethtool", &["-k", "eth0"]);
+    assert!(
+        features.contains("generic-receive-offload: on"),
+        "{features}"
+    );
     let routes = ns.ok("ip", &["-4", "route", "show", "default"]);
     let default = format!("default via {GATEWAY} dev eth0 ");
     assert!(

@@ -10,7 +10,7 @@ use berth_dataplane::abi::{NodeAddrKey, NodeAddrValue};
 use berth_dataplane::loader::{Datapath, XdpAttached, XdpMode};
 
 use super::berth::Maps;
-use super::netns::{backend_addr, Topology, IF_CLIENT, ROUTER_C};
+use super::netns::{backend_addr, Topology, IF_CLIENT, IF_SERVER, ROUTER_C};
 use super::nodeport::{self, Flood, FLOWS_PER_THREAD};
 use super::plan::Svc;
 use super::report::{NodePortRun, Report, NODEPORT_IPTABLES, NODEPORT_XDP};
@@ -50,6 +50,15 @@ impl NodePortBench<'_> {
             &[&client, "ethtool", "-K", "eth0", "tx", "off"],
             None,
         )?;
+        // The backends' end of their veth as the pod network sets up a pod's eth0: GRO on,
+        // hence NAPI, so native XDP may redirect into the router's end of it. For both paths.
+        let server = format!("--net={}", self.topo.server.path().display());
+        run_command(
+            "nsenter",
+            &[&server, "ethtool", "-K", "eth0", "gro", "on"],
+            None,
+        )?;
+        self.datapath.allow_xdp_redirect(IF_SERVER)?;
         let (service, slice) = nodeport::objects(&backends);
         self.maps.sync(&service, &slice)?;
         let node = NodeAddrKey::new(ROUTER_C);
@@ -60,6 +69,7 @@ impl NodePortBench<'_> {
             .insert(&node, &NodeAddrValue { ifindex: 0 })?;
         self.report.nodeport_services = all.len();
         let result = self.rounds(all, &backends, &received);
+        let _ = self.datapath.forbid_xdp_redirect(IF_SERVER);
         let _ = self.datapath.maps_mut().node_addrs.remove(&node);
         self.maps.remove_named(nodeport::NAME)?;
         result
@@ -109,8 +119,9 @@ impl NodePortBench<'_> {
             self.report.nodeport = format!(
                 "UDP datagrams of 18 bytes from {threads} client threads × {FLOWS_PER_THREAD} \
                  flows to nodeIP:{} for {} ms after {} ms warm-up, counted as packets arriving \
-                 on the backends' link; berth: NodePort XDP in {} mode on the router's veth \
-                 (with its tc twin), backends local (DNAT, source kept); iptables: \
+                 on the backends' link (GRO on there, as on a pod's eth0); berth: NodePort XDP \
+                 in {} mode on the router's veth (with its tc twin), backends local (DNAT, \
+                 source kept, redirected into the backends' veth); iptables: \
                  kube-proxy's KUBE-NODEPORTS → KUBE-EXT (masquerade) → KUBE-SVC → KUBE-SEP DNAT; \
                  median of {} rounds",
                 nodeport::NODE_PORT,

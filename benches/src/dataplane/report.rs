@@ -162,11 +162,16 @@ pub struct Report {
     pub nodeport_services: usize,
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    }
+/// The median of `a[i] / b[i]` over the rounds both have (in measuring order); None without
+/// one.
+fn paired_ratio(a: &[f64], b: &[f64]) -> Option<f64> {
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(a, b)| a / b)
+        .collect();
+    (!ratios.is_empty()).then(|| median(&ratios))
 }
 
 fn mark(ok: Option<bool>) -> &'static str {
@@ -202,9 +207,22 @@ impl Report {
         out
     }
 
-    fn rps(&self, path: PathKind, services: usize) -> Option<f64> {
-        self.find(path, services, Mode::NewConnection)
-            .map(|m| m.requests_per_s)
+    /// `a`'s requests/s over `b`'s at `services`, new connection per request: the median over
+    /// rounds of the ratio within each round. Each round measures every path back to back, so
+    /// a pair shares the machine's load of the moment, which drifts between rounds.
+    fn rps_ratio(&self, a: PathKind, b: PathKind, services: usize) -> Option<f64> {
+        let rounds = |path: PathKind| -> Vec<f64> {
+            self.measurements
+                .iter()
+                .filter(|m| {
+                    m.path == path.name()
+                        && m.services == services
+                        && m.mode == Mode::NewConnection.name()
+                })
+                .map(|m| m.requests_per_s)
+                .collect()
+        };
+        paired_ratio(&rounds(a), &rounds(b))
     }
 
     /// The size the headline ratios are taken at: 10,000 when measured, else the largest.
@@ -218,20 +236,12 @@ impl Report {
 
     /// Berth ClusterIP (socket LB) requests/s over iptables', new connection per request.
     pub fn ratio_vs_iptables(&self) -> Option<f64> {
-        let n = self.headline_size();
-        ratio(
-            self.rps(PathKind::SocketLb, n),
-            self.rps(PathKind::Iptables, n),
-        )
+        self.rps_ratio(PathKind::SocketLb, PathKind::Iptables, self.headline_size())
     }
 
     /// Berth ClusterIP (socket LB) requests/s over the direct path's, same size.
     pub fn ratio_vs_direct(&self) -> Option<f64> {
-        let n = self.headline_size();
-        ratio(
-            self.rps(PathKind::SocketLb, n),
-            self.rps(PathKind::Direct, n),
-        )
+        self.rps_ratio(PathKind::SocketLb, PathKind::Direct, self.headline_size())
     }
 
     /// The median round's packets/s of NodePort `path`.
@@ -245,12 +255,17 @@ impl Report {
         (!runs.is_empty()).then(|| median(&runs))
     }
 
-    /// NodePort packets/s through Berth's XDP over iptables'.
+    /// NodePort packets/s through Berth's XDP over iptables', paired by round as
+    /// [`Report::rps_ratio`] does.
     pub fn nodeport_ratio(&self) -> Option<f64> {
-        ratio(
-            self.nodeport_pps(NODEPORT_XDP),
-            self.nodeport_pps(NODEPORT_IPTABLES),
-        )
+        let rounds = |path: &str| -> Vec<f64> {
+            self.nodeport_runs
+                .iter()
+                .filter(|r| r.path == path)
+                .map(|r| r.pps)
+                .collect()
+        };
+        paired_ratio(&rounds(NODEPORT_XDP), &rounds(NODEPORT_IPTABLES))
     }
 
     pub fn add_one_ms(&self) -> f64 {
@@ -258,7 +273,7 @@ impl Report {
     }
 
     fn ratios(&self, services: usize) -> Value {
-        let r = |a, b| ratio(self.rps(a, services), self.rps(b, services));
+        let r = |a, b| self.rps_ratio(a, b, services);
         json!({
             "services": services,
             "socket_lb_vs_direct": r(PathKind::SocketLb, PathKind::Direct),
@@ -280,6 +295,8 @@ impl Report {
             "ratio_vs_iptables_10k": vs_iptables,
             "ratio_vs_direct": vs_direct,
             "ratios_at_services": self.headline_size(),
+            "ratio_method": "median over rounds of the ratio within each round (every round \
+                             measures all paths back to back)",
             "add_one_service_at_10k_ms": self.add_one_ms(),
             "add_one_service_at_services": c.services,
             "nodeport_xdp_vs_iptables_pps_ratio": nodeport,
@@ -531,7 +548,29 @@ mod tests {
     }
 
     #[test]
-    fn nodeport_ratio_is_xdp_over_iptables_median_rounds() {
+    fn ratios_pair_the_paths_within_each_round() {
+        let r = Report {
+            sizes: vec![1],
+            measurements: vec![
+                m(PathKind::Direct, 1, 1000.0),
+                m(PathKind::SocketLb, 1, 940.0),
+                m(PathKind::Direct, 1, 900.0),
+                m(PathKind::SocketLb, 1, 891.0),
+                m(PathKind::Direct, 1, 800.0),
+                m(PathKind::SocketLb, 1, 784.0),
+            ],
+            ..Report::default()
+        };
+        // Round by round 0.94, 0.99 and 0.98: 0.98 (the medians, 891 ÷ 900, would say 0.99).
+        let ratio = r.ratio_vs_direct().expect("ratio");
+        assert!((ratio - 0.98).abs() < 1e-9, "{ratio}");
+        assert_eq!(paired_ratio(&[2.0, 3.0], &[1.0]), Some(2.0));
+        assert_eq!(paired_ratio(&[2.0], &[0.0]), None);
+        assert_eq!(paired_ratio(&[], &[]), None);
+    }
+
+    #[test]
+    fn nodeport_ratio_is_the_median_of_xdp_over_iptables_within_rounds() {
         let run = |path, pps| NodePortRun {
             path,
             pps,
@@ -556,11 +595,12 @@ mod tests {
         let ratio = j["nodeport_xdp_vs_iptables_pps_ratio"]
             .as_f64()
             .expect("ratio");
-        assert!((ratio - 400.0 / 150.0).abs() < 1e-9);
+        // Rounds: 3.0, 4.5 and 2.67; not 400k ÷ 150k, the ratio of the medians.
+        assert!((ratio - 3.0).abs() < 1e-9, "{ratio}");
         assert_eq!(j["met"]["nodeport_xdp_vs_iptables_pps_ratio"], true);
         let table = r.to_table();
         assert!(
-            table.contains("NodePort XDP ÷ iptables pps 2.67"),
+            table.contains("NodePort XDP ÷ iptables pps 3.00"),
             "{table}"
         );
         assert!(

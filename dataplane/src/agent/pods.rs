@@ -1,5 +1,6 @@
 //! Per-pod data plane state, following this node's pods: the tc program on each pod's host veth
-//! (the per-packet path for what the socket hooks do not see) and the pod's hostPorts in nft.
+//! (the per-packet path for what the socket hooks do not see), the veth's entry in the devices
+//! NodePort XDP may redirect into, and the pod's hostPorts in nft.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -147,9 +148,15 @@ async fn update(
     let nat_owned = nat.cloned();
     let hostports = plan.hostports.clone();
     let done = tokio::task::spawn_blocking(move || {
-        if let Err(e) = dp.lock().expect("datapath lock").attach_tc(&ifname) {
+        let mut datapath = dp.lock().expect("datapath lock");
+        if let Err(e) = datapath.attach_tc(&ifname) {
             tracing::warn!(%ifname, error = %e, "data plane: attaching the pod's tc program");
         }
+        // The pod's end has NAPI (podnet turns GRO on), so NodePort XDP may redirect into it.
+        if let Err(e) = datapath.allow_xdp_redirect(&ifname) {
+            tracing::warn!(%ifname, error = %e, "data plane: letting XDP redirect to the pod");
+        }
+        drop(datapath);
         if let Some(nat) = nat_owned {
             for h in &stale {
                 if let Err(e) = nat.remove_hostport(h.protocol, h.host_port) {
@@ -175,9 +182,14 @@ async fn withdraw(datapath: &Arc<Mutex<Datapath>>, nat: Option<&Arc<Nat>>, old: 
     let old = old.clone();
     let nat = nat.cloned();
     let done = tokio::task::spawn_blocking(move || {
-        if let Err(e) = dp.lock().expect("datapath lock").detach_tc(&old.ifname) {
+        let mut datapath = dp.lock().expect("datapath lock");
+        if let Err(e) = datapath.detach_tc(&old.ifname) {
             tracing::debug!(ifname = %old.ifname, error = %e, "data plane: detaching tc");
         }
+        if let Err(e) = datapath.forbid_xdp_redirect(&old.ifname) {
+            tracing::debug!(ifname = %old.ifname, error = %e, "data plane: XDP redirect entry");
+        }
+        drop(datapath);
         if let Some(nat) = nat {
             for h in &old.hostports {
                 if let Err(e) = nat.remove_hostport(h.protocol, h.host_port) {

@@ -10,6 +10,8 @@ use crate::abi::{
     MAP_BACKENDS, MAP_CT, MAP_MAGLEV, MAP_NODE_ADDRS, MAP_SK_REVNAT, MAP_SLOTS, MAP_SVC,
 };
 
+use super::xdp_devs::XdpDevs;
+
 /// One BPF hash (or LRU hash) map with ABI keys and values.
 pub struct LbMap<K, V> {
     name: &'static str,
@@ -84,14 +86,15 @@ impl<K: Pod, V: Pod> LbMap<K, V> {
     }
 }
 
-/// The maps the agent writes (`svc`, `slots`, `backends`, `maglev`, `node_addrs`) and the ones
-/// only the programs write, for diagnostics (`affinity`, `sk_revnat`, `ct`).
+/// The maps the agent writes (`svc`, `slots`, `backends`, `maglev`, `node_addrs`, `xdp_devs`)
+/// and the ones only the programs write, for diagnostics (`affinity`, `sk_revnat`, `ct`).
 pub struct LbMaps {
     pub svc: LbMap<SvcKey, SvcValue>,
     pub slots: LbMap<SlotKey, SlotValue>,
     pub backends: LbMap<BackendKey, Backend>,
     pub maglev: LbMap<u32, MaglevValue>,
     pub node_addrs: LbMap<NodeAddrKey, NodeAddrValue>,
+    pub xdp_devs: XdpDevs,
     pub affinity: LbMap<AffinityKey, AffinityValue>,
     pub sk_revnat: LbMap<SkRevnatKey, SkRevnatValue>,
     pub ct: LbMap<CtKey, CtValue>,
@@ -105,6 +108,7 @@ impl LbMaps {
             backends: LbMap::take(ebpf, MAP_BACKENDS)?,
             maglev: LbMap::take(ebpf, MAP_MAGLEV)?,
             node_addrs: LbMap::take(ebpf, MAP_NODE_ADDRS)?,
+            xdp_devs: XdpDevs::take(ebpf)?,
             affinity: LbMap::take(ebpf, MAP_AFFINITY)?,
             sk_revnat: LbMap::take(ebpf, MAP_SK_REVNAT)?,
             ct: LbMap::take(ebpf, MAP_CT)?,

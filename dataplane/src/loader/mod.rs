@@ -17,6 +17,7 @@ mod links;
 mod maps;
 mod tables;
 mod xdp;
+mod xdp_devs;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,10 +30,11 @@ pub use bpffs::{is_bpffs, Bpffs, BpffsError};
 pub use maps::{LbMap, LbMaps};
 pub use tables::ServiceMaps;
 pub use xdp::{XdpAttached, XdpMode};
+pub use xdp_devs::XdpDevs;
 
 use crate::abi::{
     MAP_AFFINITY, MAP_BACKENDS, MAP_CT, MAP_MAGLEV, MAP_NODE_ADDRS, MAP_SK_REVNAT, MAP_SLOTS,
-    MAP_SVC,
+    MAP_SVC, MAP_XDP_DEVS,
 };
 
 /// The Service object, byte for byte as committed (`make -C bpf` rebuilds it).
@@ -45,7 +47,7 @@ const PROG_GETPEERNAME4: &str = "berth_getpeer4";
 const PROG_TC_INGRESS: &str = "berth_tc_ingress";
 
 const LINKS_DIR: &str = "links";
-const MAP_NAMES: [&str; 8] = [
+const MAP_NAMES: [&str; 9] = [
     MAP_SVC,
     MAP_SLOTS,
     MAP_BACKENDS,
@@ -54,6 +56,7 @@ const MAP_NAMES: [&str; 8] = [
     MAP_SK_REVNAT,
     MAP_CT,
     MAP_NODE_ADDRS,
+    MAP_XDP_DEVS,
 ];
 
 #[derive(Debug, thiserror::Error)]

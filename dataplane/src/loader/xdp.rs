@@ -82,6 +82,35 @@ impl Datapath {
         self.attach_xdp_program(PROG_XDP_PASS, "xdp-pass", ifname, mode)
     }
 
+    /// Lets NodePort XDP redirect packets for local backends straight into `ifname` (a pod's
+    /// host veth, in the calling thread's network namespace), past the kernel's forwarding
+    /// path. Only for a veth whose other end has NAPI, which the pod network gives every pod
+    /// (GRO on its `eth0`): a native redirect into a veth without it is dropped. Without an
+    /// entry XDP leaves such packets to the kernel, translated. Returns the ifindex.
+    pub fn allow_xdp_redirect(&mut self, ifname: &str) -> Result<u32, DatapathError> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|errno| DatapathError::Io {
+            op: "find the interface of",
+            path: ifname.into(),
+            source: errno.into(),
+        })?;
+        self.maps.xdp_devs.allow(ifindex)?;
+        Ok(ifindex)
+    }
+
+    /// Takes `ifname` back out of the devices XDP may redirect into; whether it was there. A
+    /// device that no longer exists has no entry: the kernel removes it with the device.
+    pub fn forbid_xdp_redirect(&mut self, ifname: &str) -> Result<bool, DatapathError> {
+        match nix::net::if_::if_nametoindex(ifname) {
+            Ok(ifindex) => self.maps.xdp_devs.forbid(ifindex),
+            Err(nix::errno::Errno::ENODEV) => Ok(false),
+            Err(errno) => Err(DatapathError::Io {
+                op: "find the interface of",
+                path: ifname.into(),
+                source: errno.into(),
+            }),
+        }
+    }
+
     /// Detaches NodePort XDP from `ifname` and removes its pin; whether one was there.
     pub fn detach_xdp(&mut self, ifname: &str) -> Result<bool, DatapathError> {
         detach(&self.link_pin("xdp", ifname)?)

@@ -11,7 +11,8 @@
 //!   `nat` matches pod veths by: a name pattern would also match other `berth*` links); the pod
 //!   side is created directly inside the pod's namespace as `eth0`, so it never appears in the
 //!   host namespace under a clashing name.
-//! - **Pod side.** `lo` up; `eth0` up with `<ip>/32`; `default via <gateway> dev eth0 onlink`; a
+//! - **Pod side.** `lo` up; `eth0` up with `<ip>/32` and GRO on (the veth then has NAPI, so
+//!   NodePort XDP can redirect packets straight into the pod); `default via <gateway> dev eth0 onlink`; a
 //!   permanent neighbour entry gateway → host veth MAC, so the pod never has to ARP and the host's
 //!   `arp_ignore` setting does not matter. With a /32, traffic to other pods also goes through the
 //!   gateway, hence through the host veth.
@@ -28,7 +29,7 @@
 //! - **MTU.** No encapsulation, so pods may use the uplink's MTU: [`pod_mtu`].
 //! - **IPAM.** Host-local, one file per address under [`PodNetConfig::state_dir`]; see `ipam.rs`.
 //! - **Namespaces.** The pod namespace is entered by a short-lived thread only to open a netlink
-//!   socket there; see `netlink.rs`. Host-side operations use the caller's namespace: call from a
+//!   socket (and a socket for ethtool's ioctl) there; see `netlink.rs`. Host-side operations use the caller's namespace: call from a
 //!   runtime whose threads are in the host namespace.
 //!
 //! [`PodNetwork::attach`] is idempotent and repairs: after a kubelet restart it returns the same
@@ -146,6 +147,14 @@ pub enum PodNetError {
     },
     #[error("interface {name} vanished from network namespace {netns} while being configured")]
     LinkVanished { name: String, netns: String },
+    #[error("{op} {name} in network namespace {netns}")]
+    Ethtool {
+        op: &'static str,
+        name: String,
+        netns: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Pod networking on this node. Cheap to clone; clones share the address allocator.
@@ -213,6 +222,9 @@ impl PodNetwork {
             pod.set_up(&lo, None, None).await?;
         }
         pod.set_up(&eth0, None, None).await?;
+        // NAPI on the pod's end, for NodePort XDP's redirects into the pod (loader::Datapath::
+        // allow_xdp_redirect).
+        pod.enable_gro(&eth0)?;
         pod.add_address(&eth0, ip, 32).await?;
         pod.add_neighbour(&eth0, gateway, &veth.mac).await?;
         pod.add_default_route(&eth0, gateway).await?;

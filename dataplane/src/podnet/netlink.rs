@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use futures::TryStreamExt;
@@ -61,9 +61,11 @@ impl Link {
     }
 }
 
-/// A netlink connection into one network namespace; `label` names it in errors.
+/// A netlink connection into one network namespace, and a socket there for ethtool's ioctls;
+/// `label` names it in errors.
 pub struct Netns {
     handle: Handle,
+    ioctl: OwnedFd,
     label: String,
 }
 
@@ -76,8 +78,13 @@ impl Netns {
                 source,
             })?;
         tokio::spawn(conn);
+        let ioctl = ioctl_socket().map_err(|source| PodNetError::Connect {
+            netns: "host".to_string(),
+            source,
+        })?;
         Ok(Self {
             handle,
+            ioctl,
             label: "host".to_string(),
         })
     }
@@ -105,10 +112,13 @@ impl Netns {
                     .and_then(|()| {
                         // The socket registers with the runtime's reactor, so it needs its context.
                         let _guard = runtime.enter();
-                        rtnetlink::new_connection().map_err(|source| PodNetError::Connect {
+                        let connect_error = |source| PodNetError::Connect {
                             netns: thread_path.display().to_string(),
                             source,
-                        })
+                        };
+                        let connection = rtnetlink::new_connection().map_err(connect_error)?;
+                        let ioctl = ioctl_socket().map_err(connect_error)?;
+                        Ok((connection, ioctl))
                     });
                 let _ = tx.send(result);
             })
@@ -116,12 +126,30 @@ impl Netns {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let (conn, handle, _) = rx.await.map_err(|_| PodNetError::SpawnThread {
+        let ((conn, handle, _), ioctl) = rx.await.map_err(|_| PodNetError::SpawnThread {
             path: path.to_path_buf(),
             source: std::io::Error::other("the namespace thread ended without an answer"),
         })??;
         tokio::spawn(conn);
-        Ok(Self { handle, label })
+        Ok(Self {
+            handle,
+            ioctl,
+            label,
+        })
+    }
+
+    /// Turns generic receive offload on for `link`. On a pod's `eth0` this gives the veth NAPI,
+    /// which NodePort XDP needs to redirect packets into the pod (and which batches what the
+    /// pod receives).
+    pub fn enable_gro(&self, link: &Link) -> Result<(), PodNetError> {
+        crate::sys::set_gro(self.ioctl.as_fd(), &link.name, true).map_err(|source| {
+            PodNetError::Ethtool {
+                op: "turn GRO on for",
+                name: link.name.clone(),
+                netns: self.label.clone(),
+                source,
+            }
+        })
     }
 
     fn err(
@@ -306,4 +334,16 @@ fn errno(e: &rtnetlink::Error) -> Option<Errno> {
         rtnetlink::Error::NetlinkError(msg) => Some(Errno::from_raw(msg.raw_code().abs())),
         _ => None,
     }
+}
+
+/// A UDP socket in the calling thread's network namespace, for ioctls on that namespace's links.
+fn ioctl_socket() -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(std::io::Error::from)
 }
