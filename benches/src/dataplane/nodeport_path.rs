@@ -44,20 +44,18 @@ impl NodePortBench<'_> {
         // Native XDP sees the client's datagrams as they are: a partial (offloaded) checksum
         // would reach the backend wrong after the rewrite. Off for both paths, so both clients
         // pay for full checksums alike.
-        let client = format!("--net={}", self.topo.client.path().display());
-        run_command(
-            "nsenter",
-            &[&client, "ethtool", "-K", "eth0", "tx", "off"],
-            None,
-        )?;
+        let eth0_features = |ns: &super::netns::Netns, feature: &str, value: &str| {
+            let net = format!("--net={}", ns.path().display());
+            run_command(
+                "nsenter",
+                &[&net, "ethtool", "-K", "eth0", feature, value],
+                None,
+            )
+        };
+        eth0_features(&self.topo.client, "tx", "off")?;
         // The backends' end of their veth as the pod network sets up a pod's eth0: GRO on,
         // hence NAPI, so native XDP may redirect into the router's end of it. For both paths.
-        let server = format!("--net={}", self.topo.server.path().display());
-        run_command(
-            "nsenter",
-            &[&server, "ethtool", "-K", "eth0", "gro", "on"],
-            None,
-        )?;
+        eth0_features(&self.topo.server, "gro", "on")?;
         self.datapath.allow_xdp_redirect(IF_SERVER)?;
         let (service, slice) = nodeport::objects(&backends);
         self.maps.sync(&service, &slice)?;

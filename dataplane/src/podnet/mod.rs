@@ -12,9 +12,9 @@
 //!   side is created directly inside the pod's namespace as `eth0`, so it never appears in the
 //!   host namespace under a clashing name.
 //! - **Pod side.** `lo` up; `eth0` up with `<ip>/32` and GRO on (the veth then has NAPI, so
-//!   NodePort XDP can redirect packets straight into the pod); `default via <gateway> dev eth0 onlink`; a
-//!   permanent neighbour entry gateway → host veth MAC, so the pod never has to ARP and the host's
-//!   `arp_ignore` setting does not matter. With a /32, traffic to other pods also goes through the
+//!   NodePort XDP can redirect packets straight into the pod); `default via <gateway> dev eth0
+//!   onlink`; a permanent neighbour entry gateway → host veth MAC, so the pod never has to ARP
+//!   and the host's `arp_ignore` setting does not matter. With a /32, traffic to other pods also goes through the
 //!   gateway, hence through the host veth.
 //! - **Gateway.** The podCIDR's first address. Every pod's host veth carries it as a /32 (the same
 //!   address on each, as CNI `ptp` does), so the pod reaches the host at its gateway.
@@ -29,8 +29,8 @@
 //! - **MTU.** No encapsulation, so pods may use the uplink's MTU: [`pod_mtu`].
 //! - **IPAM.** Host-local, one file per address under [`PodNetConfig::state_dir`]; see `ipam.rs`.
 //! - **Namespaces.** The pod namespace is entered by a short-lived thread only to open a netlink
-//!   socket (and a socket for ethtool's ioctl) there; see `netlink.rs`. Host-side operations use the caller's namespace: call from a
-//!   runtime whose threads are in the host namespace.
+//!   socket (and a socket for ethtool's ioctl) there; see `netlink.rs`. Host-side operations use
+//!   the caller's namespace: call from a runtime whose threads are in the host namespace.
 //!
 //! [`PodNetwork::attach`] is idempotent and repairs: after a kubelet restart it returns the same
 //! address, recreates the veth if it is gone or its peer lives in another namespace (a new
