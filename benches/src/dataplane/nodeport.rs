@@ -202,6 +202,25 @@ pub fn rx_packets(ns: &Netns, ifname: &'static str) -> Result<u64, DataplaneErro
     })
 }
 
+/// `/proc/stat`'s clock ticks (`USER_HZ`, 100 on Linux's ABI).
+const USER_HZ: f64 = 100.0;
+
+/// Softirq time of every CPU so far, in clock ticks (`/proc/stat`'s `cpu` line, 7th value).
+fn softirq_ticks() -> Result<u64, DataplaneError> {
+    let path = std::path::Path::new("/proc/stat");
+    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
+    parse_softirq_ticks(&text).ok_or_else(|| DataplaneError::Bad {
+        what: "/proc/stat",
+        message: "no softirq time on its cpu line".into(),
+    })
+}
+
+fn parse_softirq_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq …
+    line.split_whitespace().nth(7)?.parse().ok()
+}
+
 fn parse_rx_packets(dev: &str, ifname: &str) -> Option<u64> {
     dev.lines().find_map(|line| {
         let (name, counters) = line.split_once(':')?;
@@ -226,6 +245,9 @@ pub struct Flood {
     /// Datagrams the backends' sockets read over the whole run.
     pub received: u64,
     pub flows: usize,
+    /// CPU time the whole machine spent in softirq inside the window: the kernel's packet
+    /// processing, where both the router's forwarding and the backends' receive path run.
+    pub softirq_s: f64,
 }
 
 /// Floods `target` from `threads` threads in `client`, each over [`FLOWS_PER_THREAD`]
@@ -249,10 +271,12 @@ pub fn flood(
     let measured = (|| {
         std::thread::sleep(warmup);
         let before = rx_packets(server, "eth0")?;
+        let softirq_before = softirq_ticks()?;
         let started = Instant::now();
         std::thread::sleep(duration);
         let after = rx_packets(server, "eth0")?;
-        Ok::<_, DataplaneError>((after.saturating_sub(before), started.elapsed()))
+        let softirq = softirq_ticks()?.saturating_sub(softirq_before);
+        Ok::<_, DataplaneError>((after.saturating_sub(before), started.elapsed(), softirq))
     })();
     stop.store(true, Ordering::Relaxed);
     let mut out = Flood {
@@ -270,9 +294,10 @@ pub fn flood(
             out.first_error = first;
         }
     }
-    let (packets, window) = measured?;
+    let (packets, window, softirq) = measured?;
     out.packets = packets;
     out.window_s = window.as_secs_f64();
+    out.softirq_s = softirq as f64 / USER_HZ;
     out.received = received.load(Ordering::Relaxed) - received_before;
     Ok(out)
 }
@@ -366,6 +391,13 @@ mod tests {
         assert_eq!(ports[0].node_port, Some(i32::from(NODE_PORT)));
         assert_eq!(ports[0].protocol.as_deref(), Some("UDP"));
         assert_eq!(slice.endpoints.len(), 3);
+    }
+
+    #[test]
+    fn softirq_ticks_come_from_the_all_cpus_line() {
+        let stat = "cpu  100 2 300 4000 5 6 789 0 0 0\ncpu0 50 1 150 2000 2 3 400 0 0 0\n";
+        assert_eq!(parse_softirq_ticks(stat), Some(789));
+        assert_eq!(parse_softirq_ticks("cpu0 1 2 3 4 5 6 7\n"), None);
     }
 
     #[test]

@@ -177,6 +177,11 @@ impl NodePortBench<'_> {
             send_errors: flood.send_errors,
             first_error: flood.first_error,
             flows: flood.flows,
+            softirq_us_per_packet: if flood.packets > 0 {
+                flood.softirq_s * 1e6 / flood.packets as f64
+            } else {
+                0.0
+            },
         });
     }
 }

@@ -123,6 +123,10 @@ pub struct NodePortRun {
     pub send_errors: u64,
     pub first_error: Option<String>,
     pub flows: usize,
+    /// The machine's softirq CPU time in the window over the packets counted: the kernel's
+    /// per-packet cost on the router and in the backends' receive path, where the client's
+    /// sending and the backends' reading (process time) are not.
+    pub softirq_us_per_packet: f64,
 }
 
 pub const NODEPORT_XDP: &str = "berth_xdp";
@@ -255,6 +259,17 @@ impl Report {
         (!runs.is_empty()).then(|| median(&runs))
     }
 
+    /// The median round's softirq µs per packet of NodePort `path`.
+    pub fn nodeport_softirq_us(&self, path: &str) -> Option<f64> {
+        let runs: Vec<f64> = self
+            .nodeport_runs
+            .iter()
+            .filter(|r| r.path == path && r.packets > 0)
+            .map(|r| r.softirq_us_per_packet)
+            .collect();
+        (!runs.is_empty()).then(|| median(&runs))
+    }
+
     /// NodePort packets/s through Berth's XDP over iptables', paired by round as
     /// [`Report::rps_ratio`] does.
     pub fn nodeport_ratio(&self) -> Option<f64> {
@@ -357,6 +372,9 @@ impl Report {
         out["nodeport"] = json!(self.nodeport);
         out["nodeport_services"] = json!(self.nodeport_services);
         out["nodeport_runs"] = json!(self.nodeport_runs);
+        out["nodeport_xdp_softirq_us_per_packet"] = json!(self.nodeport_softirq_us(NODEPORT_XDP));
+        out["nodeport_iptables_softirq_us_per_packet"] =
+            json!(self.nodeport_softirq_us(NODEPORT_IPTABLES));
         out
     }
 
@@ -489,6 +507,16 @@ impl Report {
                 pps(NODEPORT_IPTABLES)
             );
             let _ = writeln!(t, "    ({})", self.nodeport);
+            let us = |path| {
+                self.nodeport_softirq_us(path)
+                    .map_or("-".to_string(), |v| format!("{v:.2}"))
+            };
+            let _ = writeln!(
+                t,
+                "  NodePort kernel (softirq) CPU per packet: berth XDP {} µs  iptables {} µs",
+                us(NODEPORT_XDP),
+                us(NODEPORT_IPTABLES)
+            );
         }
         let _ = writeln!(
             t,
@@ -574,6 +602,8 @@ mod tests {
         let run = |path, pps| NodePortRun {
             path,
             pps,
+            packets: 1,
+            softirq_us_per_packet: if path == NODEPORT_XDP { 1.5 } else { 4.0 },
             ..NodePortRun::default()
         };
         let r = Report {
@@ -605,6 +635,11 @@ mod tests {
         );
         assert!(
             table.contains("berth XDP 400000  iptables 150000"),
+            "{table}"
+        );
+        assert_eq!(j["nodeport_xdp_softirq_us_per_packet"], 1.5);
+        assert!(
+            table.contains("per packet: berth XDP 1.50 µs  iptables 4.00 µs"),
             "{table}"
         );
     }
