@@ -11,9 +11,10 @@
 //! packets that arrive on the backends' link (`eth0` of the server namespace, its rx counter),
 //! divided by the window. Client and backends share the machine's cores with the path under
 //! test, so both move datagrams in batches (`sendmmsg`/`recvmmsg`, [`BATCH`] a call): the
-//! less their system calls cost, the more of the cores the NodePort path gets. UDP rather than TCP: every datagram is one packet through the
-//! NodePort and nothing else, while a TCP connection rate would mostly measure both ends' TCP
-//! stacks, which are the same on both paths.
+//! less their system calls cost, the more of the cores the NodePort path gets. UDP rather than
+//! TCP: every datagram is one packet through the NodePort and nothing else, while a TCP
+//! connection rate would mostly measure both ends' TCP stacks, which are the same on both
+//! paths.
 
 use std::fmt::Write as _;
 use std::io::{IoSlice, IoSliceMut};
