@@ -14,8 +14,8 @@
 //! - **Pod side.** `lo` up; `eth0` up with `<ip>/32` and GRO on (the veth then has NAPI, so
 //!   NodePort XDP can redirect packets straight into the pod); `default via <gateway> dev eth0
 //!   onlink`; a permanent neighbour entry gateway → host veth MAC, so the pod never has to ARP
-//!   and the host's `arp_ignore` setting does not matter. With a /32, traffic to other pods also goes through the
-//!   gateway, hence through the host veth.
+//!   and the host's `arp_ignore` setting does not matter. With a /32, traffic to other pods
+//!   also goes through the gateway, hence through the host veth.
 //! - **Gateway.** The podCIDR's first address. Every pod's host veth carries it as a /32 (the same
 //!   address on each, as CNI `ptp` does), so the pod reaches the host at its gateway.
 //! - **Host side.** `<ip>/32 dev <veth> scope link src <gateway>` and a permanent neighbour entry
