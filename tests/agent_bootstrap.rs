@@ -29,9 +29,8 @@ fn tag() -> String {
     format!("{:x}{:x}", std::process::id() & 0xfff, nanos & 0xffff)
 }
 
-fn control_plane(tag: &str) -> Server {
-    let octet = 100 + (u32::from_str_radix(&tag[tag.len() - 2..], 16).unwrap_or(0) % 100);
-    Server::start_control_plane(&["--cluster-cidr", &format!("10.{octet}.0.0/16")])
+fn control_plane() -> Server {
+    Server::start_control_plane(&["--cluster-cidr", &common::cluster::cluster_cidr()])
 }
 
 fn join_token(server: &Server) -> String {
@@ -108,7 +107,7 @@ fn api_code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
 #[test]
 fn bootstrap_tokens_only_get_node_certificates() {
     let tag = tag();
-    let server = control_plane(&tag);
+    let server = control_plane();
     let token = join_token(&server);
     let (id, secret) = token.split_once('.').expect("<id>.<secret>");
     assert_eq!((id.len(), secret.len()), (6, 16), "{token}");
@@ -376,7 +375,7 @@ fn agent_joins_with_a_token_and_registers_as_its_node() {
         return;
     }
     let tag = tag();
-    let server = control_plane(&tag);
+    let server = control_plane();
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("agent");
     let node = format!("berth-agent-{tag}");

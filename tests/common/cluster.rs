@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tempfile::TempDir;
 
@@ -46,6 +47,16 @@ fn nix_is_root() -> bool {
 }
 
 /// A short random tag for names.
+/// A /16 of its own for each cluster: pod routes on the host must not collide. The clusters of
+/// one test binary run at once, so each takes the next of 100. (Derived from a random tag, two
+/// could match, and a pod's address would then be routed to the other cluster's pod or, once
+/// that one is gone, off the machine.)
+pub fn cluster_cidr() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let octet = 100 + (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 100;
+    format!("10.{octet}.0.0/16")
+}
+
 fn tag() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -62,9 +73,7 @@ impl Cluster {
         let tag = tag();
         let node = format!("berth-e2e-{tag}");
         let cgroup_base = format!("berth-e2e-{tag}");
-        // A /16 of its own per cluster: pod routes on the host must not collide.
-        let octet = 100 + (u32::from_str_radix(&tag[tag.len() - 2..], 16).unwrap_or(0) % 100);
-        let cidr = format!("10.{octet}.0.0/16");
+        let cidr = cluster_cidr();
         let mut all: Vec<String> = vec![
             "--node-name".into(),
             node.clone(),
