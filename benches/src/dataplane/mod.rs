@@ -262,19 +262,11 @@ impl Drop for BenchCgroup {
     }
 }
 
-fn tag() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:04x}", std::process::id() & 0xfff, nanos & 0xffff)
-}
-
 fn outer(opts: &Options) -> Result<(), DataplaneError> {
     validate(opts)?;
     let cgroup_root = check_host()?;
     let exe = std::env::current_exe().map_err(io_err("locate", Path::new("the berth binary")))?;
-    let tag = tag();
+    let tag = crate::tag();
     let scratch = tempfile::Builder::new()
         .prefix("berth-bench-dataplane-")
         .tempdir()

@@ -114,8 +114,9 @@ pub(super) fn endpoint_rules(
     }
 }
 
-/// A whole `iptables-restore --noflush` input for `services`, kube-proxy's full sync.
-pub fn iptables_full(services: &[Svc]) -> String {
+/// `*nat` with the top-level chains and every service's chains declared (which also flushes
+/// them).
+fn declare_all(services: &[Svc]) -> String {
     let mut out = String::from("*nat\n");
     for chain in [SERVICES, NODEPORTS, MARK_MASQ, POSTROUTING] {
         let _ = writeln!(out, ":{chain} - [0:0]");
@@ -123,14 +124,25 @@ pub fn iptables_full(services: &[Svc]) -> String {
     for svc in services {
         declare_chains(&mut out, svc);
     }
+    out
+}
+
+/// kube-proxy's jumps from the built-in chains, appended (`-A`) or deleted (`-D`).
+fn hooks(out: &mut String, op: &str) {
     let _ = writeln!(
         out,
-        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j {SERVICES}"
+        "{op} PREROUTING -m comment --comment \"kubernetes service portals\" -j {SERVICES}"
     );
     let _ = writeln!(
         out,
-        "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j {POSTROUTING}"
+        "{op} POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j {POSTROUTING}"
     );
+}
+
+/// A whole `iptables-restore --noflush` input for `services`, kube-proxy's full sync.
+pub fn iptables_full(services: &[Svc]) -> String {
+    let mut out = declare_all(services);
+    hooks(&mut out, "-A");
     let _ = writeln!(out, "-A {MARK_MASQ} -j MARK --or-mark 0x4000");
     let _ = writeln!(
         out,
@@ -185,21 +197,8 @@ pub fn iptables_add_one_minimal(new: &Svc) -> String {
 /// Removes every chain [`iptables_full`] and the add-ones made (flush by declaring, unhook,
 /// delete).
 pub fn iptables_remove(services: &[Svc]) -> String {
-    let mut out = String::from("*nat\n");
-    for chain in [SERVICES, NODEPORTS, MARK_MASQ, POSTROUTING] {
-        let _ = writeln!(out, ":{chain} - [0:0]");
-    }
-    for svc in services {
-        declare_chains(&mut out, svc);
-    }
-    let _ = writeln!(
-        out,
-        "-D PREROUTING -m comment --comment \"kubernetes service portals\" -j {SERVICES}"
-    );
-    let _ = writeln!(
-        out,
-        "-D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j {POSTROUTING}"
-    );
+    let mut out = declare_all(services);
+    hooks(&mut out, "-D");
     for chain in [SERVICES, NODEPORTS, MARK_MASQ, POSTROUTING] {
         let _ = writeln!(out, "-X {chain}");
     }

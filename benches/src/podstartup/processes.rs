@@ -28,15 +28,6 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// A short random tag for names, from the clock and the pid.
-fn tag() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:04x}", std::process::id() & 0xfff, nanos & 0xffff)
-}
-
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PodStartupError {
     let path = path.to_path_buf();
     move |source| PodStartupError::Io { op, path, source }
@@ -50,7 +41,7 @@ impl Cluster {
             .prefix("berth-bench-podstartup-")
             .tempdir_in(&parent)
             .map_err(io("create a directory in", &parent))?;
-        let tag = tag();
+        let tag = crate::tag();
         // A /16 of its own: pod routes on the host must not meet another cluster's.
         let octet = 100 + u32::from_str_radix(&tag[tag.len() - 2..], 16).unwrap_or(0) % 100;
         Ok(Cluster {

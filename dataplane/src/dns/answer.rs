@@ -492,22 +492,17 @@ mod tests {
     #[test]
     fn nxdomain_nodata_and_out_of_zone() {
         let index = fixture();
-        assert_eq!(
-            ask(&index, "nope.default.svc.cluster.local.", RecordType::A),
-            Resolution::NxDomain
-        );
-        assert_eq!(
-            ask(&index, "web.nope.svc.cluster.local.", RecordType::A),
-            Resolution::NxDomain
-        );
-        assert_eq!(
-            ask(&index, "a.b.c.d.e.f.cluster.local.", RecordType::A),
-            Resolution::NxDomain
-        );
-        assert_eq!(
-            ask(&index, "nope.default.svc.cluster.local.", RecordType::A),
-            Resolution::NxDomain
-        );
+        for name in [
+            "nope.default.svc.cluster.local.",
+            "web.nope.svc.cluster.local.",
+            "a.b.c.d.e.f.cluster.local.",
+        ] {
+            assert_eq!(
+                ask(&index, name, RecordType::A),
+                Resolution::NxDomain,
+                "{name}"
+            );
+        }
         for (name, qtype) in [
             ("web.default.svc.cluster.local.", RecordType::AAAA),
             ("default.svc.cluster.local.", RecordType::A),

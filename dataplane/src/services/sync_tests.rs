@@ -11,11 +11,22 @@ fn ready(addr: &'static str) -> Ep<'static> {
     (addr, "n1", Some(true), None, None)
 }
 
-fn web(ip: &str) -> Service {
+/// Service `name` on `ip`, port 80 named "http".
+fn http_service(name: &str, ip: &str) -> Service {
     service(
-        "web",
+        name,
         json!({"clusterIP": ip, "ports": [{"name": "http", "port": 80}]}),
     )
+}
+
+fn web(ip: &str) -> Service {
+    http_service("web", ip)
+}
+
+/// The "web-a" slice of "web": port "http" 8080 on each of `addrs`, all ready.
+fn web_a(addrs: &[&'static str]) -> EndpointSlice {
+    let endpoints: Vec<Ep<'static>> = addrs.iter().map(|a| ready(a)).collect();
+    slice("web", "web-a", "http", 8080, &endpoints)
 }
 
 fn frontend(ip: [u8; 4]) -> SvcKey {
@@ -54,13 +65,7 @@ fn nothing_is_programmed_until_both_lists_are_complete() {
     assert!(s.programmer().tables().svc.is_empty());
     assert!(!s.progress().synced);
     s.on_slice(Event::Init);
-    let sl = slice(
-        "web",
-        "web-a",
-        "http",
-        8080,
-        &[ready("10.244.0.1"), ready("10.244.0.2")],
-    );
+    let sl = web_a(&["10.244.0.1", "10.244.0.2"]);
     s.on_slice(Event::InitApply(sl));
     s.on_slice(Event::InitDone);
     let p = s.progress();
@@ -72,20 +77,11 @@ fn nothing_is_programmed_until_both_lists_are_complete() {
 #[test]
 fn a_slice_change_reprograms_only_its_service() {
     let mut s = sync();
-    let other = service(
-        "api",
-        json!({"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}),
-    );
-    let sl = slice("web", "web-a", "http", 8080, &[ready("10.244.0.1")]);
+    let other = http_service("api", "10.96.0.11");
+    let sl = web_a(&["10.244.0.1"]);
     listed(&mut s, vec![web("10.96.0.10"), other], vec![sl]);
     let before = s.progress().applied;
-    let sl = slice(
-        "web",
-        "web-a",
-        "http",
-        8080,
-        &[ready("10.244.0.1"), ready("10.244.0.2")],
-    );
+    let sl = web_a(&["10.244.0.1", "10.244.0.2"]);
     s.on_slice(Event::Apply(sl.clone()));
     assert_eq!(s.progress().applied, before + 1);
     assert_eq!(count(&s, &frontend([10, 96, 0, 10])), Some(2));
@@ -102,7 +98,7 @@ fn a_slice_change_reprograms_only_its_service() {
 #[test]
 fn endpoints_from_several_slices_are_merged() {
     let mut s = sync();
-    let a = slice("web", "web-a", "http", 8080, &[ready("10.244.0.1")]);
+    let a = web_a(&["10.244.0.1"]);
     let b = slice(
         "web",
         "web-b",
@@ -117,10 +113,7 @@ fn endpoints_from_several_slices_are_merged() {
 #[test]
 fn a_relabelled_slice_moves_to_its_new_service() {
     let mut s = sync();
-    let other = service(
-        "api",
-        json!({"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}),
-    );
+    let other = http_service("api", "10.96.0.11");
     let sl = slice("web", "shared", "http", 8080, &[ready("10.244.0.1")]);
     listed(&mut s, vec![web("10.96.0.10"), other], vec![sl]);
     let moved = slice("api", "shared", "http", 8080, &[ready("10.244.0.1")]);
@@ -132,7 +125,7 @@ fn a_relabelled_slice_moves_to_its_new_service() {
 #[test]
 fn service_changes_and_deletes_are_programmed() {
     let mut s = sync();
-    let sl = slice("web", "web-a", "http", 8080, &[ready("10.244.0.1")]);
+    let sl = web_a(&["10.244.0.1"]);
     listed(&mut s, vec![web("10.96.0.10")], vec![sl]);
     s.on_service(Event::Apply(web("10.96.0.20")));
     assert_eq!(count(&s, &frontend([10, 96, 0, 10])), None);
@@ -145,11 +138,8 @@ fn service_changes_and_deletes_are_programmed() {
 #[test]
 fn a_relist_removes_services_that_disappeared() {
     let mut s = sync();
-    let other = service(
-        "api",
-        json!({"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}),
-    );
-    let sl = slice("web", "web-a", "http", 8080, &[ready("10.244.0.1")]);
+    let other = http_service("api", "10.96.0.11");
+    let sl = web_a(&["10.244.0.1"]);
     listed(&mut s, vec![web("10.96.0.10"), other.clone()], vec![sl]);
     assert_eq!(s.progress().stats.services, 2);
     // The watch restarts; "web" was deleted while it was down.
@@ -175,13 +165,7 @@ fn failed_programming_is_retried() {
     let mut tables = MemoryTables::checked();
     tables.fail_at = Some(2);
     let mut s = ServiceSync::new(Programmer::new(tables), "n1");
-    let sl = slice(
-        "web",
-        "web-a",
-        "http",
-        8080,
-        &[ready("10.244.0.1"), ready("10.244.0.2")],
-    );
+    let sl = web_a(&["10.244.0.1", "10.244.0.2"]);
     listed(&mut s, vec![web("10.96.0.10")], vec![sl]);
     assert_eq!(s.progress().failing, 1);
     s.retry_failing();
@@ -196,7 +180,7 @@ fn a_frontend_freed_by_one_service_goes_to_the_one_waiting_for_it() {
         "twin",
         json!({"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}),
     );
-    let a = slice("web", "web-a", "http", 8080, &[ready("10.244.0.1")]);
+    let a = web_a(&["10.244.0.1"]);
     let b = slice(
         "twin",
         "twin-a",
@@ -242,11 +226,8 @@ async fn run_service_sync_stops_on_shutdown() {
 
 #[test]
 fn a_restarted_agent_rewrites_nothing_and_drops_what_went_away() {
-    let api = service(
-        "api",
-        json!({"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}),
-    );
-    let web_slice = slice("web", "web-a", "http", 8080, &[ready("10.244.0.1")]);
+    let api = http_service("api", "10.96.0.11");
+    let web_slice = web_a(&["10.244.0.1"]);
     let mut s = sync();
     listed(
         &mut s,
