@@ -1,12 +1,14 @@
 //! Berth's scenario benchmark runners (`berth bench ...`): they drive real components and print
 //! HDR-histogram percentiles with ratios against a baseline measured in the same run.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod apiserver;
 pub mod dataplane;
 pub mod nodesim;
 pub mod podstartup;
 pub mod schedbench;
+#[allow(unsafe_code)]
+mod sys;
 
 /// A short random tag for the names a runner gives what it makes (namespaces, cgroups,
 /// directories), from the clock and the pid.

@@ -136,7 +136,6 @@ impl Bench<'_> {
         let all = plan::services(largest, backends);
         NodePortBench {
             opts: &self.ctx.opts,
-            topo: &self.topo,
             datapath: &mut self.datapath,
             maps: &mut self.maps,
             rules_file: &self.ctx.scratch.join("rules"),

@@ -3,7 +3,8 @@
 //! Berth's tcx per-packet path, iptables rules in kube-proxy's shape and nftables in kube-proxy's
 //! nft shape — with 1, 1,000 and 10,000 services loaded into each; then the control plane: the
 //! time to program all services and to add one more, Berth's maps against iptables-restore and
-//! nft.
+//! nft; and NodePort in packets/s, Berth's XDP against kube-proxy's iptables NodePort, on a tap
+//! device that stands for the node's NIC ([`nodeport`]).
 //!
 //! Nothing runs in the host's network namespace. `berth bench dataplane` (the outer process)
 //! creates a `berth-bench-dataplane-*` cgroup2 directory and scratch directory, then runs itself
@@ -12,12 +13,13 @@
 //! by `berth*` veths, mounts a bpffs of its own and starts the echo servers on threads inside the
 //! server namespace. Each measurement is a client process (this binary again, under `nsenter`
 //! into the client namespace, and moved into the cgroup for the socket LB path) that prints its
-//! figures as one JSON line. Links, namespaces, rules and the bpffs die with the inner process;
+//! figures as one JSON line. Links (the tap too), namespaces, rules and the bpffs die with the inner process;
 //! the outer one removes the cgroup (killing what is left in it) and the scratch directory, also
 //! when the inner one fails or is interrupted.
 
 mod berth;
 mod client;
+mod frames;
 mod inner;
 mod netns;
 mod nodeport;
@@ -68,11 +70,11 @@ pub struct Options {
     /// How many times each "add one service" is timed (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
-    /// Print one JSON object instead of the table.
-    /// How NodePort's XDP program attaches to the router's veth: `driver` (native) or
-    /// `generic` (on the socket buffer; on a veth it skips the copy into an XDP frame).
+    /// How NodePort's XDP program attaches to the node's uplink (a tap device): `driver`
+    /// (native, on the written frame) or `generic` (on the socket buffer built for it).
     #[arg(long, value_enum, default_value_t = XdpAttach::Driver)]
     pub xdp_mode: XdpAttach,
+    /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
 }

@@ -113,20 +113,22 @@ pub struct ControlPlane {
 pub struct NodePortRun {
     /// `berth_xdp` or `iptables`.
     pub path: &'static str,
-    /// Packets that arrived on the backends' link per second of the window.
+    /// Forwarded frames the far end read, per second of the window.
     pub pps: f64,
     pub packets: u64,
     pub window_s: f64,
-    /// Datagrams the client sent and the backends read, over the whole run (warm-up included).
+    /// Frames the generator wrote and forwarded frames the far end read, over the whole run
+    /// (warm-up included).
     pub sent: u64,
     pub received: u64,
+    /// Other frames the far end read (none are expected).
+    pub stray: u64,
     pub send_errors: u64,
     pub first_error: Option<String>,
     pub flows: usize,
-    /// The machine's softirq CPU time in the window over the packets counted: the kernel's
-    /// per-packet cost on the router and in the backends' receive path, where the client's
-    /// sending and the backends' reading (process time) are not.
-    pub softirq_us_per_packet: f64,
+    /// Busy time of the node's CPU in the window over the packets counted: the generator's
+    /// `write` and the node's whole NodePort path (the machine's CPUs when nothing is pinned).
+    pub node_cpu_us_per_packet: f64,
 }
 
 pub const NODEPORT_XDP: &str = "berth_xdp";
@@ -259,13 +261,13 @@ impl Report {
         (!runs.is_empty()).then(|| median(&runs))
     }
 
-    /// The median round's softirq µs per packet of NodePort `path`.
-    pub fn nodeport_softirq_us(&self, path: &str) -> Option<f64> {
+    /// The median round's node CPU µs per packet of NodePort `path`.
+    pub fn nodeport_cpu_us(&self, path: &str) -> Option<f64> {
         let runs: Vec<f64> = self
             .nodeport_runs
             .iter()
             .filter(|r| r.path == path && r.packets > 0)
-            .map(|r| r.softirq_us_per_packet)
+            .map(|r| r.node_cpu_us_per_packet)
             .collect();
         (!runs.is_empty()).then(|| median(&runs))
     }
@@ -372,9 +374,9 @@ impl Report {
         out["nodeport"] = json!(self.nodeport);
         out["nodeport_services"] = json!(self.nodeport_services);
         out["nodeport_runs"] = json!(self.nodeport_runs);
-        out["nodeport_xdp_softirq_us_per_packet"] = json!(self.nodeport_softirq_us(NODEPORT_XDP));
-        out["nodeport_iptables_softirq_us_per_packet"] =
-            json!(self.nodeport_softirq_us(NODEPORT_IPTABLES));
+        out["nodeport_xdp_node_cpu_us_per_packet"] = json!(self.nodeport_cpu_us(NODEPORT_XDP));
+        out["nodeport_iptables_node_cpu_us_per_packet"] =
+            json!(self.nodeport_cpu_us(NODEPORT_IPTABLES));
         out
     }
 
@@ -508,12 +510,12 @@ impl Report {
             );
             let _ = writeln!(t, "    ({})", self.nodeport);
             let us = |path| {
-                self.nodeport_softirq_us(path)
+                self.nodeport_cpu_us(path)
                     .map_or("-".to_string(), |v| format!("{v:.2}"))
             };
             let _ = writeln!(
                 t,
-                "  NodePort kernel (softirq) CPU per packet: berth XDP {} µs  iptables {} µs",
+                "  NodePort node CPU per packet: berth XDP {} µs  iptables {} µs",
                 us(NODEPORT_XDP),
                 us(NODEPORT_IPTABLES)
             );
@@ -603,7 +605,7 @@ mod tests {
             path,
             pps,
             packets: 1,
-            softirq_us_per_packet: if path == NODEPORT_XDP { 1.5 } else { 4.0 },
+            node_cpu_us_per_packet: if path == NODEPORT_XDP { 1.5 } else { 4.0 },
             ..NodePortRun::default()
         };
         let r = Report {
@@ -637,7 +639,7 @@ mod tests {
             table.contains("berth XDP 400000  iptables 150000"),
             "{table}"
         );
-        assert_eq!(j["nodeport_xdp_softirq_us_per_packet"], 1.5);
+        assert_eq!(j["nodeport_xdp_node_cpu_us_per_packet"], 1.5);
         assert!(
             table.contains("per packet: berth XDP 1.50 µs  iptables 4.00 µs"),
             "{table}"
