@@ -69,6 +69,8 @@ fn tiny_json_run_measures_every_path_and_cleans_up() {
         "100",
         "--rounds",
         "1",
+        "--direct-pairs",
+        "2",
         "--repeats",
         "2",
         "--json",
@@ -80,6 +82,14 @@ fn tiny_json_run_measures_every_path_and_cleans_up() {
         assert!(number(&report, key) > 0.0, "{key}: {report}");
     }
     assert!(number(&report, "add_one_service_at_10k_ms") > 0.0);
+    // The extra direct/socket-LB pairs for ratio_vs_direct, each of which answered.
+    assert_eq!(report["direct_pairs"], 2, "{report}");
+    let pairs = report["direct_pair_runs"].as_array().expect("pair runs");
+    assert_eq!(pairs.len(), 4, "{report}");
+    for m in pairs {
+        assert!(number(m, "requests") > 0.0, "no request answered: {m}");
+        assert_eq!(m["errors"], 0, "failed requests: {m}");
+    }
     // NodePort in packets/s: Berth's XDP and kube-proxy's iptables NodePort both forward
     // the flood out of the tap uplink, rewritten whole (the far end checks every frame).
     for key in [

@@ -2,10 +2,10 @@
 //! mechanism in turn, runs the clients, times the control plane.
 //!
 //! Per size, ascending: Berth's maps grow to hold that many services (they stay loaded: only
-//! clients in the cgroup, or packets through the tcx links, ever look at them); then, in turn,
-//! the direct path, the socket LB, the tc path (tcx attached for that path only), the iptables
-//! rules and the nftables table (each loaded for its path only, so their hooks — and conntrack
-//! — never tax the other paths). At the largest size the iptables and nftables loads and "add
+//! clients in the cgroup, or packets through the tcx links, ever look at them); then, in turn
+//! (backwards every other round), the direct path, the socket LB, the tc path (tcx attached for
+//! that path only), the iptables rules and the nftables table (each loaded for its path only, so
+//! their hooks — and conntrack — never tax the other paths). At the largest size the iptables and nftables loads and "add
 //! one service" are timed while they are in place. Then NodePort in packets/s at the largest
 //! size (Berth's XDP against iptables, [`super::nodeport_path`]); Berth's control plane is timed
 //! last, from empty maps.
@@ -123,7 +123,7 @@ impl Bench<'_> {
                 }
             }
             for round in 0..self.ctx.opts.rounds {
-                for path in PathKind::ALL {
+                for path in plan::round_order(&PathKind::ALL, round) {
                     progress(&format!(
                         "{size} services, round {}: {}",
                         round + 1,
@@ -131,6 +131,9 @@ impl Bench<'_> {
                     ));
                     self.path(path, size, &all, size == largest && round == 0)?;
                 }
+            }
+            if size == self.report.headline_size() {
+                self.direct_pairs(size)?;
             }
         }
         let all = plan::services(largest, backends);
@@ -151,6 +154,42 @@ impl Bench<'_> {
         vec![SocketAddrV4::new(plan::service(0, 1).vip, SERVICE_PORT)]
     }
 
+    /// `--direct-pairs` windows of the direct path and the socket LB back to back, new
+    /// connection per request, for `ratio_vs_direct`.
+    fn direct_pairs(&mut self, size: usize) -> Result<(), DataplaneError> {
+        for pair in 0..self.ctx.opts.direct_pairs {
+            for path in plan::round_order(&[PathKind::Direct, PathKind::SocketLb], pair) {
+                progress(&format!(
+                    "{size} services, pair {}: {}",
+                    pair + 1,
+                    path.name()
+                ));
+                let (targets, cgroup_procs) = self.client_targets(path);
+                let measured =
+                    self.measure(path, size, Mode::NewConnection, targets, cgroup_procs)?;
+                self.report.direct_pairs.push(measured);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `path`'s client connects, and the cgroup it joins first (the socket LB's).
+    fn client_targets(&self, path: PathKind) -> (Vec<SocketAddrV4>, Option<PathBuf>) {
+        match path {
+            PathKind::Direct => (
+                (0..self.ctx.opts.backends)
+                    .map(|i| SocketAddrV4::new(backend_addr(i), BACKEND_PORT))
+                    .collect(),
+                None,
+            ),
+            PathKind::SocketLb => (
+                self.vip_target(),
+                Some(self.ctx.cgroup.join("cgroup.procs")),
+            ),
+            _ => (self.vip_target(), None),
+        }
+    }
+
     /// Loads `path`'s mechanism, measures every mode, unloads it.
     fn path(
         &mut self,
@@ -161,15 +200,9 @@ impl Bench<'_> {
     ) -> Result<(), DataplaneError> {
         let scratch = self.ctx.scratch.clone();
         let rules_file = scratch.join("rules");
-        let mut cgroup_procs = None;
-        let mut targets = self.vip_target();
+        let (targets, cgroup_procs) = self.client_targets(path);
         match path {
-            PathKind::Direct => {
-                targets = (0..self.ctx.opts.backends)
-                    .map(|i| SocketAddrV4::new(backend_addr(i), BACKEND_PORT))
-                    .collect();
-            }
-            PathKind::SocketLb => cgroup_procs = Some(self.ctx.cgroup.join("cgroup.procs")),
+            PathKind::Direct | PathKind::SocketLb => {}
             PathKind::Tc => {
                 self.datapath.attach_tc(IF_CLIENT)?;
                 self.datapath.attach_tc(IF_SERVER)?;
@@ -230,40 +263,53 @@ impl Bench<'_> {
         targets: Vec<SocketAddrV4>,
         cgroup_procs: Option<PathBuf>,
     ) -> Result<(), DataplaneError> {
-        let opts = &self.ctx.opts;
         for mode in Mode::ALL {
-            let config = ClientConfig {
-                targets: targets.clone(),
-                mode,
-                connections: opts.connections,
-                rate: opts.rate,
-                duration_ms: opts.duration_ms,
-                warmup_ms: opts.warmup_ms,
-                cgroup_procs: cgroup_procs.clone(),
-            };
-            let run = client::run(&self.exe, &self.topo.client, &config)?;
-            let r = run.result;
-            let per_request = |us: u64| us as f64 / r.total_requests.max(1) as f64;
-            self.report.measurements.push(Measurement {
-                path: path.name(),
-                services: size,
-                mode: mode.name(),
-                requests_per_s: if r.window_s > 0.0 {
-                    r.requests as f64 / r.window_s
-                } else {
-                    0.0
-                },
-                p50_ms: r.p50_us as f64 / 1000.0,
-                p90_ms: r.p90_us as f64 / 1000.0,
-                p99_ms: r.p99_us as f64 / 1000.0,
-                max_ms: r.max_us as f64 / 1000.0,
-                requests: r.requests,
-                errors: r.errors,
-                first_error: r.first_error,
-                cpu_us_per_request: per_request(r.cpu_us + run.server_cpu_us),
-            });
+            let measured = self.measure(path, size, mode, targets.clone(), cgroup_procs.clone())?;
+            self.report.measurements.push(measured);
         }
         Ok(())
+    }
+
+    /// One client run of `path` in `mode`.
+    fn measure(
+        &self,
+        path: PathKind,
+        size: usize,
+        mode: Mode,
+        targets: Vec<SocketAddrV4>,
+        cgroup_procs: Option<PathBuf>,
+    ) -> Result<Measurement, DataplaneError> {
+        let opts = &self.ctx.opts;
+        let config = ClientConfig {
+            targets,
+            mode,
+            connections: opts.connections,
+            rate: opts.rate,
+            duration_ms: opts.duration_ms,
+            warmup_ms: opts.warmup_ms,
+            cgroup_procs,
+        };
+        let run = client::run(&self.exe, &self.topo.client, &config)?;
+        let r = run.result;
+        let per_request = |us: u64| us as f64 / r.total_requests.max(1) as f64;
+        Ok(Measurement {
+            path: path.name(),
+            services: size,
+            mode: mode.name(),
+            requests_per_s: if r.window_s > 0.0 {
+                r.requests as f64 / r.window_s
+            } else {
+                0.0
+            },
+            p50_ms: r.p50_us as f64 / 1000.0,
+            p90_ms: r.p90_us as f64 / 1000.0,
+            p99_ms: r.p99_us as f64 / 1000.0,
+            max_ms: r.max_us as f64 / 1000.0,
+            requests: r.requests,
+            errors: r.errors,
+            first_error: r.first_error,
+            cpu_us_per_request: per_request(r.cpu_us + run.server_cpu_us),
+        })
     }
 
     /// kube-proxy's partial restore, then the minimal one, each `repeats` times on top of what

@@ -58,6 +58,12 @@ pub struct Options {
     /// Rounds over all paths at each size (paths interleaved); the median round is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Extra back-to-back windows of the direct path and the socket LB (new connection per
+    /// request, the order swapped every other pair) at the headline size, for
+    /// `ratio_vs_direct`: the two differ by less than one window's noise on a shared machine,
+    /// so the ratio needs more pairs than the rounds give.
+    #[arg(long, default_value_t = 20)]
+    pub direct_pairs: usize,
     /// Concurrent connections of the closed-loop client.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
@@ -362,6 +368,7 @@ mod tests {
             duration_ms: 100,
             warmup_ms: 10,
             rounds: 1,
+            direct_pairs: 1,
             connections: 2,
             rate: 100,
             backends: 2,

@@ -115,7 +115,8 @@ fn ip(args: &[&str]) -> Result<(), DataplaneError> {
     run_command("ip", args, None).map(drop)
 }
 
-fn sysctl(key: &str, value: &str) -> Result<(), DataplaneError> {
+/// Writes a sysctl of the calling thread's network namespace.
+pub(super) fn sysctl(key: &str, value: &str) -> Result<(), DataplaneError> {
     let path = Path::new("/proc/sys").join(key.replace('.', "/"));
     std::fs::write(&path, value).map_err(io_err("write", &path))
 }

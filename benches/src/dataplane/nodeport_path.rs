@@ -1,6 +1,7 @@
-//! The NodePort measurement in the inner process: per round, Berth's NodePort XDP then
-//! kube-proxy's iptables NodePort, each loaded for its flood only (so neither one's hooks, nor
-//! conntrack, tax the other), with every ClusterIP service of the largest size loaded beside it.
+//! The NodePort measurement in the inner process: per round, Berth's NodePort XDP and
+//! kube-proxy's iptables NodePort (the other way round every other round), each loaded for its
+//! flood only (so neither one's hooks, nor conntrack, tax the other), with every ClusterIP
+//! service of the largest size loaded beside it.
 
 use std::net::SocketAddrV4;
 use std::path::Path;
@@ -11,7 +12,7 @@ use berth_dataplane::loader::{Datapath, XdpAttached, XdpMode};
 
 use super::berth::Maps;
 use super::nodeport::{self, FarEnd, Flood, Uplink, FLOWS, IF_UPLINK, NODE_ADDR};
-use super::plan::Svc;
+use super::plan::{self, Svc};
 use super::report::{NodePortRun, Report, NODEPORT_IPTABLES, NODEPORT_XDP};
 use super::{progress, rules, DataplaneError, Options};
 
@@ -65,53 +66,60 @@ impl NodePortBench<'_> {
         let duration = Duration::from_millis(self.opts.duration_ms);
         let flood = || nodeport::flood(uplink, far_end, cpus, warmup, duration);
         for round in 0..self.opts.rounds {
-            progress(&format!("NodePort, round {}: berth XDP", round + 1));
-            let wanted = match self.opts.xdp_mode {
-                super::XdpAttach::Driver => XdpMode::Driver,
-                super::XdpAttach::Generic => XdpMode::Generic,
-            };
-            let mode = match self.datapath.attach_xdp(IF_UPLINK, wanted)? {
-                XdpAttached::New(mode) => mode,
-                XdpAttached::Kept => wanted,
-            };
-            // The agent pairs XDP with its tc twin on the same device; so does the bench.
-            let attached = self.datapath.attach_nodeport_tc(IF_UPLINK).map(drop);
-            let measured = attached.map_err(DataplaneError::from).and_then(|_| flood());
-            let detached = self
-                .datapath
-                .detach_xdp(IF_UPLINK)
-                .and_then(|_| self.datapath.detach_nodeport_tc(IF_UPLINK));
-            self.record(NODEPORT_XDP, measured?);
-            detached?;
-            self.report.nodeport = describe(self.opts, mode, cpus);
-
-            progress(&format!("NodePort, round {}: iptables", round + 1));
-            let loaded = rules::apply(
-                "iptables-restore",
-                &["--noflush"],
-                self.rules_file,
-                &rules::iptables_full(all),
-            )
-            .and_then(|_| {
-                rules::apply(
-                    "iptables-restore",
-                    &["--noflush"],
-                    self.rules_file,
-                    &nodeport::iptables_rules(backends),
-                )
-            });
-            let measured = loaded.and_then(|_| flood());
-            let removed = rules::apply(
-                "iptables-restore",
-                &["--noflush"],
-                self.rules_file,
-                &nodeport::iptables_remove(backends),
-            )
-            .and_then(|_| rules::iptables_clear(self.rules_file, all, self.nf_tables));
-            self.record(NODEPORT_IPTABLES, measured?);
-            removed?;
+            for path in plan::round_order(&[NODEPORT_XDP, NODEPORT_IPTABLES], round) {
+                progress(&format!("NodePort, round {}: {path}", round + 1));
+                if path == NODEPORT_XDP {
+                    let mode = self.xdp(&flood)?;
+                    self.report.nodeport = describe(self.opts, mode, cpus);
+                } else {
+                    self.iptables(all, backends, &flood)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// One flood through Berth's NodePort XDP, attached for it; the mode it attached in.
+    fn xdp(
+        &mut self,
+        flood: &dyn Fn() -> Result<Flood, DataplaneError>,
+    ) -> Result<XdpMode, DataplaneError> {
+        let wanted = match self.opts.xdp_mode {
+            super::XdpAttach::Driver => XdpMode::Driver,
+            super::XdpAttach::Generic => XdpMode::Generic,
+        };
+        let mode = match self.datapath.attach_xdp(IF_UPLINK, wanted)? {
+            XdpAttached::New(mode) => mode,
+            XdpAttached::Kept => wanted,
+        };
+        // The agent pairs XDP with its tc twin on the same device; so does the bench.
+        let attached = self.datapath.attach_nodeport_tc(IF_UPLINK).map(drop);
+        let measured = attached.map_err(DataplaneError::from).and_then(|_| flood());
+        let detached = self
+            .datapath
+            .detach_xdp(IF_UPLINK)
+            .and_then(|_| self.datapath.detach_nodeport_tc(IF_UPLINK));
+        self.record(NODEPORT_XDP, measured?);
+        detached?;
+        Ok(mode)
+    }
+
+    /// One flood through kube-proxy's iptables NodePort, loaded (with `all`) for it.
+    fn iptables(
+        &mut self,
+        all: &[Svc],
+        backends: &[SocketAddrV4],
+        flood: &dyn Fn() -> Result<Flood, DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        let restore =
+            |text: &str| rules::apply("iptables-restore", &["--noflush"], self.rules_file, text);
+        let loaded = restore(&rules::iptables_full(all))
+            .and_then(|_| restore(&nodeport::iptables_rules(backends)));
+        let measured = loaded.and_then(|_| flood());
+        let removed = restore(&nodeport::iptables_remove(backends))
+            .and_then(|_| rules::iptables_clear(self.rules_file, all, self.nf_tables));
+        self.record(NODEPORT_IPTABLES, measured?);
+        removed.map(drop)
     }
 
     fn record(&mut self, path: &'static str, flood: Flood) {

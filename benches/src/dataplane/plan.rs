@@ -61,9 +61,27 @@ pub fn services(count: usize, backends: usize) -> Vec<Svc> {
     out
 }
 
+/// The order in which round `round` measures `paths`: as given in even rounds, reversed in odd
+/// ones, so that no path always runs right after the same other one (whatever the one before
+/// leaves behind — warm caches, a busier machine — falls on each side of a pair alike).
+pub fn round_order<T: Copy>(paths: &[T], round: usize) -> Vec<T> {
+    let mut order = paths.to_vec();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn odd_rounds_run_the_paths_backwards() {
+        assert_eq!(round_order(&[1, 2, 3], 0), [1, 2, 3]);
+        assert_eq!(round_order(&[1, 2, 3], 1), [3, 2, 1]);
+        assert_eq!(round_order(&[1, 2, 3], 4), [1, 2, 3]);
+    }
 
     #[test]
     fn the_measured_service_sits_in_the_middle_and_vips_are_distinct() {

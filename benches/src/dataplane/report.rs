@@ -161,6 +161,9 @@ pub struct Report {
     pub rounds: usize,
     /// Every client run, every round.
     pub measurements: Vec<Measurement>,
+    /// The extra direct and socket-LB windows at the headline size (new connection per
+    /// request), in measuring order, which [`Report::ratio_vs_direct`] pairs as it does rounds.
+    pub direct_pairs: Vec<Measurement>,
     pub control: ControlPlane,
     /// Every NodePort flood, every round.
     pub nodeport_runs: Vec<NodePortRun>,
@@ -214,12 +217,14 @@ impl Report {
     }
 
     /// `a`'s requests/s over `b`'s at `services`, new connection per request: the median over
-    /// rounds of the ratio within each round. Each round measures every path back to back, so
-    /// a pair shares the machine's load of the moment, which drifts between rounds.
+    /// rounds (then over the extra direct/socket-LB pairs) of the ratio within each. Each round
+    /// measures every path back to back, so a pair shares the machine's load of the moment,
+    /// which drifts between rounds.
     fn rps_ratio(&self, a: PathKind, b: PathKind, services: usize) -> Option<f64> {
         let rounds = |path: PathKind| -> Vec<f64> {
             self.measurements
                 .iter()
+                .chain(&self.direct_pairs)
                 .filter(|m| {
                     m.path == path.name()
                         && m.services == services
@@ -313,7 +318,9 @@ impl Report {
             "ratio_vs_direct": vs_direct,
             "ratios_at_services": self.headline_size(),
             "ratio_method": "median over rounds of the ratio within each round (every round \
-                             measures all paths back to back)",
+                             measures all paths back to back); ratio_vs_direct also over the \
+                             direct_pairs",
+            "direct_pairs": self.direct_pairs.len() / 2,
             "add_one_service_at_10k_ms": self.add_one_ms(),
             "add_one_service_at_services": c.services,
             "nodeport_xdp_vs_iptables_pps_ratio": nodeport,
@@ -338,6 +345,7 @@ impl Report {
             "rounds": self.rounds,
             "results": self.medians(),
             "measurements_all_rounds": self.measurements,
+            "direct_pair_runs": self.direct_pairs,
             "control_plane": {
                 "services": c.services,
                 "berth_program_all_ms": c.berth_program_all_ms,
@@ -478,8 +486,11 @@ impl Report {
         let vs_iptables = self.ratio_vs_iptables();
         let _ = writeln!(
             t,
-            "  Berth ClusterIP ÷ direct {}  [target ≥ {TARGET_VS_DIRECT}: {}]",
+            "  Berth ClusterIP ÷ direct {} ({} rounds and {} extra pairs)  [target ≥ \
+             {TARGET_VS_DIRECT}: {}]",
             show(vs_direct),
+            self.rounds,
+            self.direct_pairs.len() / 2,
             mark(vs_direct.map(|r| r >= TARGET_VS_DIRECT))
         );
         let _ = writeln!(
@@ -597,6 +608,45 @@ mod tests {
         assert_eq!(paired_ratio(&[2.0, 3.0], &[1.0]), Some(2.0));
         assert_eq!(paired_ratio(&[2.0], &[0.0]), None);
         assert_eq!(paired_ratio(&[], &[]), None);
+    }
+
+    #[test]
+    fn the_extra_pairs_count_towards_ratio_vs_direct_only() {
+        let r = Report {
+            sizes: vec![1],
+            rounds: 1,
+            measurements: vec![
+                m(PathKind::Direct, 1, 1000.0),
+                m(PathKind::SocketLb, 1, 900.0),
+                m(PathKind::Tc, 1, 800.0),
+            ],
+            // Pairs in either order: 0.99, 1.01 (socket LB first), 0.97.
+            direct_pairs: vec![
+                m(PathKind::Direct, 1, 1000.0),
+                m(PathKind::SocketLb, 1, 990.0),
+                m(PathKind::SocketLb, 1, 1010.0),
+                m(PathKind::Direct, 1, 1000.0),
+                m(PathKind::Direct, 1, 1000.0),
+                m(PathKind::SocketLb, 1, 970.0),
+            ],
+            ..Report::default()
+        };
+        // 0.90 from the round and the three pairs: the median of four is the upper middle.
+        let ratio = r.ratio_vs_direct().expect("ratio");
+        assert!((ratio - 0.99).abs() < 1e-9, "{ratio}");
+        // The tc path has no pairs: its ratio is the round's alone.
+        let tc = r.rps_ratio(PathKind::Tc, PathKind::Direct, 1).expect("tc");
+        assert!((tc - 0.8).abs() < 1e-9, "{tc}");
+        let j = r.to_json();
+        assert_eq!(j["direct_pairs"], 3);
+        assert_eq!(j["direct_pair_runs"].as_array().map(Vec::len), Some(6));
+        let table = r.to_table();
+        assert!(
+            table.contains("÷ direct 0.99 (1 rounds and 3 extra pairs)"),
+            "{table}"
+        );
+        // The per-path medians stay the rounds' own.
+        assert_eq!(r.to_json()["results"].as_array().map(Vec::len), Some(3));
     }
 
     #[test]
