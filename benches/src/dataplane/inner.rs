@@ -5,10 +5,11 @@
 //! clients in the cgroup, or packets through the tcx links, ever look at them); then, in turn
 //! (backwards every other round), the direct path, the socket LB, the tc path (tcx attached for
 //! that path only), the iptables rules and the nftables table (each loaded for its path only, so
-//! their hooks — and conntrack — never tax the other paths). At the largest size the iptables and nftables loads and "add
-//! one service" are timed while they are in place. Then NodePort in packets/s at the largest
-//! size (Berth's XDP against iptables, [`super::nodeport_path`]); Berth's control plane is timed
-//! last, from empty maps.
+//! their hooks — and conntrack — never tax the other paths). At the largest size the iptables
+//! and nftables loads and "add one service" are timed while they are in place. At the headline
+//! size, `--direct-pairs` extra windows of the direct path and the socket LB follow. Then
+//! NodePort in packets/s at the largest size (Berth's XDP against iptables,
+//! [`super::nodeport_path`]); Berth's control plane is timed last, from empty maps.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};

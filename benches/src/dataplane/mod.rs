@@ -13,9 +13,9 @@
 //! by `berth*` veths, mounts a bpffs of its own and starts the echo servers on threads inside the
 //! server namespace. Each measurement is a client process (this binary again, under `nsenter`
 //! into the client namespace, and moved into the cgroup for the socket LB path) that prints its
-//! figures as one JSON line. Links (the tap too), namespaces, rules and the bpffs die with the inner process;
-//! the outer one removes the cgroup (killing what is left in it) and the scratch directory, also
-//! when the inner one fails or is interrupted.
+//! figures as one JSON line. Links (the NodePort's tap too), namespaces, rules and the bpffs die
+//! with the inner process; the outer one removes the cgroup (killing what is left in it) and the
+//! scratch directory, also when the inner one fails or is interrupted.
 
 mod berth;
 mod client;

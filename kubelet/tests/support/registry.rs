@@ -34,6 +34,11 @@ pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Ports tried before a registry gives up (each lost to another process's bind).
+const PORT_ATTEMPTS: usize = 5;
+
+/// The registry exited at once: its port had been taken.
+struct PortTaken;
 /// A fixed mtime so the same content always makes the same layer digest.
 const MTIME: u64 = 1_700_000_000;
 
@@ -120,6 +125,15 @@ impl Registry {
     }
 
     fn start_inner(auth: Auth, ip: std::net::Ipv4Addr) -> Registry {
+        // A free port is free only until someone binds it: another test may take it between
+        // `free_port` and the registry's own bind. Then start again on another.
+        (0..PORT_ATTEMPTS)
+            .find_map(|_| Self::try_start(&auth, ip))
+            .unwrap_or_else(|| panic!("docker-registry lost its port {PORT_ATTEMPTS} times"))
+    }
+
+    /// Starts a registry in a directory of its own; `None` when its port was taken.
+    fn try_start(auth: &Auth, ip: std::net::Ipv4Addr) -> Option<Registry> {
         let dir = tempfile::tempdir().expect("registry tempdir");
         let port = free_port();
         let storage = dir.path().join("storage");
@@ -137,7 +151,7 @@ impl Registry {
                 htpasswd.display()
             ));
         }
-        if let Auth::Token(token) = &auth {
+        if let Auth::Token(token) = auth {
             let bundle = dir.path().join("token-root.pem");
             std::fs::write(&bundle, &token.root_cert_pem).expect("write token root bundle");
             config.push_str(&format!(
@@ -165,12 +179,13 @@ impl Registry {
             port,
             dir,
         };
-        registry.wait_ready();
-        registry
+        registry.wait_ready().ok()?;
+        Some(registry)
     }
 
-    /// Polls `GET /v2/` until it answers (200, or 401 with auth), bounded by a deadline.
-    fn wait_ready(&mut self) {
+    /// Polls `GET /v2/` until it answers (200, or 401 with auth), bounded by a deadline;
+    /// [`PortTaken`] when the registry exited because its port was in use.
+    fn wait_ready(&mut self) -> Result<(), PortTaken> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self
@@ -178,11 +193,20 @@ impl Registry {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("docker-registry exited with {status}: {}", self.log());
+                let log = self.log();
+                if log.contains("address already in use") {
+                    return Err(PortTaken);
+                }
+                panic!("docker-registry exited with {status}: {log}");
             }
             if let Some(code) = http_status(self.ip, self.port, "/v2/") {
-                if code == 200 || code == 401 {
-                    return;
+                // Whoever took the port may answer too: only a registry still running counts.
+                let running = self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+                if (code == 200 || code == 401) && running {
+                    return Ok(());
                 }
             }
             assert!(
