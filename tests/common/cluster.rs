@@ -46,7 +46,6 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// A short random tag for names.
 /// A /16 of its own for each cluster: pod routes on the host must not collide. The clusters of
 /// one test binary run at once, so each takes the next of 100. (Derived from a random tag, two
 /// could match, and a pod's address would then be routed to the other cluster's pod or, once
@@ -57,6 +56,7 @@ pub fn cluster_cidr() -> String {
     format!("10.{octet}.0.0/16")
 }
 
+/// A short random tag for names.
 fn tag() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -332,6 +332,10 @@ impl FarEnd {
     fn forwarded(&self) -> u64 {
         self.counts.forwarded.load(Ordering::Relaxed)
     }
+
+    fn stray(&self) -> u64 {
+        self.counts.stray.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for FarEnd {
@@ -416,10 +420,7 @@ pub fn flood(
 ) -> Result<Flood, DataplaneError> {
     let node_cpu = cpus.map(|(node, _)| node);
     let stop = Arc::new(AtomicBool::new(false));
-    let counts_before = (
-        far_end.forwarded(),
-        far_end.counts.stray.load(Ordering::Relaxed),
-    );
+    let counts_before = (far_end.forwarded(), far_end.stray());
     let generator = {
         let (tap, stop) = (uplink.tap.clone(), stop.clone());
         std::thread::Builder::new()
@@ -457,7 +458,7 @@ pub fn flood(
         send_errors,
         first_error,
         received: far_end.forwarded() - counts_before.0,
-        stray: far_end.counts.stray.load(Ordering::Relaxed) - counts_before.1,
+        stray: far_end.stray() - counts_before.1,
         flows: FLOWS,
         node_cpu_s: busy as f64 / USER_HZ,
     })

@@ -119,7 +119,7 @@ impl NodePortBench<'_> {
         let removed = restore(&nodeport::iptables_remove(backends))
             .and_then(|_| rules::iptables_clear(self.rules_file, all, self.nf_tables));
         self.record(NODEPORT_IPTABLES, measured?);
-        removed.map(drop)
+        removed
     }
 
     fn record(&mut self, path: &'static str, flood: Flood) {
